@@ -1,0 +1,91 @@
+# Thin wrapper around CMake. `make demo` and `make test` do all set-up on a
+# fresh Debian machine: they install missing packages when run as root, or
+# print the one apt-get line to run and stop.
+
+BUILD      ?= build
+SAN_BUILD  ?= build-sanitize
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+
+# Debian packages: what building and testing need, and what benchmarks add.
+DEPS       = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev lmdb-utils \
+             libzstd-dev lua-busted luarocks python3-lmdb python3-msgpack
+BENCH_DEPS = lua-cjson lua-sql-sqlite3 tarantool zstd sqlite3
+FUZZ_DEPS  = clang
+VALGRIND_DEPS = valgrind
+
+define need_packages
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing packages; run:"; echo "  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+.PHONY: all build deps deps-bench deps-fuzz test demo sanitize bench fuzz valgrind install clean
+
+all: build
+
+deps:
+	$(call need_packages,$(DEPS))
+
+deps-bench: deps
+	$(call need_packages,$(BENCH_DEPS))
+
+deps-fuzz: deps
+	$(call need_packages,$(FUZZ_DEPS))
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: deps build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo: deps build
+	@BUILD=$(BUILD) sh examples/run-demo.sh
+
+sanitize: deps
+	cmake -S . -B $(SAN_BUILD) -DINSTATE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: deps-bench build
+	@for b in bench/*.lua; do \
+	  echo "== $$b"; \
+	  LUA_CPATH="$(BUILD)/lib/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
+	    INSTATE_BUILD_DIR=$(BUILD) lua5.4 $$b || exit 1; \
+	done
+
+fuzz: deps-fuzz
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DINSTATE_FUZZ=ON -DINSTATE_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@for f in $(FUZZ_BUILD)/*_fuzz; do \
+	  name=$$(basename $$f); mkdir -p $(FUZZ_BUILD)/corpus/$$name; \
+	  echo "== $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    $(FUZZ_BUILD)/corpus/$$name spec/fuzz/seeds/$$name || exit 1; \
+	done
+
+valgrind: deps build
+	$(call need_packages,$(VALGRIND_DEPS))
+	@LUA_CPATH="$(BUILD)/lib/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" \
+	  INSTATE_BUILD_DIR=$(BUILD) INSTATE_VALGRIND=1 \
+	  valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+	    lua5.4 /usr/bin/busted spec
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,526 @@
+/**
+ * @file instate.h
+ * @brief instate: a durable state store on LMDB.
+ *
+ * A store is one LMDB environment (a directory, or a single file with its
+ * lock file beside it) holding named namespaces of records. A record maps a
+ * key (1..511 bytes) to a value (opaque bytes; the Lua binding stores
+ * MessagePack) with an optional absolute expiry time and a version number.
+ * Every committed write transaction adds one to the store's revision.
+ *
+ * This header is the whole public C API. It never includes lua.h: a C or
+ * C++ engine links libinstate alone.
+ *
+ * Conventions, as in lmdb.h:
+ *  - Functions return an int: 0 on success, a negative INSTATE_* code
+ *    below, or a positive errno value. instate_strerror() names any of them.
+ *    Codes are never renumbered. Nothing calls exit() or abort().
+ *  - Outputs come last. Handles are opaque.
+ *  - Values read from a store are copied into an #instate_buf the caller
+ *    owns, so they stay valid whatever happens to the map afterwards (the
+ *    map may be grown by another thread at any time).
+ *
+ * Threads: a store handle may be used from any thread; a transaction
+ * belongs to the thread that began it until it ends (read transactions may
+ * move between threads, since the environment uses MDB_NOTLS). Opening the
+ * same store several times in one process shares one LMDB environment.
+ */
+#ifndef INSTATE_H
+#define INSTATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup version Library and format versions @{ */
+#define INSTATE_VERSION_MAJOR 0
+#define INSTATE_VERSION_MINOR 1
+#define INSTATE_VERSION_PATCH 0
+#define INSTATE_VERSION_STRING "0.1.0"
+/** Version of the on-disk store layout (kept in the __meta database). */
+#define INSTATE_STORE_FORMAT 1
+/** Version of the dump file format written by instate_dump(). */
+#define INSTATE_DUMP_FORMAT 1
+/** @} */
+
+/** @defgroup limits Limits @{ */
+#define INSTATE_KEY_MAX 511        /**< longest key, in bytes */
+#define INSTATE_NSNAME_MAX 255     /**< longest namespace name, in bytes */
+#define INSTATE_ERRMSG_MAX 256     /**< size of a detailed error message buffer */
+/** @} */
+
+/** @defgroup errors Return codes
+ * 0 is success; positive values are errno values (EIO, ENOSPC, EACCES...).
+ * @{ */
+#define INSTATE_SUCCESS 0
+#define INSTATE_ERR_BASE (-32000)
+/** key, namespace or file not found (also: the record has expired) */
+#define INSTATE_NOTFOUND (-32001)
+/** a write transaction is already open in this thread (e.g. another coroutine) */
+#define INSTATE_BUSY (-32002)
+/** the map reached max_size: the write cannot fit */
+#define INSTATE_MAP_FULL (-32003)
+/** the map was grown: the transaction was aborted and must be run again */
+#define INSTATE_RETRY (-32004)
+/** the store was opened read-only */
+#define INSTATE_READONLY (-32005)
+/** a file or record is damaged (bad magic, checksum, truncation, malformed) */
+#define INSTATE_CORRUPT (-32006)
+/** written by a newer format version than this library reads */
+#define INSTATE_VERSION (-32007)
+/** a size limit could not be met (e.g. dump max_bytes) */
+#define INSTATE_LIMIT (-32008)
+/** invalid argument: bad key length, bad name, out-of-range option */
+#define INSTATE_INVALID (-32009)
+/** the namespace exists with another type */
+#define INSTATE_TYPE (-32010)
+/** the transaction has ended, or failed and can only be aborted */
+#define INSTATE_ENDED (-32011)
+/** the store is already open in this process with incompatible options */
+#define INSTATE_CONFLICT (-32012)
+/** the key exists (instate_put() with #INSTATE_NOOVERWRITE) */
+#define INSTATE_EXISTS (-32013)
+/** the reader table is full (raise max_readers) */
+#define INSTATE_READERS_FULL (-32014)
+/** the namespace table is full (raise max_namespaces) */
+#define INSTATE_NAMESPACES_FULL (-32015)
+#define INSTATE_ERR_LAST INSTATE_NAMESPACES_FULL
+/** @} */
+
+/**
+ * @brief Return a static description of an error code.
+ * @param[in] rc 0, a negative INSTATE_* code or a positive errno value.
+ * @return a string that is never NULL and lives forever.
+ */
+const char *instate_strerror(int rc);
+
+/* ===================================================================== */
+/** @defgroup buf Byte buffers
+ * A growable byte buffer the caller owns. Zero-initialise it
+ * (`instate_buf b = {0};`), pass it to any number of calls, which overwrite
+ * its contents, then release it with instate_buf_free().
+ * @{ */
+typedef struct instate_buf {
+	char *data;  /**< the bytes; NULL while cap is 0 */
+	size_t len;  /**< bytes in use */
+	size_t cap;  /**< bytes allocated */
+} instate_buf;
+
+/**
+ * @brief Make room for at least `extra` more bytes after len.
+ * @return 0, or ENOMEM (the buffer is unchanged).
+ */
+int instate_buf_reserve(instate_buf *b, size_t extra);
+
+/** @brief Release the buffer's memory; it can be used again afterwards. */
+void instate_buf_free(instate_buf *b);
+/** @} */
+
+/* ===================================================================== */
+/** @defgroup store Stores @{ */
+
+/** Opaque store handle. */
+typedef struct instate_store instate_store;
+
+/** Durability of commits. */
+typedef enum instate_sync {
+	INSTATE_SYNC_FULL = 0,   /**< fsync data and meta pages at commit (default) */
+	INSTATE_SYNC_NOMETA = 1, /**< MDB_NOMETASYNC: the last commit may be lost, never torn */
+	INSTATE_SYNC_NONE = 2    /**< MDB_NOSYNC: the OS decides when data reaches disk */
+} instate_sync;
+
+/** Options of instate_store_open(). Initialise with instate_options_init(). */
+typedef struct instate_options {
+	int readonly;             /**< open read-only (default 0) */
+	instate_sync sync;        /**< durability (default #INSTATE_SYNC_FULL) */
+	uint64_t map_size;        /**< initial map size in bytes (default 64 MiB) */
+	uint64_t max_size;        /**< the map grows up to this (default 1 TiB) */
+	unsigned file_mode;       /**< mode of created files (default 0600) */
+	unsigned max_namespaces;  /**< named namespaces (default 128) */
+	unsigned max_readers;     /**< concurrent read transactions (default 510) */
+	int single_file;          /**< path is the data file, lock file beside it */
+} instate_options;
+
+/** @brief Fill `o` with the defaults listed in #instate_options. */
+void instate_options_init(instate_options *o);
+
+/**
+ * @brief Open (or create) a store.
+ *
+ * `path` is a directory, created with mode 0700 if missing, unless
+ * `opts->single_file`, when it is the data file itself. The process keeps
+ * one LMDB environment per file (keyed by device and inode): opening the
+ * same store again returns a new handle on the shared environment. Stale
+ * reader slots left by dead processes are cleared at open.
+ *
+ * @param[in] path the store's path (copied).
+ * @param[in] opts options, or NULL for the defaults.
+ * @param[out] out the new handle; NULL on error.
+ * @return 0, or #INSTATE_CONFLICT (already open here read-only vs
+ *   read-write), #INSTATE_INVALID (bad option), #INSTATE_VERSION (store
+ *   written by a newer layout), #INSTATE_CORRUPT (not a store), an errno
+ *   (ENOENT for a missing read-only store, EACCES, ENOTDIR, ENOSPC...).
+ *
+ * Lifetime: until instate_store_close(); the environment lives until its
+ * last handle in the process is closed.
+ */
+int instate_store_open(const char *path, const instate_options *opts, instate_store **out);
+
+/**
+ * @brief Close a store handle. NULL is ignored.
+ *
+ * All transactions and cursors begun through this handle must have ended.
+ * Other handles on the same environment keep working.
+ */
+void instate_store_close(instate_store *s);
+
+/** @brief The path given to instate_store_open(); valid while the handle is. */
+const char *instate_store_path(const instate_store *s);
+
+/**
+ * @brief The store's revision: the number of committed write transactions.
+ * @param[out] out the revision.
+ * @return 0 or an error code.
+ */
+int instate_store_revision(instate_store *s, uint64_t *out);
+
+/** Statistics returned by instate_store_stats(). */
+typedef struct instate_stats {
+	uint64_t map_size;     /**< current map size in bytes */
+	uint64_t max_size;     /**< the map's growth limit */
+	uint64_t used_bytes;   /**< bytes of the map in use (last page + 1) */
+	uint64_t page_size;    /**< LMDB page size */
+	uint64_t namespaces;   /**< live namespaces */
+	uint64_t readers;      /**< reader slots in use (all processes) */
+	uint64_t max_readers;  /**< reader slots available */
+	uint64_t revision;     /**< as instate_store_revision() */
+	int readonly;          /**< opened read-only */
+} instate_stats;
+
+/** @brief Fill `out` with the store's statistics. @return 0 or an error code. */
+int instate_store_stats(instate_store *s, instate_stats *out);
+
+/**
+ * @brief Make sure at least `bytes` more bytes fit in the map, growing it
+ * (within max_size) if needed. Must be called with no write transaction open
+ * in this thread. Useful before a large batch to avoid #INSTATE_RETRY.
+ * @return 0, #INSTATE_MAP_FULL, #INSTATE_BUSY or an errno.
+ */
+int instate_store_reserve(instate_store *s, uint64_t bytes);
+
+/**
+ * @brief Clock used for expiry times, in milliseconds since the epoch.
+ *
+ * By default the real-time clock. Tests may fix it: instate_clock_set(ms)
+ * makes every store in the process see `ms` as "now"; instate_clock_set(0)
+ * restores the real clock. Process-wide and thread-safe.
+ */
+int64_t instate_clock_now(void);
+/** @brief Fix the clock at `ms` (0 restores the real clock). See instate_clock_now(). */
+void instate_clock_set(int64_t ms);
+/** @} */
+
+/* ===================================================================== */
+/** @defgroup ns Namespaces
+ * A namespace is a named LMDB database with a type. Handles are owned by
+ * the store's environment: they need no closing and stay valid until the
+ * environment closes. A namespace springs into existence with its first
+ * write; reading a namespace that does not exist reads nothing.
+ * @{ */
+
+typedef struct instate_ns instate_ns;
+
+/** Namespace types, recorded in __meta. */
+typedef enum instate_ns_type {
+	INSTATE_NS_ANY = 0,   /**< for lookups: accept whatever type it has (kv if new) */
+	INSTATE_NS_KV = 1,    /**< plain key-value records */
+	INSTATE_NS_STATE = 2  /**< defstate variables */
+} instate_ns_type;
+
+/**
+ * @brief Get the handle of namespace `name`.
+ *
+ * Does not create it. If it exists with a type other than `type` (and
+ * `type` is not #INSTATE_NS_ANY) returns #INSTATE_TYPE.
+ *
+ * @param[in] name 1..255 bytes, no NUL byte; names starting "__" are
+ *   reserved (#INSTATE_INVALID).
+ * @param[in] type the expected type; a new namespace gets it (kv for ANY).
+ * @param[out] out the handle.
+ * @return 0, #INSTATE_INVALID, #INSTATE_TYPE, #INSTATE_NAMESPACES_FULL or an errno.
+ */
+int instate_ns_get(instate_store *s, const char *name, size_t len,
+                   instate_ns_type type, instate_ns **out);
+
+/** @brief The namespace's name (NUL-terminated) and its byte length. */
+const char *instate_ns_name(const instate_ns *ns, size_t *len);
+
+/** @brief The namespace's type as requested or as stored. */
+instate_ns_type instate_ns_type_of(const instate_ns *ns);
+/** @} */
+
+/* ===================================================================== */
+/** @defgroup txn Transactions @{ */
+
+typedef struct instate_txn instate_txn;
+
+#define INSTATE_TXN_READ 0x1  /**< a read-only snapshot */
+
+/**
+ * @brief Begin a transaction.
+ *
+ * A write transaction (flags 0) takes the store's single writer slot. If a
+ * write transaction is already open in the calling thread (another
+ * coroutine, another Lua state on this thread) this returns #INSTATE_BUSY
+ * at once instead of deadlocking; if one is open in another thread or
+ * process it waits. With `parent` (a write transaction) it begins a nested
+ * transaction: a savepoint that can be aborted alone.
+ *
+ * Before a top-level write transaction the map is grown ahead of need when
+ * it is more than half full.
+ *
+ * @param[in] parent NULL, or the enclosing write transaction.
+ * @param[in] flags 0 for read-write, #INSTATE_TXN_READ for a snapshot.
+ * @param[out] out the transaction.
+ * @return 0, #INSTATE_BUSY, #INSTATE_READONLY (write on a read-only store),
+ *   #INSTATE_READERS_FULL or an errno.
+ *
+ * Lifetime: until instate_txn_commit() or instate_txn_abort(), which free it.
+ */
+int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, instate_txn **out);
+
+/**
+ * @brief Commit and free the transaction.
+ *
+ * A top-level write transaction adds one to the revision and is durable on
+ * return as the store's sync option says. A nested one merges into its
+ * parent. A read transaction just ends. On error the transaction is aborted
+ * and freed all the same.
+ *
+ * @return 0, #INSTATE_RETRY (the map had to grow: nothing was written, run
+ *   the transaction again), #INSTATE_MAP_FULL, #INSTATE_ENDED (a write in it
+ *   failed earlier), an errno (ENOSPC, EIO).
+ */
+int instate_txn_commit(instate_txn *txn);
+
+/** @brief Abort and free the transaction (and its open children). NULL is ignored. */
+void instate_txn_abort(instate_txn *txn);
+
+/**
+ * @brief The revision this transaction sees (for a write transaction, the
+ * revision it will commit as).
+ */
+uint64_t instate_txn_revision(const instate_txn *txn);
+
+/** @brief Nonzero for a read-only transaction. */
+int instate_txn_readonly(const instate_txn *txn);
+/** @} */
+
+/* ===================================================================== */
+/** @defgroup rec Records
+ * Keys are 1..511 bytes (#INSTATE_INVALID otherwise). An expired record
+ * reads as absent everywhere. Any write error other than #INSTATE_INVALID,
+ * #INSTATE_EXISTS and #INSTATE_NOTFOUND leaves the transaction failed: it
+ * can only be aborted (its commit returns the error). #INSTATE_RETRY from a
+ * write means the map was grown and the transaction has been aborted for
+ * the caller to run again.
+ * @{ */
+
+/** Record metadata stored in front of each value. */
+typedef struct instate_meta {
+	int64_t expires_ms; /**< absolute expiry in ms since the epoch; 0 = never */
+	uint32_t version;   /**< a version number for the value; 0 = none */
+} instate_meta;
+
+/** instate_put() flags. */
+#define INSTATE_NOOVERWRITE 0x1  /**< fail with #INSTATE_EXISTS if a live record exists */
+#define INSTATE_KEEPEXPIRY  0x2  /**< keep the old record's expiry (meta->expires_ms ignored) */
+
+/**
+ * @brief Read a record.
+ * @param[out] val receives a copy of the value bytes (may be NULL).
+ * @param[out] meta receives the record's metadata (may be NULL).
+ * @return 0, #INSTATE_NOTFOUND (absent or expired), #INSTATE_INVALID or an error.
+ */
+int instate_get(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
+                instate_buf *val, instate_meta *meta);
+
+/**
+ * @brief Write a record (creating the namespace if needed).
+ * @param[in] meta expiry and version; NULL for none.
+ * @param[in] flags #INSTATE_NOOVERWRITE, #INSTATE_KEEPEXPIRY.
+ * @return 0, #INSTATE_EXISTS, #INSTATE_INVALID, #INSTATE_READONLY,
+ *   #INSTATE_RETRY, #INSTATE_MAP_FULL, #INSTATE_ENDED or an errno.
+ */
+int instate_put(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
+                const void *val, size_t vlen, const instate_meta *meta, unsigned flags);
+
+/**
+ * @brief Delete a record.
+ * @return 0, #INSTATE_NOTFOUND (absent or expired: nothing to delete), or
+ *   an error as instate_put().
+ */
+int instate_del(instate_txn *txn, instate_ns *ns, const void *key, size_t klen);
+
+/**
+ * @brief Change a live record's expiry without rewriting its value.
+ * @param[in] expires_ms absolute expiry in ms; 0 removes it.
+ * @return 0, #INSTATE_NOTFOUND, or an error as instate_put().
+ */
+int instate_set_expiry(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
+                       int64_t expires_ms);
+
+/** @brief Count the live records of a namespace. @return 0 or an error. */
+int instate_count(instate_txn *txn, instate_ns *ns, uint64_t *out);
+
+/** @brief Delete every record of a namespace; `removed` counts live ones (may be NULL). */
+int instate_clear(instate_txn *txn, instate_ns *ns, uint64_t *removed);
+
+/**
+ * @brief Drop a namespace: its records and its entry in __meta.
+ * @param[out] existed 1 if it existed (may be NULL).
+ */
+int instate_drop(instate_txn *txn, instate_ns *ns, int *existed);
+
+/** @brief Remove expired records from every namespace; `removed` counts them. */
+int instate_purge(instate_txn *txn, uint64_t *removed);
+
+/**
+ * @brief List the namespaces, in name byte order.
+ * @param[in] fn called for each: name, its length, its type; a nonzero
+ *   return stops the listing and is returned.
+ * @return 0, fn's nonzero result, or an error.
+ */
+int instate_ns_list(instate_txn *txn,
+                    int (*fn)(void *ud, const char *name, size_t len, instate_ns_type type),
+                    void *ud);
+/** @} */
+
+/* ===================================================================== */
+/** @defgroup cursor Cursors @{ */
+
+typedef struct instate_cursor instate_cursor;
+
+/**
+ * @brief Open a cursor over the live records of `ns` whose keys start with
+ * `prefix` (NULL or length 0 for all), in key byte order.
+ * @return 0 or an error. Lifetime: until instate_cursor_close(), which must
+ *   come before the transaction ends.
+ */
+int instate_cursor_open(instate_txn *txn, instate_ns *ns, const void *prefix, size_t plen,
+                        instate_cursor **out);
+
+/**
+ * @brief Step to the next live record and copy it out.
+ * @param[out] key, val receive copies (val may be NULL); meta may be NULL.
+ * @return 0, #INSTATE_NOTFOUND at the end, or an error.
+ */
+int instate_cursor_next(instate_cursor *c, instate_buf *key, instate_buf *val,
+                        instate_meta *meta);
+
+/** @brief Close a cursor. NULL is ignored. */
+void instate_cursor_close(instate_cursor *c);
+/** @} */
+
+/* ===================================================================== */
+/** @defgroup dump Dump and load
+ * Portable, versioned, checksummed, optionally compressed files; the format
+ * is specified in docs/FORMAT.md. Both directions stream: memory stays
+ * bounded whatever the size of the store or the file.
+ * @{ */
+
+/** Options of instate_dump(). Initialise with instate_dump_options_init(). */
+typedef struct instate_dump_options {
+	int compression;                 /**< 0 (raw) .. 9; default 1 */
+	const char *const *namespaces;   /**< names to dump; NULL = all */
+	size_t n_namespaces;             /**< entries in namespaces */
+	uint64_t max_record_bytes;       /**< larger records are left out; 0 = no cap */
+	uint64_t max_records_per_section;/**< first N records in key order; 0 = no cap */
+	uint64_t max_bytes;              /**< file size cap; 0 = no cap */
+} instate_dump_options;
+
+/** What to do with a corrupt file in instate_load(). */
+typedef enum instate_on_corrupt {
+	INSTATE_CORRUPT_ERROR = 0,  /**< return #INSTATE_CORRUPT */
+	INSTATE_CORRUPT_IGNORE = 1, /**< return #INSTATE_CORRUPT, report ignored */
+	INSTATE_CORRUPT_DELETE = 2  /**< remove the file, then as IGNORE */
+} instate_on_corrupt;
+
+/** Options of instate_load(). Initialise with instate_load_options_init(). */
+typedef struct instate_load_options {
+	int replace;                     /**< 0 merge (default), 1 replace */
+	const char *const *namespaces;   /**< sections to load; NULL = all */
+	size_t n_namespaces;
+	uint64_t max_bytes;              /**< a larger file is corrupt; 0 = no cap */
+	instate_on_corrupt on_corrupt;
+} instate_load_options;
+
+/** Results of instate_dump(), instate_load() and instate_dump_info(). */
+typedef struct instate_dump_info {
+	uint64_t records;       /**< records written / loaded / in the file */
+	uint64_t dropped;       /**< dump: records left out by the caps */
+	uint64_t expired;       /**< load: records skipped as already expired */
+	uint64_t sections;      /**< sections written / loaded / in the file */
+	uint64_t bytes;         /**< file size */
+	uint64_t revision;      /**< the dumped store's revision */
+	int64_t created_ms;     /**< when the dump was written */
+	uint32_t format;        /**< the file's format version */
+	int deleted;            /**< load: the corrupt file was removed */
+} instate_dump_info;
+
+void instate_dump_options_init(instate_dump_options *o);
+void instate_load_options_init(instate_load_options *o);
+
+/**
+ * @brief Write a consistent snapshot of the store to `path`.
+ *
+ * Writes a temporary file in the same directory, fsyncs it, renames it over
+ * `path` and fsyncs the directory: a failure leaves any old file intact and
+ * no temporary file behind.
+ *
+ * @param[out] info results (may be NULL).
+ * @param[out] err a detailed message on failure (may be NULL), at most
+ *   #INSTATE_ERRMSG_MAX bytes with its NUL.
+ * @return 0, #INSTATE_INVALID (compression out of range), #INSTATE_LIMIT
+ *   (even an empty dump exceeds max_bytes), or an errno.
+ */
+int instate_dump(instate_store *s, const char *path, const instate_dump_options *opts,
+                 instate_dump_info *info, char *err);
+
+/**
+ * @brief Load a dump into the store in one write transaction: all or nothing.
+ *
+ * Merge overwrites clashing keys and keeps the others; replace leaves each
+ * loaded namespace holding exactly its dumped records. Records already
+ * expired are skipped; others keep their absolute expiry. After a load the
+ * revision is above its old value and at least the dump's.
+ *
+ * @return 0, #INSTATE_NOTFOUND (no such file; the policy is not consulted),
+ *   #INSTATE_CORRUPT (the message in `err` names the byte offset; with
+ *   IGNORE/DELETE the caller reports "ignored"; info->deleted tells),
+ *   #INSTATE_VERSION (newer format, whatever the policy), #INSTATE_BUSY,
+ *   #INSTATE_MAP_FULL or an errno. The store is unchanged on any error.
+ */
+int instate_load(instate_store *s, const char *path, const instate_load_options *opts,
+                 instate_dump_info *info, char *err);
+
+/**
+ * @brief Read a dump's header and section list without loading it. The
+ * whole file is verified (checksums), without keeping it in memory.
+ * @param[in] fn called per section with its name, type and record count
+ *   (may be NULL); nonzero stops and is returned.
+ * @return 0, #INSTATE_NOTFOUND, #INSTATE_CORRUPT, #INSTATE_VERSION or an errno.
+ */
+int instate_dump_info_read(const char *path,
+                           int (*fn)(void *ud, const char *name, size_t len,
+                                     instate_ns_type type, uint64_t records),
+                           void *ud, instate_dump_info *info, char *err);
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INSTATE_H */

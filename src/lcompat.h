@@ -1,0 +1,24 @@
+/*
+ * lcompat.h - the one place for Lua version specifics.
+ *
+ * The binding is written against the Lua 5.4 API. Everything that differs
+ * in LuaJIT and Lua 5.1-5.3 (user values, to-be-closed variables, integer
+ * subtype, warn) goes through the macros below, so porting touches this file
+ * alone.
+ */
+#ifndef LCOMPAT_H
+#define LCOMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#if LUA_VERSION_NUM < 504
+#error "instate currently builds against Lua 5.4; port lcompat.h first"
+#endif
+
+/* A full userdata with n user values (parents kept alive by children). */
+#define lcompat_newuserdata(L, sz, nuv) lua_newuserdatauv((L), (sz), (nuv))
+#define lcompat_getuservalue(L, idx, n) lua_getiuservalue((L), (idx), (n))
+#define lcompat_setuservalue(L, idx, n) lua_setiuservalue((L), (idx), (n))
+
+#endif /* LCOMPAT_H */
