@@ -34,6 +34,17 @@ void linstate_open_codec(lua_State *L);
 
 /* ---- lstore.c: Store, Transaction, Namespace, Iterator ---------------- */
 
+#include "instate.h"
+
+/* Metatable names. Methods live in the metatable itself (__index = mt). */
+#define LINSTATE_STORE_MT "instate.Store"
+#define LINSTATE_TXN_MT   "instate.Transaction"
+#define LINSTATE_NS_MT    "instate.Namespace"
+#define LINSTATE_ITER_MT  "instate.Iterator"
+
+/* The open store at idx; raises "store is closed" / a type error. */
+instate_store *linstate_checkstore(lua_State *L, int idx);
+
 /* Set open() and the store metatables' constructors into the table at top. */
 void linstate_open_store(lua_State *L);
 
