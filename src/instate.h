@@ -132,7 +132,10 @@ typedef enum instate_sync {
 	INSTATE_SYNC_NONE = 2    /**< MDB_NOSYNC: the OS decides when data reaches disk */
 } instate_sync;
 
-/** Options of instate_store_open(). Initialise with instate_options_init(). */
+/** Options of instate_store_open(). Initialise with instate_options_init().
+ * A zero map_size, max_size, max_namespaces or max_readers means the default;
+ * max_size below map_size is #INSTATE_INVALID. max_namespaces is an exact
+ * limit on live namespaces (#INSTATE_NAMESPACES_FULL past it). */
 typedef struct instate_options {
 	int readonly;             /**< open read-only (default 0) */
 	instate_sync sync;        /**< durability (default #INSTATE_SYNC_FULL) */
@@ -186,6 +189,15 @@ const char *instate_store_path(const instate_store *s);
  * @return 0 or an error code.
  */
 int instate_store_revision(instate_store *s, uint64_t *out);
+
+/**
+ * @brief A number that changes whenever any process commits a write
+ * transaction to the store (LMDB's last transaction id). Costs no
+ * transaction: use it to tell cheaply whether a cached read is still
+ * current. Not the revision: compare it only for equality.
+ * @return the id, or 0 if it cannot be read.
+ */
+uint64_t instate_store_last_commit(instate_store *s);
 
 /** Statistics returned by instate_store_stats(). */
 typedef struct instate_stats {
@@ -285,8 +297,10 @@ typedef struct instate_txn instate_txn;
  * @param[in] parent NULL, or the enclosing write transaction.
  * @param[in] flags 0 for read-write, #INSTATE_TXN_READ for a snapshot.
  * @param[out] out the transaction.
- * @return 0, #INSTATE_BUSY, #INSTATE_READONLY (write on a read-only store),
- *   #INSTATE_READERS_FULL or an errno.
+ * @return 0, #INSTATE_BUSY (also: `parent` already has an open child),
+ *   #INSTATE_READONLY (write on a read-only store), #INSTATE_READERS_FULL or
+ *   an errno. A write transaction must end on the thread that began it (LMDB's
+ *   writer lock belongs to that thread); a read transaction may move.
  *
  * Lifetime: until instate_txn_commit() or instate_txn_abort(), which free it.
  */
@@ -301,8 +315,9 @@ int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, ins
  * and freed all the same.
  *
  * @return 0, #INSTATE_RETRY (the map had to grow: nothing was written, run
- *   the transaction again), #INSTATE_MAP_FULL, #INSTATE_ENDED (a write in it
- *   failed earlier), an errno (ENOSPC, EIO).
+ *   the transaction again), #INSTATE_MAP_FULL, the error of an earlier failed
+ *   write (the transaction had failed), #INSTATE_BUSY (a nested transaction
+ *   of it is still open: everything is aborted), an errno (ENOSPC, EIO).
  */
 int instate_txn_commit(instate_txn *txn);
 
@@ -314,6 +329,15 @@ void instate_txn_abort(instate_txn *txn);
  * revision it will commit as).
  */
 uint64_t instate_txn_revision(const instate_txn *txn);
+
+/**
+ * @brief Make a top-level write transaction commit with a revision of at
+ * least `rev` (used by instate_load() so a store's revision never goes
+ * below that of a dump loaded into it).
+ * @return 0, #INSTATE_INVALID (a read or nested transaction), the error of
+ *   an earlier failed write, or #INSTATE_ENDED.
+ */
+int instate_txn_set_revision_min(instate_txn *txn, uint64_t rev);
 
 /** @brief Nonzero for a read-only transaction. */
 int instate_txn_readonly(const instate_txn *txn);

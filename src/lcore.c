@@ -9,7 +9,8 @@
 const char *linstate_code(int rc)
 {
 	switch (rc) {
-	case INSTATE_NOTFOUND: return "NOTFOUND";
+	case INSTATE_NOTFOUND:
+	case ENOENT: return "NOTFOUND";
 	case INSTATE_BUSY:
 	case INSTATE_CONFLICT: return "BUSY";
 	case INSTATE_MAP_FULL:
@@ -61,10 +62,6 @@ static int l_now(lua_State *L)
 	return 1;
 }
 
-/* Parts still being integrated: linked weakly until every file lands. */
-extern void linstate_open_codec(lua_State *L) __attribute__((weak));
-extern void linstate_open_dump(lua_State *L) __attribute__((weak));
-
 int luaopen_instate_core(lua_State *L)
 {
 	luaL_checkversion(L);
@@ -75,10 +72,8 @@ int luaopen_instate_core(lua_State *L)
 	lua_setfield(L, -2, "now");
 	lua_pushliteral(L, INSTATE_VERSION_STRING);
 	lua_setfield(L, -2, "_VERSION");
-	if (linstate_open_codec)
-		linstate_open_codec(L);
+	linstate_open_codec(L);
 	linstate_open_store(L);
-	if (linstate_open_dump)
-		linstate_open_dump(L);
+	linstate_open_dump(L);
 	return 1;
 }

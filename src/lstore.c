@@ -20,6 +20,7 @@
  * store:transaction() runs its function again (documented in README).
  */
 #include "linstate.h"
+#include "instate_mpack.h"
 
 #include <errno.h>
 #include <math.h>
@@ -414,13 +415,15 @@ static int l_open(lua_State *L)
 	static const char *const names[] = { "readonly", "sync", "map_size", "max_size",
 		"file_mode", "max_namespaces", "max_readers", "single_file", NULL };
 	static const char *const syncs[] = { "full", "nometa", "none", NULL };
-	const char *path = luaL_checkstring(L, 1);
+	size_t plen;
+	const char *path = luaL_checklstring(L, 1, &plen);
 	instate_options o;
 	lstore *st;
 	int rc;
 
 	instate_options_init(&o);
-	luaL_argcheck(L, *path, 1, "path must not be empty");
+	luaL_argcheck(L, plen > 0, 1, "path must not be empty");
+	luaL_argcheck(L, strlen(path) == plen, 1, "path must not contain a NUL byte");
 	if (!lua_isnoneornil(L, 2)) {
 		luaL_checktype(L, 2, LUA_TTABLE);
 		check_opt_names(L, 2, names);
@@ -497,6 +500,13 @@ static int l_store_revision(lua_State *L)
 	if (rc)
 		return linstate_fail(L, rc, "cannot read the revision");
 	lua_pushinteger(L, (lua_Integer)rev);
+	return 1;
+}
+
+/* store:last_commit(): changes whenever any process commits (no txn). */
+static int l_store_last_commit(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)instate_store_last_commit(check_lstore(L, 1)->s));
 	return 1;
 }
 
@@ -1147,6 +1157,7 @@ static int ns_rmw(lua_State *L, int is_incr)
 	lns *n = check_ns(L, 1);
 	size_t klen;
 	check_key(L, 2, &klen);
+	lua_settop(L, 4);
 	if (is_incr) {
 		if (lua_isnoneornil(L, 3)) {
 			lua_pushinteger(L, 1);
@@ -1221,15 +1232,90 @@ static int l_ns_set_encoded(lua_State *L)
 	a.val = luaL_checklstring(L, 3, &a.vlen);
 	check_put_opts(L, 4, &a.meta, 1);
 	a.flags = 0;
-	if (!linstate_decode(L, a.val, a.vlen))
-		return luaL_argerror(L, 3, lua_pushfstring(L, "not a valid encoding: %s",
-			lua_tostring(L, -1)));
-	lua_pop(L, 1);
+	{
+		char err[INSTATE_MP_ERRMAX];
+		size_t off;
+		if (instate_mp_validate(a.val, a.vlen, &off, err, sizeof err))
+			return luaL_argerror(L, 3, lua_pushfstring(L, "not a valid encoding: %s", err));
+	}
 	rc = run_write(L, n, do_put, &a);
 	if (rc)
 		return n->tx ? bound_fail(L, n, rc, "cannot write") : linstate_fail(L, rc, "cannot write");
 	lua_pushboolean(L, 1);
 	return 1;
+}
+
+/*
+ * tx_ns:put_many(n, keys, values, olds, versions) -> written, new_bytes
+ *
+ * The defstate layer's save: for i = 1..n encode values[i] (named keys[i] in
+ * errors), skip it when the bytes equal olds[i], else write it with
+ * versions[i] (or versions itself when a number). Returns the number
+ * written and a table i -> bytes of what was written. One C loop instead of
+ * n calls; raising inside aborts the enclosing transaction.
+ */
+static int l_ns_put_many(lua_State *L)
+{
+	lns *n = check_ns(L, 1);
+	lua_Integer i, count = luaL_checkinteger(L, 2);
+	lua_Integer written = 0, version = 0;
+	int const_version;
+
+	if (!n->tx)
+		return luaL_error(L, "put_many needs a namespace of a transaction");
+	if (n->tx->readonly)
+		return luaL_error(L, "cannot write in a snapshot");
+	luaL_checktype(L, 3, LUA_TTABLE);
+	luaL_checktype(L, 4, LUA_TTABLE);
+	luaL_checktype(L, 5, LUA_TTABLE);
+	const_version = lua_type(L, 6) == LUA_TNUMBER;
+	if (const_version)
+		version = luaL_checkinteger(L, 6);
+	else
+		luaL_checktype(L, 6, LUA_TTABLE);
+	lua_settop(L, 6);
+	lua_newtable(L); /* 7: i -> bytes written */
+	for (i = 1; i <= count; i++) {
+		size_t klen, vlen, olen;
+		const char *key, *val, *old;
+		instate_meta meta;
+		int rc;
+
+		if (lua_rawgeti(L, 3, i) != LUA_TSTRING)
+			return luaL_error(L, "put_many: keys[%I] is not a string", i);
+		key = lua_tolstring(L, 8, &klen);
+		if (klen < 1 || klen > INSTATE_KEY_MAX)
+			return luaL_error(L, "put_many: keys[%I] must be 1..%d bytes", i, INSTATE_KEY_MAX);
+		lua_rawgeti(L, 4, i);
+		val = linstate_encode(L, 9, value_root(key, klen), &vlen);
+		lua_rawgeti(L, 5, i);
+		old = lua_tolstring(L, 10, &olen);
+		if (old && olen == vlen && memcmp(old, val, vlen) == 0) {
+			lua_settop(L, 7);
+			continue;
+		}
+		if (!const_version) {
+			lua_rawgeti(L, 6, i);
+			version = lua_tointeger(L, -1);
+			lua_pop(L, 1);
+		}
+		if (version < 0 || version > 0xffffffffLL)
+			return luaL_error(L, "put_many: version of '%s' out of range", key);
+		meta.expires_ms = 0;
+		meta.version = (uint32_t)version;
+		rc = instate_put(n->tx->txn, n->ns, key, klen, val, vlen, &meta, 0);
+		if (rc) {
+			bound_fail(L, n, rc, lua_pushfstring(L, "cannot write '%s'", key));
+			return lua_error(L);
+		}
+		lua_pushlstring(L, val, vlen);
+		lua_rawseti(L, 7, i);
+		written++;
+		lua_settop(L, 7);
+	}
+	lua_pushinteger(L, written);
+	lua_insert(L, 7);
+	return 2;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1277,7 +1363,7 @@ static int ns_pairs(lua_State *L, int encoded)
 	lua_pushvalue(L, lua_upvalueindex(2));
 	lua_pushvalue(L, -2);
 	lua_pushnil(L);
-	lua_pushvalue(L, -3);
+	lua_pushvalue(L, -4);
 	return 4;
 }
 
@@ -1290,6 +1376,51 @@ static int l_ns_pairs_encoded(lua_State *L)
 {
 	return ns_pairs(L, 1);
 }
+
+/*
+ * ns:get_all_encoded([prefix]) -> {key = bytes}, {key = version}
+ *
+ * Every live record in one snapshot and one call: the defstate layer's
+ * start-up read. The iterator userdata owns the snapshot, so raising (out
+ * of memory) midway leaks nothing.
+ */
+static int l_ns_get_all_encoded(lua_State *L)
+{
+	lscratch *sc = SCRATCH(L);
+	liter *it;
+	int rc;
+
+	lua_settop(L, 2);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_pushvalue(L, lua_upvalueindex(2));
+	lua_pushcclosure(L, l_ns_pairs_encoded, 2);
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, 2);
+	lua_call(L, 2, 4);          /* 3 step, 4 it, 5 nil, 6 it */
+	lua_settop(L, 4);
+	if (!luaL_testudata(L, 4, LINSTATE_ITER_MT))
+		return 3;               /* nil, msg, code from pairs */
+	it = lua_touserdata(L, 4);
+	lua_newtable(L);            /* 5 bytes */
+	lua_newtable(L);            /* 6 versions */
+	for (;;) {
+		instate_meta meta;
+		rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
+		if (rc)
+			break;
+		lua_pushlstring(L, sc->key.data, sc->key.len);
+		lua_pushvalue(L, -1);
+		lua_pushlstring(L, sc->val.data, sc->val.len);
+		lua_rawset(L, 5);
+		lua_pushinteger(L, (lua_Integer)meta.version);
+		lua_rawset(L, 6);
+	}
+	iter_close(it);
+	if (rc != INSTATE_NOTFOUND)
+		return linstate_fail(L, rc, "cannot read");
+	return 2;
+}
+
 
 static int l_iter_next(lua_State *L)
 {
@@ -1368,6 +1499,7 @@ static const luaL_Reg store_methods[] = {
 	{ "close", l_store_close },
 	{ "path", l_store_path },
 	{ "revision", l_store_revision },
+	{ "last_commit", l_store_last_commit },
 	{ "stats", l_store_stats },
 	{ "namespace", l_store_namespace },
 	{ "namespaces", l_store_namespaces },
@@ -1405,6 +1537,7 @@ static const luaL_Reg ns_methods[] = {
 	{ "clear", l_ns_clear },
 	{ "get_encoded", l_ns_get_encoded },
 	{ "set_encoded", l_ns_set_encoded },
+	{ "put_many", l_ns_put_many },
 	{ NULL, NULL }
 };
 
@@ -1461,6 +1594,11 @@ void linstate_open_store(lua_State *L)
 	lua_pushcclosure(L, l_iter_next, 1);
 	lua_pushcclosure(L, l_ns_pairs_encoded, 2);
 	lua_setfield(L, -2, "pairs_encoded");
+	lua_pushvalue(L, scratch);
+	lua_pushvalue(L, scratch);
+	lua_pushcclosure(L, l_iter_next, 1);
+	lua_pushcclosure(L, l_ns_get_all_encoded, 2);
+	lua_setfield(L, -2, "get_all_encoded");
 	lua_pushcclosure(L, l_ns_index, 1);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, l_ns_tostring);

@@ -5,5 +5,6 @@ local core = require "instate.core"
 
 local instate = {}
 for k, v in pairs(core) do instate[k] = v end
+require("instate.defstate")(instate)
 
 return instate

@@ -1,0 +1,136 @@
+--- Codec benchmark: instate.encode/decode against lua-cjson on a "game state".
+--
+-- The state is N variables, each a small table such as
+--   {x = 1.5, y = -3, name = "item-123", tags = {"a", "b", "c"}, hp = 100, alive = true}
+-- with varied values from a fixed seed. Two shapes are timed:
+--   whole:   the N variables as one array, one encode/decode call
+--   per-var: N calls, one per variable (what saving every variable does)
+-- Rounds interleave instate and cjson in this process; the medians are shown
+-- with MB/s (of each codec's own output) and speed ratios. The floor is the
+-- time plain Lua takes to build the same tables from ready values, which no
+-- decoder can beat.
+--
+-- Run: make bench   (or LUA_CPATH=build/lib/?.so;; lua5.4 bench/codec.lua)
+local instate = require "instate"
+local ok_cjson, cjson = pcall(require, "cjson")
+if not ok_cjson then
+  io.stderr:write("lua-cjson is not installed (apt-get install lua-cjson)\n")
+  os.exit(1)
+end
+
+local clock = os.clock
+local tags_pool = {"a", "b", "c", "fire", "ice", "rare", "quest", "npc", "boss", "loot"}
+
+-- Deterministic values: the same state on every run and machine.
+local function make_values(n)
+  math.randomseed(12345)
+  local v = {xs = {}, ys = {}, names = {}, tags = {}, hps = {}, alive = {}}
+  for i = 1, n do
+    v.xs[i] = math.random(-100000, 100000) / 64 + math.random() -- a mix of exact and long floats
+    v.ys[i] = math.random(-5000, 5000)
+    v.names[i] = "item-" .. math.random(1, 1000000)
+    local t = {}
+    for k = 1, math.random(0, 4) do t[k] = tags_pool[math.random(#tags_pool)] end
+    v.tags[i] = t
+    v.hps[i] = math.random(0, 100000)
+    v.alive[i] = math.random() < 0.8
+  end
+  return v
+end
+
+-- The floor: building the state in plain Lua from ready values.
+local function build(v, n)
+  local xs, ys, names, tags, hps, alive = v.xs, v.ys, v.names, v.tags, v.hps, v.alive
+  local state = {}
+  for i = 1, n do
+    local src = tags[i]
+    local t = {}
+    for k = 1, #src do t[k] = src[k] end
+    state[i] = {x = xs[i], y = ys[i], name = names[i], tags = t, hp = hps[i], alive = alive[i]}
+  end
+  return state
+end
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  if n % 2 == 1 then return t[(n + 1) // 2] end
+  return (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+local function time(fn, ...)
+  collectgarbage("collect")
+  local t0 = clock()
+  local r = fn(...)
+  return clock() - t0, r
+end
+
+local function whole_enc(enc, state) return enc(state) end
+local function whole_dec(dec, s) return dec(s) end
+local function per_enc(enc, state)
+  local out, bytes = {}, 0
+  for i = 1, #state do
+    local s = enc(state[i]); out[i] = s; bytes = bytes + #s
+  end
+  out.bytes = bytes
+  return out
+end
+local function per_dec(dec, list)
+  local r
+  for i = 1, #list do r = dec(list[i]) end
+  return r
+end
+
+local function row(fmt, ...) io.write(string.format(fmt, ...), "\n") end
+
+local function run(n, rounds)
+  local v = make_values(n)
+  local state = build(v, n)
+  local samples = {}
+  local function add(k, t) samples[k] = samples[k] or {}; table.insert(samples[k], t) end
+  local sizes = {}
+  -- sanity: instate round-trips exactly
+  local back = instate.decode(instate.encode(state))
+  assert(#back == n and back[n].name == state[n].name and back[n].x == state[n].x)
+
+  for _ = 1, rounds do
+    local t, s
+    t = time(build, v, n); add("floor", t)
+    t, s = time(whole_enc, instate.encode, state); add("i.enc", t); sizes.i = #s
+    t = time(whole_dec, instate.decode, s); add("i.dec", t)
+    t, s = time(whole_enc, cjson.encode, state); add("c.enc", t); sizes.c = #s
+    t = time(whole_dec, cjson.decode, s); add("c.dec", t)
+    t, s = time(per_enc, instate.encode, state); add("i.penc", t); sizes.ip = s.bytes
+    t = time(per_dec, instate.decode, s); add("i.pdec", t)
+    t, s = time(per_enc, cjson.encode, state); add("c.penc", t); sizes.cp = s.bytes
+    t = time(per_dec, cjson.decode, s); add("c.pdec", t)
+  end
+  local m = {}
+  for k, list in pairs(samples) do m[k] = median(list) end
+  local function mbs(bytes, t) return bytes / 1e6 / t end
+
+  row("N = %d (%d rounds, medians; instate %.2f MB, cjson %.2f MB as one value)",
+    n, rounds, sizes.i / 1e6, sizes.c / 1e6)
+  row("  %-22s %10s %10s %10s %10s %12s", "", "instate ms", "MB/s", "cjson ms", "MB/s", "speed vs cjson")
+  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode, whole state",
+    m["i.enc"] * 1e3, mbs(sizes.i, m["i.enc"]), m["c.enc"] * 1e3, mbs(sizes.c, m["c.enc"]),
+    m["c.enc"] / m["i.enc"])
+  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "decode, whole state",
+    m["i.dec"] * 1e3, mbs(sizes.i, m["i.dec"]), m["c.dec"] * 1e3, mbs(sizes.c, m["c.dec"]),
+    m["c.dec"] / m["i.dec"])
+  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode, per variable",
+    m["i.penc"] * 1e3, mbs(sizes.ip, m["i.penc"]), m["c.penc"] * 1e3, mbs(sizes.cp, m["c.penc"]),
+    m["c.penc"] / m["i.penc"])
+  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "decode, per variable",
+    m["i.pdec"] * 1e3, mbs(sizes.ip, m["i.pdec"]), m["c.pdec"] * 1e3, mbs(sizes.cp, m["c.pdec"]),
+    m["c.pdec"] / m["i.pdec"])
+  row("  %-22s %10.1f %10s %10s %10s %11s", "floor: build in Lua", m.floor * 1e3, "", "", "", "")
+  row("  decode / floor: whole %.2fx, per variable %.2fx (target <= 1.5x)",
+    m["i.dec"] / m.floor, m["i.pdec"] / m.floor)
+  row("")
+end
+
+io.write(string.format("instate %s codec vs lua-cjson %s (%s)\n\n", instate._VERSION or "?",
+  cjson._VERSION or "?", _VERSION))
+run(10000, 9)
+run(100000, 5)

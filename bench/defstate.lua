@@ -1,0 +1,393 @@
+--- defstate benchmark: a game's state as N variables, against the usual ways
+-- of keeping it in a file or a database.
+--
+-- Each variable holds a small game-state table such as
+--   {x = 1.5, y = -3, name = "item-123", tags = {"a", "b", "c"}, hp = 100, alive = true}
+-- (varied shapes and values, deterministic). For N = 10,000 and 100,000:
+--
+--   restore    instate: setup + N defstate (values decoded, ready to use)
+--              vs lua-cjson: read the file + cjson.decode
+--              vs a %q serializer's file: read + load() + run
+--   save all   instate: every variable changed, save_all (durable commit)
+--              vs lua-cjson atomic save: encode, temp file, fsync, rename
+--   save 1%    instate: 1% of the variables changed by set, save_all
+--              vs raw LMDB from C writing the same records in one transaction
+--              (bench/lmdb_floor update) and sqlite (WAL, synchronous=FULL)
+--              updating the same rows in one transaction
+--
+-- Times are wall-clock medians of REPS runs. Ratios > 1 mean instate is
+-- faster, except the floor column, which says how many times the floor
+-- instate takes (target: within 3x).
+--
+-- Run: make bench   (or see the Makefile's bench target for the paths)
+local instate = require "instate"
+
+local REPS = tonumber(os.getenv("INSTATE_BENCH_REPS")) or 3
+local SIZES = {}
+for n in (os.getenv("INSTATE_BENCH_N") or "10000,100000"):gmatch("%d+") do
+  SIZES[#SIZES + 1] = tonumber(n)
+end
+local BUILD = os.getenv("INSTATE_BUILD_DIR") or "build"
+
+local ok_cjson, cjson = pcall(require, "cjson")
+if not ok_cjson then
+  io.stderr:write("lua-cjson is not installed (apt-get install lua-cjson)\n")
+  os.exit(1)
+end
+local ok_sqlite, sqlite_driver = pcall(require, "luasql.sqlite3")
+
+-- Wall clock: fsync waits are not CPU time.
+local now
+do
+  local ok, system = pcall(require, "system")
+  if ok and system.monotime then now = system.monotime end
+  if not now then
+    local ok2, socket = pcall(require, "socket")
+    if ok2 and socket.gettime then now = socket.gettime end
+  end
+  if not now then
+    io.stderr:write("note: no luasystem or luasocket; timing with os.clock (CPU time only)\n")
+    now = os.clock
+  end
+end
+
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function sh_read(cmd)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function exists(path) return os.execute("test -e " .. sh_quote(path)) == true end
+
+local scratch = sh_read("mktemp -d ${TMPDIR:-/tmp}/instate-bench.XXXXXX"):gsub("%s+$", "")
+local function cleanup() os.execute("rm -rf " .. sh_quote(scratch)) end
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  if n % 2 == 1 then return t[(n + 1) // 2] end
+  return (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+-- ---------------------------------------------------------------------------
+-- The data
+-- ---------------------------------------------------------------------------
+local TAGS = { "a", "b", "c", "fire", "ice", "rare", "quest", "npc", "boss", "loot" }
+
+local function var_name(i) return ("entity:%06d"):format(i) end
+
+-- Variable i in round r: the same on every run and machine.
+local function value(i, r)
+  local h = (i * 2654435761 + r * 40503) % 4294967296
+  local t = {
+    x = (h % 200001 - 100000) / 64,
+    y = -(h % 5001),
+    name = "item-" .. (h % 1000000),
+    hp = 100 + r,
+    alive = h % 5 ~= 0,
+  }
+  local ntags = h % 4
+  if ntags > 0 then
+    local tags = {}
+    for k = 1, ntags do tags[k] = TAGS[(h >> (k * 3)) % #TAGS + 1] end
+    t.tags = tags
+  end
+  if i % 10 == 0 then
+    t.inventory = { { id = h % 997, count = r + 1 }, { id = h % 991, count = 1 } }
+  end
+  if i % 7 == 0 then t.title = ("the %s of round %d"):format(TAGS[h % #TAGS + 1], r) end
+  return t
+end
+
+local function changed(i) return i % 100 == 1 end   -- the 1% (1-based)
+
+-- ---------------------------------------------------------------------------
+-- Baselines
+-- ---------------------------------------------------------------------------
+local function write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Lua has no fsync: coreutils `sync FILE` does it. The cost of starting a
+-- process is measured and taken off, so cjson pays for the fsync only.
+local spawn_cost
+do
+  local t = {}
+  for k = 1, 5 do
+    local t0 = now()
+    os.execute("true")
+    t[k] = now() - t0
+  end
+  spawn_cost = median(t)
+end
+
+local function fsync(path)
+  os.execute("sync " .. sh_quote(path))
+  return spawn_cost
+end
+
+-- encode, temp file, fsync, rename (and fsync of the directory).
+local function cjson_atomic_save(state, path)
+  local t0 = now()
+  local data = cjson.encode(state)
+  local tmp = path .. ".tmp"
+  local f = assert(io.open(tmp, "wb"))
+  f:write(data)
+  f:close()
+  local off = fsync(tmp)
+  assert(os.rename(tmp, path))
+  off = off + fsync(scratch)
+  return now() - t0 - off, #data
+end
+
+local function cjson_restore(path)
+  local t0 = now()
+  local state = cjson.decode(read_file(path))
+  return now() - t0, state
+end
+
+-- The %q serializer: a Lua chunk returning the whole state.
+local function serialize(v, out)
+  local tv = type(v)
+  if tv == "table" then
+    out[#out + 1] = "{"
+    for k, x in pairs(v) do
+      out[#out + 1] = "["
+      serialize(k, out)
+      out[#out + 1] = "]="
+      serialize(x, out)
+      out[#out + 1] = ","
+    end
+    out[#out + 1] = "}"
+  elseif tv == "string" or tv == "number" then
+    out[#out + 1] = ("%q"):format(v)
+  else
+    out[#out + 1] = tostring(v)
+  end
+end
+
+local function luaq_save(state, path)
+  local out = { "return " }
+  serialize(state, out)
+  write_file(path, table.concat(out))
+end
+
+local function luaq_restore(path)
+  local t0 = now()
+  local state = assert(load(read_file(path), "=save", "t", {}))()
+  return now() - t0, state
+end
+
+-- Raw LMDB floor: the program, its records files, its database.
+local FLOOR = BUILD .. "/bench/lmdb_floor"
+local have_floor = exists(FLOOR)
+
+local function floor_run(mode, dir, recs, arg)
+  local out = sh_read(("%s %s %s %s %s 2>&1"):format(sh_quote(FLOOR), mode, sh_quote(dir),
+    sh_quote(recs), arg or ""))
+  local s = out:match("seconds=([%d.]+)")
+  assert(s, "lmdb_floor failed: " .. out)
+  return tonumber(s)
+end
+
+local function floor_records(path, n, round_of)
+  local parts = {}
+  for i = 1, n do
+    parts[i] = string.pack("<s4s4", var_name(i), instate.encode(value(i, round_of(i))))
+  end
+  write_file(path, table.concat(parts))
+end
+
+-- sqlite: one row per variable, values as JSON, WAL with full sync.
+local function sqlite_setup(path, state_by_name)
+  local env = sqlite_driver.sqlite3()
+  local conn = assert(env:connect(path))
+  assert(conn:execute("PRAGMA journal_mode=WAL"))
+  assert(conn:execute("PRAGMA synchronous=FULL"))
+  assert(conn:execute("CREATE TABLE state (name TEXT PRIMARY KEY, value TEXT NOT NULL)"))
+  assert(conn:execute("BEGIN"))
+  for name, v in pairs(state_by_name) do
+    assert(conn:execute(("INSERT INTO state VALUES ('%s', '%s')"):format(name, conn:escape(cjson.encode(v)))))
+  end
+  assert(conn:execute("COMMIT"))
+  return env, conn
+end
+
+local function sqlite_update(conn, n, round)
+  local t0 = now()
+  assert(conn:execute("BEGIN"))
+  for i = 1, n do
+    if changed(i) then
+      assert(conn:execute(("UPDATE state SET value = '%s' WHERE name = '%s'")
+        :format(conn:escape(cjson.encode(value(i, round))), var_name(i))))
+    end
+  end
+  assert(conn:execute("COMMIT"))
+  return now() - t0
+end
+
+-- ---------------------------------------------------------------------------
+-- The runs
+-- ---------------------------------------------------------------------------
+local rows = {}
+local function row(n, what, t_instate, cols)
+  rows[#rows + 1] = { n = n, what = what, t = t_instate, cols = cols }
+end
+
+local function ms(t) return ("%.1f ms"):format(t * 1000) end
+
+local function bench(n)
+  local dir = ("%s/n%d"):format(scratch, n)
+  os.execute("mkdir -p " .. sh_quote(dir))
+  local path = dir .. "/instate"
+
+  -- First save: declare everything, save it.
+  instate.teardown()
+  assert(instate.setup(path))
+  local vars = {}
+  for i = 1, n do vars[i] = instate.defstate(var_name(i), value(i, 0)) end
+  instate.save_all()
+
+  -- save_all with every variable changed, against cjson's atomic save.
+  local t_full, t_cjson_save, json_bytes = {}, {}, 0
+  for rep = 1, REPS do
+    local round = rep
+    for i = 1, n do vars[i]:set(value(i, round)) end
+    collectgarbage()
+    local t0 = now()
+    assert(instate.save_all())
+    t_full[rep] = now() - t0
+    local by_name = {}
+    for i = 1, n do by_name[var_name(i)] = vars[i]:get() end
+    collectgarbage()
+    t_cjson_save[rep], json_bytes = cjson_atomic_save(by_name, dir .. "/save.json")
+  end
+  row(n, "save_all, every variable changed", median(t_full), {
+    { "cjson atomic save", median(t_cjson_save), "faster" },
+  })
+
+  -- save_all with 1% changed by set; the floor and sqlite write the same.
+  local t_one, t_floor, t_sql = {}, {}, {}
+  local floor_dir, floor_recs = dir .. "/floor", dir .. "/floor.recs"
+  if have_floor then
+    floor_records(floor_recs, n, function() return REPS end)
+    floor_run("put", floor_dir, floor_recs)
+  end
+  local sql_env, sql_conn
+  if ok_sqlite then
+    local by_name = {}
+    for i = 1, n do by_name[var_name(i)] = vars[i]:get() end
+    sql_env, sql_conn = sqlite_setup(dir .. "/state.sqlite", by_name)
+  end
+  for rep = 1, REPS do
+    local round = 100 + rep
+    for i = 1, n do
+      if changed(i) then vars[i]:set(value(i, round)) end
+    end
+    collectgarbage()
+    local t0 = now()
+    assert(instate.save_all())
+    t_one[rep] = now() - t0
+    if have_floor then
+      -- Every 100th record, from the first: the same 1% as changed().
+      floor_records(floor_recs, n, function(i) return changed(i) and round or REPS end)
+      t_floor[rep] = floor_run("update", floor_dir, floor_recs, 100)
+    end
+    if sql_conn then
+      collectgarbage()
+      t_sql[rep] = sqlite_update(sql_conn, n, round)
+    end
+  end
+  if sql_conn then sql_conn:close(); sql_env:close() end
+  local cols = {}
+  if have_floor then
+    cols[#cols + 1] = { "raw LMDB floor", median(t_floor), "floor" }
+  else
+    cols[#cols + 1] = { "raw LMDB floor: " .. FLOOR .. " missing, skipped" }
+  end
+  if sql_conn then
+    cols[#cols + 1] = { "sqlite WAL", median(t_sql), "faster" }
+  else
+    cols[#cols + 1] = { "sqlite: lua-sql-sqlite3 missing, skipped" }
+  end
+  row(n, "save_all, 1% changed by set", median(t_one), cols)
+
+  -- Restore: a new run of the program (setup + N defstate) against reading
+  -- the same state from a JSON file or a %q-serialized Lua file.
+  local by_name = {}
+  for i = 1, n do by_name[var_name(i)] = vars[i]:get() end
+  luaq_save(by_name, dir .. "/save.lua")
+  write_file(dir .. "/save.json", cjson.encode(by_name))
+  by_name = nil
+  local t_restore, t_cjson, t_luaq = {}, {}, {}
+  local names = {}
+  for i = 1, n do names[i] = var_name(i) end
+  for rep = 1, REPS do
+    instate.teardown()
+    vars = nil
+    collectgarbage()
+    local t0 = now()
+    assert(instate.setup(path))
+    local defstate = instate.defstate
+    vars = {}
+    for i = 1, n do vars[i] = defstate(names[i], false) end
+    t_restore[rep] = now() - t0
+    assert(vars[n]:get().hp == 100 + (changed(n) and 100 + REPS or REPS))
+    collectgarbage()
+    local state
+    t_cjson[rep], state = cjson_restore(dir .. "/save.json")
+    assert(state[var_name(n)].hp == vars[n]:get().hp)
+    state = nil
+    collectgarbage()
+    t_luaq[rep], state = luaq_restore(dir .. "/save.lua")
+    assert(state[var_name(n)].hp == vars[n]:get().hp)
+  end
+  row(n, "restore: setup + N defstate", median(t_restore), {
+    { "cjson read+decode", median(t_cjson), "faster" },
+    { "%q file read+load()", median(t_luaq), "faster" },
+  })
+  local st = instate.setup(path):stats()
+  instate.teardown()
+  return json_bytes, st.used_bytes
+end
+
+local ok, err = pcall(function()
+  local sizes = {}
+  for _, n in ipairs(SIZES) do sizes[n] = { bench(n) } end
+  print(("defstate benchmark: medians of %d runs, wall clock; process spawn for fsync %.2f ms taken off cjson")
+    :format(REPS, spawn_cost * 1000))
+  print(("%-8s %-34s %10s   %s"):format("N", "operation", "instate", "others (ratio)"))
+  for _, r in ipairs(rows) do
+    local parts = {}
+    for _, c in ipairs(r.cols) do
+      if not c[2] then
+        parts[#parts + 1] = c[1]
+      elseif c[3] == "floor" then
+        parts[#parts + 1] = ("%s %s (instate takes %.2fx)"):format(c[1], ms(c[2]), r.t / c[2])
+      else
+        parts[#parts + 1] = ("%s %s (instate %.2fx faster)"):format(c[1], ms(c[2]), c[2] / r.t)
+      end
+    end
+    print(("%-8d %-34s %10s   %s"):format(r.n, r.what, ms(r.t), table.concat(parts, " | ")))
+  end
+  for _, n in ipairs(SIZES) do
+    print(("N=%d: JSON file %.1f MB, store used %.1f MB"):format(n, sizes[n][1] / 1e6, (sizes[n][2] or 0) / 1e6))
+  end
+end)
+cleanup()
+if not ok then
+  io.stderr:write(tostring(err), "\n")
+  os.exit(1)
+end

@@ -1,0 +1,567 @@
+-- The value codec: instate.encode / instate.decode (docs/FORMAT.md section 1).
+local instate = require "instate"
+local encode, decode = instate.encode, instate.decode
+
+local pack = string.pack
+
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x ", c:byte()) end))
+end
+
+-- Deep equality with exact number subtypes and float bits, and the same
+-- shape of references: every table of a is paired with exactly one of b.
+local function same(a, b, seen_ab, seen_ba)
+  seen_ab, seen_ba = seen_ab or {}, seen_ba or {}
+  if type(a) ~= type(b) then return false, "type " .. type(a) .. " vs " .. type(b) end
+  if type(a) == "number" then
+    if math.type(a) ~= math.type(b) then return false, "subtype" end
+    if math.type(a) == "float" then
+      return pack("<d", a) == pack("<d", b), "float bits"
+    end
+    return a == b, "integer"
+  end
+  if type(a) ~= "table" then return a == b, "value" end
+  if seen_ab[a] ~= nil or seen_ba[b] ~= nil then
+    return seen_ab[a] == b and seen_ba[b] == a, "reference shape"
+  end
+  seen_ab[a], seen_ba[b] = b, a
+  local na, nb = 0, 0
+  for _ in next, b do nb = nb + 1 end
+  for k, v in next, a do
+    na = na + 1
+    if type(k) == "table" then
+      -- find the decoded key paired with k (tables as keys compare by shape)
+      local found = false
+      for k2, v2 in next, b do
+        if type(k2) == "table" and (seen_ab[k] == k2 or seen_ab[k] == nil) then
+          local sab, sba = setmetatable({}, {__index = seen_ab}), setmetatable({}, {__index = seen_ba})
+          if same(k, k2, sab, sba) and same(v, v2, sab, sba) then
+            for x, y in pairs(sab) do seen_ab[x] = y end
+            for x, y in pairs(sba) do seen_ba[x] = y end
+            found = true
+            break
+          end
+        end
+      end
+      if not found then return false, "table key" end
+    else
+      local ok, why = same(v, rawget(b, k), seen_ab, seen_ba)
+      if not ok then return false, "at key " .. tostring(k) .. ": " .. why end
+    end
+  end
+  return na == nb, "entry count " .. na .. " vs " .. nb
+end
+
+local function roundtrip(v)
+  local s = encode(v)
+  local n = select("#", decode(s))
+  local d = decode(s)
+  local ok, why = same(v, d)
+  assert(ok, "round trip differs (" .. tostring(why) .. ") for bytes " .. hex(s:sub(1, 64)))
+  if v ~= nil then assert.equal(1, n) end
+  return d, s
+end
+
+local function corrupt(s, msg_pattern)
+  local v, msg, code = decode(s)
+  assert.is_nil(v)
+  assert.equal("CORRUPT", code)
+  assert.is_string(msg)
+  assert.truthy(msg:find("^corrupt MessagePack at byte %d+: "), msg)
+  if msg_pattern then
+    assert.truthy(msg:find(msg_pattern, 1, true), "message '" .. msg .. "' lacks '" .. msg_pattern .. "'")
+  end
+  return msg
+end
+
+describe("codec", function()
+  describe("bytes follow the MessagePack specification", function()
+    local cases = {
+      {nil, "\xc0"}, {false, "\xc2"}, {true, "\xc3"},
+      {0, "\x00"}, {1, "\x01"}, {127, "\x7f"},
+      {128, "\xcc\x80"}, {255, "\xcc\xff"},
+      {256, "\xcd\x01\x00"}, {65535, "\xcd\xff\xff"},
+      {65536, "\xce\x00\x01\x00\x00"}, {4294967295, "\xce\xff\xff\xff\xff"},
+      {4294967296, "\xcf\x00\x00\x00\x01\x00\x00\x00\x00"},
+      {math.maxinteger, "\xcf\x7f\xff\xff\xff\xff\xff\xff\xff"},
+      {-1, "\xff"}, {-32, "\xe0"},
+      {-33, "\xd0\xdf"}, {-128, "\xd0\x80"},
+      {-129, "\xd1\xff\x7f"}, {-32768, "\xd1\x80\x00"},
+      {-32769, "\xd2\xff\xff\x7f\xff"}, {-2147483648, "\xd2\x80\x00\x00\x00"},
+      {-2147483649, "\xd3\xff\xff\xff\xff\x7f\xff\xff\xff"},
+      {math.mininteger, "\xd3\x80\x00\x00\x00\x00\x00\x00\x00"},
+      {1.5, "\xca" .. pack(">f", 1.5)}, {1.0, "\xca\x3f\x80\x00\x00"},
+      {-0.0, "\xca\x80\x00\x00\x00"}, {math.huge, "\xca\x7f\x80\x00\x00"},
+      {-math.huge, "\xca\xff\x80\x00\x00"},
+      {0.1, "\xcb" .. pack(">d", 0.1)},
+      {"", "\xa0"}, {"abc", "\xa3abc"}, {"\0", "\xa1\0"},
+      {"\xff", "\xc4\x01\xff"},
+      {{}, "\x80"}, {{1, 2, 3}, "\x93\x01\x02\x03"}, {{a = 1}, "\x81\xa1a\x01"},
+      {{true}, "\x91\xc3"}, {{[2] = 2}, "\x81\x02\x02"},
+    }
+    for i, c in ipairs(cases) do
+      it("case " .. i .. ": " .. hex(c[2]), function()
+        assert.equal(hex(c[2]), hex(encode(c[1])))
+        roundtrip(c[1])
+      end)
+    end
+
+    it("uses the shortest str, bin, array and map headers at every boundary", function()
+      local function hdr(v, n) return encode(v):sub(1, n) end
+      assert.equal("\xbf", hdr(("a"):rep(31), 1))
+      assert.equal("\xd9\x20", hdr(("a"):rep(32), 2))
+      assert.equal("\xd9\xff", hdr(("a"):rep(255), 2))
+      assert.equal("\xda\x01\x00", hdr(("a"):rep(256), 3))
+      assert.equal("\xda\xff\xff", hdr(("a"):rep(65535), 3))
+      assert.equal("\xdb\x00\x01\x00\x00", hdr(("a"):rep(65536), 5))
+      assert.equal("\xc4\xff", hdr(("\xff"):rep(255), 2))
+      assert.equal("\xc5\x01\x00", hdr(("\xff"):rep(256), 3))
+      assert.equal("\xc6\x00\x01\x00\x00", hdr(("\xff"):rep(65536), 5))
+      local function arr(n) local t = {} for i = 1, n do t[i] = 0 end return t end
+      local function map(n) local t = {} for i = 1, n do t["k" .. i] = 0 end return t end
+      assert.equal("\x9f", hdr(arr(15), 1))
+      assert.equal("\xdc\x00\x10", hdr(arr(16), 3))
+      assert.equal("\xdc\xff\xff", hdr(arr(65535), 3))
+      assert.equal("\xdd\x00\x01\x00\x00", hdr(arr(65536), 5))
+      assert.equal("\x8f", hdr(map(15), 1))
+      assert.equal("\xde\x00\x10", hdr(map(16), 3))
+      assert.equal("\xde\xff\xff", hdr(map(65535), 3))
+      assert.equal("\xdf\x00\x01\x00\x00", hdr(map(65536), 5))
+      for _, n in ipairs{15, 16, 65535, 65536} do
+        roundtrip(arr(n))
+        roundtrip(map(n))
+      end
+    end)
+  end)
+
+  describe("integers", function()
+    it("round-trip exactly at every width boundary", function()
+      local edges = {0, math.maxinteger, math.mininteger, math.maxinteger - 1, math.mininteger + 1}
+      for _, b in ipairs{7, 8, 15, 16, 31, 32, 63} do
+        local p = 1 << b
+        for _, v in ipairs{p - 1, p, p + 1, -p - 1, -p, -p + 1} do edges[#edges + 1] = v end
+      end
+      for _, v in ipairs{-32, -33, -31, 127, 128, 255, 256} do edges[#edges + 1] = v end
+      for _, v in ipairs(edges) do
+        local d = roundtrip(v)
+        assert.equal("integer", math.type(d))
+        assert.equal(v, d)
+      end
+    end)
+
+    it("decodes every foreign width, signed or not, and uint64 above maxinteger as its bits", function()
+      assert.equal(1, decode("\xcc\x01"))
+      assert.equal(1, decode("\xcd\x00\x01"))
+      assert.equal(1, decode("\xce\x00\x00\x00\x01"))
+      assert.equal(1, decode("\xcf\x00\x00\x00\x00\x00\x00\x00\x01"))
+      assert.equal(1, decode("\xd0\x01"))
+      assert.equal(-1, decode("\xd1\xff\xff"))
+      assert.equal(-1, decode("\xd2\xff\xff\xff\xff"))
+      assert.equal(-1, decode("\xd3\xff\xff\xff\xff\xff\xff\xff\xff"))
+      assert.equal(-1, decode("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"))
+      assert.equal(math.mininteger, decode("\xcf\x80\x00\x00\x00\x00\x00\x00\x00"))
+      assert.equal(string.unpack(">J", ("\xfe"):rep(8)), decode("\xcf" .. ("\xfe"):rep(8)))
+      assert.equal("integer", math.type(decode("\xcc\x01")))
+    end)
+  end)
+
+  describe("floats", function()
+    it("stay floats bit for bit: NaN payloads, infinities, -0.0, integral floats", function()
+      local nan_payload = string.unpack("<d", "\x01\x00\x00\x00\x00\x00\xf8\x7f")
+      local neg_nan = string.unpack("<d", "\x00\x00\x00\x00\x00\x00\xf8\xff")
+      for _, v in ipairs{1.0, 0.0, -0.0, 2^53, -2^63, 2^63, 1e308, 5e-324, math.huge,
+                         -math.huge, 0.1, math.pi, nan_payload, neg_nan, 0/0} do
+        local d = roundtrip(v)
+        assert.equal("float", math.type(d))
+        assert.equal(pack("<d", v), pack("<d", d))
+      end
+      assert.equal(-math.huge, 1 / decode(encode(-0.0)))
+      assert.equal("\xcb" .. pack(">d", nan_payload), encode(nan_payload))
+    end)
+
+    it("take float32 exactly when narrowing is bit-exact", function()
+      local f32 = {1.5, 16777216.0, 2^-149, 2^-126, 3.4028234663852886e38, -0.0, 2^100, 0.5}
+      local f64 = {16777217.0, 2^-150, 3.4028235677973366e38, 1e39, 0.1, 1/3, 2^-1074}
+      for _, v in ipairs(f32) do
+        assert.equal("\xca" .. pack(">f", v), encode(v))
+        roundtrip(v)
+      end
+      for _, v in ipairs(f64) do
+        assert.equal("\xcb" .. pack(">d", v), encode(v))
+        roundtrip(v)
+      end
+    end)
+
+    it("decode float32 and float64 as floats", function()
+      local v = decode("\xca" .. pack(">f", 0.5))
+      assert.equal("float", math.type(v))
+      assert.equal(0.5, v)
+      v = decode("\xcb" .. pack(">d", 2.0))
+      assert.equal("float", math.type(v))
+    end)
+  end)
+
+  describe("strings", function()
+    it("are bytes: NULs and invalid UTF-8 survive, as bin", function()
+      local cases = {"\0", "a\0b", "\xff\xfe", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                     "\xe2\x82", "\x80", "\xf8\x88\x80\x80\x80", ("a"):rep(100) .. "\xff",
+                     ("abcdefgh"):rep(3) .. "\xc3", "12345678\x80" .. ("z"):rep(20)}
+      for i, s in ipairs(cases) do
+        local d, bytes = roundtrip(s)
+        assert.equal(s, d)
+        if i > 2 then
+          assert.truthy(bytes:byte(1) >= 0xc4 and bytes:byte(1) <= 0xc6, "bin expected for case " .. i)
+        end
+      end
+    end)
+
+    it("use str for valid UTF-8 up to U+10FFFF", function()
+      for _, s in ipairs{"", "é", "€uro", "😀", "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf", "\xee\x80\x80",
+                         ("héllo wörld "):rep(10), ("a"):rep(1000)} do
+        local d, bytes = roundtrip(s)
+        local b = bytes:byte(1)
+        assert.truthy((b >= 0xa0 and b <= 0xbf) or (b >= 0xd9 and b <= 0xdb), hex(bytes:sub(1, 4)))
+        assert.equal(s, d)
+      end
+    end)
+
+    it("decode from str8/16/32 and bin8/16/32", function()
+      assert.equal("abc", decode("\xd9\x03abc"))
+      assert.equal("abc", decode("\xda\x00\x03abc"))
+      assert.equal("abc", decode("\xdb\x00\x00\x00\x03abc"))
+      assert.equal("", decode("\xc4\x00"))
+      assert.equal("\xff", decode("\xc5\x00\x01\xff"))
+      assert.equal("\xff", decode("\xc6\x00\x00\x00\x01\xff"))
+    end)
+  end)
+
+  describe("tables", function()
+    it("with keys exactly 1..n are arrays, anything else maps", function()
+      assert.equal(0x93, encode({1, 2, 3}):byte(1))
+      assert.equal(0x82, encode({[1] = 1, [3] = 3}):byte(1))  -- hole
+      assert.equal(0x81, encode({[2] = 2}):byte(1))           -- 1 missing
+      assert.equal(0x83, encode({1, 2, x = 3}):byte(1))        -- mixed keys
+      assert.equal(0x82, encode({[0] = 0, 1}):byte(1))         -- 0 is not in 1..n
+      assert.equal(0x82, encode({1, ["2"] = 2}):byte(1))        -- "2" is a string
+      local t = {1, 2, 3}
+      t[4] = 4
+      t[4] = nil
+      assert.equal(0x93, encode(t):byte(1))
+      local holes = {}
+      for i = 1, 10 do holes[i] = i end
+      holes[5] = nil
+      assert.equal(0x89, encode(holes):byte(1))
+      local sparse_hash = {}
+      for i = 10, 1, -1 do sparse_hash[i] = i end  -- built backwards: keys in the hash part
+      assert.equal(0x9a, encode(sparse_hash):byte(1))
+      for _, v in ipairs{{1, 2, 3}, {[1] = 1, [3] = 3}, {[2] = 2}, {1, 2, x = 3}, {[0] = 0, 1}, holes,
+                         sparse_hash, {[-1] = "neg"}, {[math.maxinteger] = 1, [math.mininteger] = 2}} do
+        roundtrip(v)
+      end
+    end)
+
+    it("keep the real key types: integer, float, string, boolean, table", function()
+      local k = {name = "key"}
+      local v = {[1.5] = "f", [-0.5] = "nf", [2^60] = "big", ["1"] = "s", [true] = "t",
+                 [false] = "f", [k] = "table", [math.huge] = "inf", [1] = "one"}
+      local d = roundtrip(v)
+      assert.equal("f", d[1.5])
+      assert.equal("s", d["1"])
+      assert.equal("one", d[1])
+      assert.equal("t", d[true])
+      assert.equal("f", d[false])
+      assert.equal("inf", d[math.huge])
+      local found
+      for key, val in pairs(d) do if type(key) == "table" then found = key; assert.equal("table", val) end end
+      assert.equal("key", found.name)
+    end)
+
+    it("decode arrays and maps of every foreign width, any key type, duplicate keys last wins", function()
+      assert.same({1, 2}, decode("\xdc\x00\x02\x01\x02"))
+      assert.same({1, 2}, decode("\xdd\x00\x00\x00\x02\x01\x02"))
+      assert.same({a = 1}, decode("\xde\x00\x01\xa1a\x01"))
+      assert.same({a = 1}, decode("\xdf\x00\x00\x00\x01\xa1a\x01"))
+      assert.same({}, decode("\x90"))
+      assert.same({a = 2}, decode("\x82\xa1a\x01\xa1a\x02"))
+      local d = decode("\x83\xc3\x01\xcb" .. pack(">d", 1.5) .. "\x02\xca" .. pack(">f", 2.0) .. "\x03")
+      assert.equal(1, d[true])
+      assert.equal(2, d[1.5])
+      assert.equal(3, d[2])  -- Lua normalises the float key 2.0 to the integer 2
+      assert.equal("integer", math.type(next({[2.0] = 0})))
+      d = decode("\x81\x91\x01\xa1v")  -- a table as a key
+      local key, val = next(d)
+      assert.same({1}, key)
+      assert.equal("v", val)
+    end)
+
+    it("does not store metatables and runs no metamethod", function()
+      local called = {}
+      local mt = {}
+      for _, m in ipairs{"__index", "__newindex", "__pairs", "__len", "__eq", "__tostring", "__call"} do
+        mt[m] = function() called[#called + 1] = m; return 42 end
+      end
+      local v = setmetatable({1, 2, x = setmetatable({}, mt)}, mt)
+      local d = roundtrip(v)
+      assert.same({}, called)
+      assert.is_nil(getmetatable(d))
+      assert.is_nil(getmetatable(d.x))
+      assert.equal("\x80", encode(setmetatable({}, {__index = {a = 1}})))
+      assert.equal(0x92, encode(setmetatable({1, 2}, {__len = function() return 10 end})):byte(1))
+    end)
+
+    it("nest to the documented depth", function()
+      assert.equal(200, instate.max_depth)
+      local function nest(n) local t = {} for _ = 2, n do t = {t} end return t end
+      roundtrip(nest(200))
+      local ok, err = pcall(encode, nest(201))
+      assert.is_false(ok)
+      assert.equal("value nested deeper than 200 levels at value" .. ("[1]"):rep(200), err)
+      ok, err = pcall(encode, {a = {b = nest(199)}}, "state")
+      assert.is_false(ok)
+      assert.equal("value nested deeper than 200 levels at state.a.b" .. ("[1]"):rep(198), err)
+      -- a cycle is a reference, not depth
+      local c = {}
+      c[1] = c
+      roundtrip(c)
+      -- decode
+      local ok_bytes = ("\x91"):rep(199) .. "\x90"
+      assert.is_table(decode(ok_bytes))
+      corrupt(("\x91"):rep(200) .. "\x90", "at byte 200: tables nested deeper than 200 levels")
+      corrupt(("\x81\x01"):rep(250) .. "\x01", "at byte 400: tables nested deeper than 200 levels")
+      -- nesting through map keys counts too
+      corrupt(("\x81"):rep(201) .. "\x90" .. ("\x01"):rep(201), "at byte 200: tables nested deeper than 200 levels")
+      assert.is_table(decode(("\x81"):rep(200) .. "\x01" .. ("\x01"):rep(200)))
+    end)
+  end)
+
+  describe("shared sub-tables and cycles", function()
+    it("keep their shape of references", function()
+      local shared = {1, 2}
+      local v = {a = shared, b = shared, list = {shared, shared}}
+      local d = roundtrip(v)
+      assert.equal(d.a, d.b)
+      assert.equal(d.a, d.list[1])
+      assert.equal(d.a, d.list[2])
+      assert.not_equal(d.a, d.list)
+
+      local self = {}
+      self.me = self
+      d = roundtrip(self)
+      assert.equal(d, d.me)
+
+      local a, b = {}, {}
+      a.b, b.a = b, a
+      d = roundtrip({a, b})
+      assert.equal(d[1].b, d[2])
+      assert.equal(d[2].a, d[1])
+
+      local k = {"key"}
+      d = roundtrip({[k] = k, other = k})
+      local key, val = next(d)
+      if type(key) ~= "table" then key, val = next(d, key) end
+      assert.equal(key, val)
+      assert.equal(key, d.other)
+      assert.same({"key"}, key)
+
+      local t = {}
+      t[t] = t
+      d = roundtrip(t)
+      assert.equal(d, d[d])
+    end)
+
+    it("use GRAPH and REF only when references exist", function()
+      local t = {}
+      t[1] = t
+      -- fixext 4, type 1 (GRAPH), payload: fixarray 1, fixext 1 type 2 (REF) id 0
+      assert.equal(hex("\xd6\x01\x91\xd4\x02\x00"), hex(encode(t)))
+      local s = {}
+      assert.equal(hex("\xc7\x05\x01\x92\x80\xd4\x02\x01"), hex(encode({s, s})))
+      -- a tree of distinct tables stays plain MessagePack
+      local plain = encode({a = {}, b = {}, c = {{}, {}}})
+      assert.falsy(plain:find("[\xc7-\xc9\xd4-\xd8]"))
+    end)
+
+    it("number tables in pre-order, keys before values, with wider REF ids", function()
+      local list = {}
+      for i = 1, 300 do list[i] = {i} end
+      -- the root is table 0, list 1, list[i] i + 1: a fixext 2 reference to 301
+      local d, bytes = roundtrip({list, list[300]})
+      assert.equal(d[1][300], d[2])
+      assert.truthy(bytes:find("\xd5\x02\x01\x2d", 1, true), "fixext 2 REF to 301")
+      local big = {}
+      for i = 1, 70000 do big[i] = {} end
+      d, bytes = roundtrip({big, big[70000]})
+      assert.equal(d[1][70000], d[2])
+      assert.truthy(bytes:find("\xd6\x02\x00\x01\x11\x71", 1, true), "fixext 4 REF to 70001")
+    end)
+  end)
+
+  describe("unstorable values", function()
+    local co = coroutine.create(function() end)
+    local cases = {
+      {print, nil, "cannot store a function at value"},
+      {io.stdout, "save", "cannot store a userdata at save"},
+      {co, nil, "cannot store a thread at value"},
+      {{items = {1, 2, {on_use = print}}}, "inventory", "cannot store a function at inventory.items[3].on_use"},
+      {{f = io.stdout}, nil, "cannot store a userdata at value.f"},
+      {{["a b"] = {f = print}}, nil, 'cannot store a function at value["a b"].f'},
+      {{['say "hi"\\'] = print}, nil, 'cannot store a function at value["say \\"hi\\"\\\\"]'},
+      {{["a\nb\1"] = print}, nil, 'cannot store a function at value["a\\nb\\1"]'},
+      {{["1abc"] = print}, nil, 'cannot store a function at value["1abc"]'},
+      {{[("k"):rep(100)] = print}, nil, 'cannot store a function at value["' .. ("k"):rep(40) .. '..."]'},
+      {{["\xff"] = print}, nil, 'cannot store a function at value["\\255"]'},
+      {{["é"] = co}, nil, 'cannot store a thread at value["é"]'},
+      {{[-5] = print}, nil, "cannot store a function at value[-5]"},
+      {{[1.5] = print}, nil, "cannot store a function at value[1.5]"},
+      {{[true] = print}, nil, "cannot store a function at value[true]"},
+      {{[{f = print}] = 1}, nil, "cannot store a function at value[table].f"},
+      {{[print] = 1}, nil, "cannot store a function as a key at value"},
+      {{x = {[io.stdout] = 1}}, "v", "cannot store a userdata as a key at v.x"},
+      {{x = {[co] = true}}, nil, "cannot store a thread as a key at value.x"},
+      {{{}, {{}, {n = print}}}, nil, "cannot store a function at value[2][2].n"},
+    }
+    for i, c in ipairs(cases) do
+      it("case " .. i .. ": " .. c[3], function()
+        local ok, err = pcall(encode, c[1], c[2])
+        assert.is_false(ok)
+        assert.equal(c[3], err)
+      end)
+    end
+
+    it("leave the codec usable after an error", function()
+      local big = {}
+      for i = 1, 1000 do big[i] = {i, tostring(i)} end
+      big[1001] = {print}
+      assert.has_error(function() encode(big) end, "cannot store a function at value[1001][1]")
+      big[1001] = nil
+      roundtrip(big)
+      local s1 = encode({1, 2, 3})
+      local s2 = encode("other")
+      assert.equal("\x93\x01\x02\x03", s1)
+      assert.equal("\xa5other", s2)
+    end)
+
+    it("check their arguments", function()
+      assert.has_error(function() encode() end, "bad argument #1 to 'encode' (value expected)")
+      assert.has_error(function() decode(1) end, "bad argument #1 to 'decode' (string expected, got number)")
+      assert.has_error(function() decode() end, "bad argument #1 to 'decode' (string expected, got no value)")
+    end)
+  end)
+
+  describe("decode on hostile input", function()
+    it("returns nil alone for an encoded nil", function()
+      assert.equal(1, select("#", decode("\xc0")))
+      assert.is_nil(decode("\xc0"))
+    end)
+
+    local graph = function(payload)
+      return "\xc7" .. string.char(#payload) .. "\x01" .. payload
+    end
+    local cases = {
+      {"", "at byte 0: truncated input (a value expected, 0 bytes left)"},
+      {"\xc1", "at byte 0: invalid byte 0xc1"},
+      {"\x91\xc1", "at byte 1: invalid byte 0xc1"},
+      {"\x01\x02", "at byte 1: 1 trailing bytes after the value"},
+      {"\x93\x01", "at byte 0: array of 3 elements needs at least 3 bytes, 1 left"},
+      {"\xa5ab", "at byte 0: truncated str (need 5 bytes, 2 left)"},
+      {"\x91\xd9\x28abc", "at byte 1: truncated str (need 40 bytes, 3 left)"},
+      {"\xc4\x02a", "at byte 0: truncated bin (need 2 bytes, 1 left)"},
+      {"\xc5\x01", "at byte 0: truncated bin16 (need 2 bytes, 1 left)"},
+      {"\xce\x00", "at byte 0: truncated uint32 (need 4 bytes, 1 left)"},
+      {"\xcb\x00\x00", "at byte 0: truncated float64 (need 8 bytes, 2 left)"},
+      {"\xd3", "at byte 0: truncated int64 (need 8 bytes, 0 left)"},
+      {"\xdd\xff\xff\xff\xff", "at byte 0: array of 4294967295 elements needs at least 4294967295 bytes, 0 left"},
+      {"\xdf\x00\x01\x00\x00\x01", "at byte 0: map of 65536 pairs needs at least 131072 bytes, 1 left"},
+      {"\x81\x01", "at byte 0: map of 1 pairs needs at least 2 bytes, 1 left"},
+      {"\x81\xc0\x01", "at byte 1: nil map key"},
+      {"\x81\xcb" .. pack(">d", 0/0) .. "\x01", "at byte 1: NaN map key"},
+      {"\x82\x01\x01\xca\x7f\xc0\x00\x00\x01", "at byte 3: NaN map key"},
+      {"\xd4\x05\x00", "at byte 0: unsupported extension type 5"},
+      {"\xd6\xff\x00\x00\x00\x00", "at byte 0: unsupported extension type -1"},
+      {"\x91\xd7\xff" .. ("\0"):rep(8), "at byte 1: unsupported extension type -1"},
+      {"\xd4\x02\x00", "at byte 0: reference outside a graph extension"},
+      {"\x92\x90\xd4\x02\x00", "at byte 2: reference outside a graph extension"},
+      {graph("\x91\xd4\x02\x01"), "at byte 4: reference to table 1, but only 1 tables begun"},
+      {graph("\xd4\x02\x00"), "at byte 3: reference to table 0, but only 0 tables begun"},
+      {graph("\x91\xc7\x03\x02\x00\x00\x00"), "at byte 4: reference of 3 bytes (1, 2, 4 or 8 expected)"},
+      {graph("\x91" .. graph("\x90")), "at byte 4: graph extension not at the top level"},
+      {graph("\x90") .. "\x01", "at byte 4: 1 trailing bytes after the value"},
+      {graph("\x90\x01"), "at byte 4: 1 trailing bytes after the value"},
+      {"\xd5\x01\x01\x01", "at byte 3: 1 trailing bytes after the value"},
+      {"\xc7\x05\x01\x90", "at byte 0: truncated ext (need 5 bytes, 1 left)"},
+      {"\xc8\x00", "at byte 0: truncated ext16 (need 3 bytes, 1 left)"},
+      {"\xd4", "at byte 0: truncated fixext (need 1 bytes, 0 left)"},
+      {"\xd8\x01" .. ("\0"):rep(15), "at byte 0: truncated ext (need 16 bytes, 15 left)"},
+      {graph(""), "at byte 3: truncated input (a value expected, 0 bytes left)"},
+    }
+    for i, c in ipairs(cases) do
+      it("case " .. i .. ": " .. c[2], function()
+        corrupt(c[1], c[2])
+      end)
+    end
+
+    it("reports every truncation of valid encodings", function()
+      local shared = {"shared", 1.5}
+      local values = {
+        {1, -1, 300, -300, 70000, 2^40, -2^40, 1.5, 0.1, true, false, "str", ("x"):rep(40), "\xff\0"},
+        {a = {b = {c = {"deep"}}}, [1.5] = shared, s = shared, [true] = {}, big = ("y"):rep(300)},
+        setmetatable({}, {__index = function() end}),
+      }
+      local cyc = {name = "cycle"}
+      cyc.self = cyc
+      values[#values + 1] = cyc
+      local cuts = 0
+      for _, v in ipairs(values) do
+        local s = encode(v)
+        for i = 0, #s - 1 do
+          corrupt(s:sub(1, i))
+          cuts = cuts + 1
+        end
+        roundtrip(v)
+      end
+      assert.truthy(cuts > 400)
+    end)
+
+    it("never crashes or raises on mutated or random bytes", function()
+      math.randomseed(20240601)
+      local shared = {1}
+      local base = {
+        encode({x = 1.5, y = -3, name = "item-123", tags = {"a", "b", "c"}, hp = 100, alive = true}),
+        encode({shared, shared, {[shared] = shared}}),
+        encode({1, {2, {3, {4, {5}}}}, ("z"):rep(70), 2^33, -2^33, 0.25, 0.1}),
+      }
+      local decoded, failed = 0, 0
+      for round = 1, 3000 do
+        local s = base[round % #base + 1]
+        local bytes = {s:byte(1, -1)}
+        for _ = 1, math.random(1, 4) do
+          local op = math.random(3)
+          local pos = math.random(#bytes)
+          if op == 1 then bytes[pos] = math.random(0, 255)
+          elseif op == 2 then table.remove(bytes, pos)
+          else table.insert(bytes, pos, math.random(0, 255)) end
+          if #bytes == 0 then bytes[1] = 0xc1 end
+        end
+        local m = string.char(table.unpack(bytes))
+        local ok, v, msg, code = pcall(decode, m)
+        assert(ok, "decode raised: " .. tostring(v) .. " on " .. hex(m))
+        if v == nil and msg then
+          assert.equal("CORRUPT", code)
+          assert.truthy(msg:find("^corrupt MessagePack at byte %d+: "))
+          failed = failed + 1
+        else
+          decoded = decoded + 1
+          -- whatever decodes can be stored again
+          assert(pcall(encode, v))
+        end
+      end
+      for _ = 1, 2000 do
+        local t = {}
+        for i = 1, math.random(0, 24) do t[i] = math.random(0, 255) end
+        local ok, err = pcall(decode, string.char(table.unpack(t)))
+        assert(ok, err)
+      end
+      assert.truthy(decoded > 100 and failed > 100, decoded .. " decoded, " .. failed .. " corrupt")
+    end)
+  end)
+end)

@@ -1,0 +1,156 @@
+-- The codec against another MessagePack implementation (python3-msgpack),
+-- both ways: python reads what we write, we read what python writes.
+local instate = require "instate"
+local helpers = require "helpers"
+
+local PYTHON = "/usr/bin/python3"
+
+local function write(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+-- Run a python script; returns its output, failing the spec with it if
+-- python exits nonzero.
+local function python(dir, script)
+  local path = dir .. "/script.py"
+  write(path, script)
+  local p = io.popen(PYTHON .. " " .. helpers.sh_quote(path) .. " " .. helpers.sh_quote(dir) .. " 2>&1")
+  local out = p:read("a")
+  local ok = p:close()
+  assert(ok, "python failed:\n" .. out)
+  return out
+end
+
+describe("codec interop with python3-msgpack", function()
+  local have = os.execute(PYTHON .. " -c 'import msgpack' 2>/dev/null")
+  assert(have, "python3-msgpack is needed: apt-get install python3-msgpack")
+
+  it("python reads every plain value we write, strictly (raw=False)", function()
+    local dir = helpers.tmpdir()
+    local corpus = {
+      0, 1, -1, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296,
+      math.maxinteger, math.mininteger, -32, -33, -128, -129, -32768, -32769,
+      -2147483648, -2147483649,
+      1.5, 0.1, -0.0, math.huge, -math.huge, 1.0, 16777217.0,
+      "", "héllo wörld", ("a"):rep(300), ("b"):rep(70000), "\xff\x00bin", "\xed\xa0\x80",
+      true, false,
+      {}, {1, 2, 3}, {a = 1, b = {c = {}}}, {[1] = "x", [3] = "z"}, {[true] = 1},
+      {[1.5] = 2}, {[-7] = "neg", [2^40] = "big"}, {{1, {2, {3}}}},
+    }
+    local big = {}
+    for i = 1, 70000 do big[i] = i end
+    corpus[#corpus + 1] = big
+    write(dir .. "/ours.bin", instate.encode(corpus))
+    write(dir .. "/nil.bin", instate.encode(nil))
+    write(dir .. "/nan.bin", instate.encode(0/0))
+    local out = python(dir, [==[
+import math, sys, msgpack
+d = sys.argv[1]
+v = msgpack.unpackb(open(d + "/ours.bin", "rb").read(), raw=False, strict_map_key=False)
+expected = [
+    0, 1, -1, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296,
+    9223372036854775807, -9223372036854775808, -32, -33, -128, -129, -32768, -32769,
+    -2147483648, -2147483649,
+    1.5, 0.1, -0.0, math.inf, -math.inf, 1.0, 16777217.0,
+    "", "héllo wörld", "a" * 300, "b" * 70000, b"\xff\x00bin", b"\xed\xa0\x80",
+    True, False,
+    {}, [1, 2, 3], {"a": 1, "b": {"c": {}}}, {1: "x", 3: "z"}, {True: 1},
+    {1.5: 2}, {-7: "neg", 2**40: "big"}, [[1, [2, [3]]]],
+    list(range(1, 70001)),
+]
+assert len(v) == len(expected), (len(v), len(expected))
+for i, (a, b) in enumerate(zip(v, expected)):
+    assert a == b and type(a) is type(b), (i, a, b)
+    if isinstance(b, float):
+        assert math.copysign(1, a) == math.copysign(1, b), (i, a)
+assert isinstance(v[33], bytes) and isinstance(v[29], str)
+assert msgpack.unpackb(open(d + "/nil.bin", "rb").read()) is None
+assert math.isnan(msgpack.unpackb(open(d + "/nan.bin", "rb").read()))
+print("python ok", len(v))
+]==])
+    assert.truthy(out:find("python ok 45", 1, true), out)
+  end)
+
+  it("we read every width python writes", function()
+    local dir = helpers.tmpdir()
+    python(dir, [==[
+import sys, msgpack
+d = sys.argv[1]
+def put(name, value, **kw):
+    open(d + "/" + name + ".bin", "wb").write(msgpack.packb(value, **kw))
+ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1, 2**64 - 1,
+        -1, -32, -33, -128, -129, -32768, -32769, -2**31, -2**31 - 1, -2**63]
+put("ints", ints)
+# 2**64-1 reads as the Lua integer with the same bits, -1, and is written back so
+put("ints_as_lua", [-1 if i == 2**64 - 1 else i for i in ints])
+put("float64", [1.5, 0.1, -0.0, float("inf"), 1.0])
+put("float32", [1.5, 0.25, -2.0], use_single_float=True)
+put("strs", ["", "a" * 31, "b" * 32, "c" * 255, "d" * 256, "e" * 65535, "f" * 65536, "héllo"])
+put("bins", [b"", b"\x00" * 255, b"\x01" * 256, b"\x02" * 65536])
+put("intkeys", {1: "a", 2: "b", -5: "neg", 2**40: "big"}, strict_types=False)
+put("boolkeys", {True: "t", False: "f"})
+put("floatkeys", {1.5: "x", -0.25: "y"})
+put("nested", [[1, [2, [3, []]]], {"k": [{"deep": None}]}])
+put("array16", list(range(20)))
+put("array32", list(range(70000)))
+put("map16", {"k%d" % i: i for i in range(20)})
+put("map32", {"k%d" % i: i for i in range(70000)})
+put("tuple", (1, "two", 3.0))
+put("none", None)
+]==])
+    local function get(name)
+      local v, msg = instate.decode(read(dir .. "/" .. name .. ".bin"))
+      assert(msg == nil, msg)
+      return v
+    end
+    local ints = get("ints")
+    local want = {0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296,
+                  math.maxinteger, -1, -1, -32, -33, -128, -129, -32768, -32769,
+                  -2147483648, -2147483649, math.mininteger}
+    assert.equal(#want, #ints)
+    for i, v in ipairs(want) do
+      assert.equal("integer", math.type(ints[i]))
+      assert.equal(v, ints[i])
+    end
+    local f64 = get("float64")
+    assert.same({1.5, 0.1, -0.0, math.huge, 1.0}, f64)
+    assert.equal(-math.huge, 1 / f64[3])
+    assert.equal("float", math.type(f64[5]))
+    local f32 = get("float32")
+    assert.same({1.5, 0.25, -2.0}, f32)
+    assert.equal("float", math.type(f32[3]))
+    assert.same({"", ("a"):rep(31), ("b"):rep(32), ("c"):rep(255), ("d"):rep(256),
+                 ("e"):rep(65535), ("f"):rep(65536), "héllo"}, get("strs"))
+    assert.same({"", ("\0"):rep(255), ("\1"):rep(256), ("\2"):rep(65536)}, get("bins"))
+    assert.same({[1] = "a", [2] = "b", [-5] = "neg", [2^40 // 1] = "big"}, get("intkeys"))
+    assert.same({[true] = "t", [false] = "f"}, get("boolkeys"))
+    assert.same({[1.5] = "x", [-0.25] = "y"}, get("floatkeys"))
+    assert.same({{1, {2, {3, {}}}}, {k = {{}}}}, get("nested"))
+    local a16, a32 = get("array16"), get("array32")
+    assert.equal(20, #a16)
+    assert.equal(19, a16[20])
+    assert.equal(70000, #a32)
+    assert.equal(69999, a32[70000])
+    local m16, m32 = get("map16"), get("map32")
+    assert.equal(19, m16.k19)
+    assert.equal(69999, m32.k69999)
+    local n = 0
+    for _ in pairs(m32) do n = n + 1 end
+    assert.equal(70000, n)
+    assert.same({1, "two", 3.0}, get("tuple"))
+    assert.is_nil(get("none"))
+    -- and what we decoded, we write back byte for byte where python was shortest
+    assert.equal(read(dir .. "/ints_as_lua.bin"), instate.encode(ints))
+    assert.equal(read(dir .. "/strs.bin"), instate.encode(get("strs")))
+    assert.equal(read(dir .. "/array32.bin"), instate.encode(a32))
+  end)
+end)

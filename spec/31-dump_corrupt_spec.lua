@@ -1,0 +1,233 @@
+--- Corrupt, truncated, foreign and newer dump files (API.md "Dump and load").
+-- A load that fails leaves the store exactly as it was: contents and revision.
+local instate = require "instate"
+local helpers = require "helpers"
+
+-- CRC-32C (docs/FORMAT.md 3), to craft files with valid checksums.
+local crc_table = {}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do
+    c = (c & 1 == 1) and (0x82F63B78 ~ (c >> 1)) or (c >> 1)
+  end
+  crc_table[i] = c
+end
+local function crc32c(s, crc)
+  crc = ~(crc or 0) & 0xffffffff
+  for i = 1, #s do
+    crc = crc_table[(crc ~ s:byte(i)) & 0xff] ~ (crc >> 8)
+  end
+  return ~crc & 0xffffffff
+end
+
+local MAGIC = "\x89ISD\r\n\x1a\n"
+
+-- A whole file around a raw body, in blocks of `bs` bytes.
+local function craft(body, sections, records, opts)
+  opts = opts or {}
+  local prefix = MAGIC .. string.pack(">I4", opts.format or 1)
+  local h2 = string.pack(">I4I8i8", 0, opts.revision or 5, 1800000000000)
+  local parts = { prefix, string.pack(">I4", crc32c(prefix)), h2, string.pack(">I4", crc32c(h2)) }
+  local bs = opts.block or 64
+  for off = 1, #body, bs do
+    local chunk = body:sub(off, off + bs - 1)
+    local h = string.pack(">BBI2I4I4", 0x42, 0, 0, #chunk, #chunk)
+    parts[#parts + 1] = h .. string.pack(">I4", crc32c(chunk, crc32c(h))) .. chunk
+  end
+  local so_far = table.concat(parts)
+  local t = string.pack(">BBBBI8I8I8I8", 0x45, 0, 0, 0, sections, records, #body, #so_far + 40)
+  return so_far .. t .. string.pack(">I4", crc32c(t, crc32c(so_far)))
+end
+
+local function section(name, type_, recs)
+  local out = { string.pack(">BBs1", 0x53, type_ or 1, name) }
+  for _, r in ipairs(recs) do
+    out[#out + 1] = string.pack(">BBI2I4", 0x52, 0, #r[1], #r[2]) .. r[1] .. r[2]
+  end
+  out[#out + 1] = string.pack(">BI8", 0x54, #recs)
+  return table.concat(out)
+end
+
+local function all(ns)
+  local t = {}
+  local f, st, ctl = ns:pairs()
+  while true do
+    local k, v = f(st, ctl)
+    if k == nil then break end
+    t[k], ctl = v, k
+  end
+  return t
+end
+
+describe("corrupt dumps", function()
+  local dir, src, dst, path, bad
+  before_each(function()
+    dir = helpers.tmpdir()
+    src = assert(instate.open(dir .. "/src", { sync = "none" }))
+    dst = assert(instate.open(dir .. "/dst", { sync = "none" }))
+    path = dir .. "/good.dump"
+    bad = dir .. "/bad.dump"
+    local ns = src:namespace("game")
+    for i = 1, 6 do ns:set("k" .. i, { x = i, name = string.rep("n", 20) }) end
+    src:namespace("z"):set("ttl", "v", { ttl = 1000 })
+    dst:namespace("game"):set("mine", "untouched")
+    dst:namespace("other"):set("k", 1)
+  end)
+  after_each(function()
+    src:close()
+    dst:close()
+  end)
+
+  local function snapshot()
+    return { rev = dst:revision(), game = all(dst:namespace("game")),
+             other = all(dst:namespace("other")), z = all(dst:namespace("z")) }
+  end
+
+  for _, level in ipairs({ 0, 1 }) do
+    it("detects every single-byte change and every truncation (compression " .. level .. ")",
+      function()
+        assert(src:dump(path, { compression = level }))
+        local good = helpers.read_file(path)
+        if level == 1 then
+          -- the compressed case must really hold a zstd block
+          assert.equal(1, good:byte(42))
+        end
+        local before = snapshot()
+        local missed = {}
+        local function try(data, what)
+          helpers.write_file(bad, data)
+          local r, msg, code = dst:load(bad, { mode = "replace" })
+          if r ~= nil or code ~= "CORRUPT" or not msg:match("at byte %d+") then
+            missed[#missed + 1] = what .. ": " .. tostring(r) .. " " .. tostring(msg)
+          end
+        end
+        for i = 1, #good do
+          local b = good:byte(i)
+          for _, x in ipairs({ 0x01, 0x80 }) do
+            try(good:sub(1, i - 1) .. string.char(b ~ x) .. good:sub(i + 1),
+              ("byte %d ^ 0x%02x"):format(i - 1, x))
+          end
+        end
+        for n = 0, #good - 1 do try(good:sub(1, n), "truncated to " .. n) end
+        try(good .. "\0", "one byte appended")
+        assert.same({}, missed)
+        assert.same(before, snapshot())
+        -- and the intact file loads
+        assert(dst:load(path, { mode = "replace" }))
+        assert.equal(before.rev + 1 <= dst:revision(), true)
+      end)
+  end
+
+  it("follows on_corrupt: error, ignore, delete", function()
+    assert(src:dump(path))
+    local good = helpers.read_file(path)
+    local damaged = good:sub(1, 60) .. string.char(good:byte(61) ~ 4) .. good:sub(62)
+    local before = snapshot()
+    helpers.write_file(bad, damaged)
+    local r, msg, code = dst:load(bad)
+    assert.is_nil(r)
+    assert.equal("CORRUPT", code)
+    assert.matches("bad.dump at byte 40", msg)
+    r, msg, code = dst:load(bad, { on_corrupt = "error" })
+    assert.equal("CORRUPT", code)
+    r = dst:load(bad, { on_corrupt = "ignore" })
+    assert.is_false(r)
+    assert.truthy(helpers.read_file(bad))
+    r = dst:load(bad, { on_corrupt = "delete" })
+    assert.is_false(r)
+    assert.is_nil(helpers.read_file(bad))
+    assert.same(before, snapshot())
+  end)
+
+  it("rejects foreign files: empty, text, text-mode damage", function()
+    assert(src:dump(path, { compression = 0 }))
+    local good = helpers.read_file(path)
+    for what, data in pairs({
+      empty = "", text = "hello, world\n", json = '{"game": {}}',
+      crlf = good:gsub("\n", "\r\n"), lf = good:gsub("\r\n", "\n"),
+      seven_bit = string.char(good:byte(1) & 0x7f) .. good:sub(2),
+    }) do
+      helpers.write_file(bad, data)
+      local r, msg, code = dst:load(bad)
+      assert.is_nil(r, what)
+      assert.equal("CORRUPT", code, what)
+      assert.matches("at byte %d+", msg)
+      local n, _, c2 = instate.dump_info(bad)
+      assert.is_nil(n)
+      assert.equal("CORRUPT", c2, what)
+    end
+  end)
+
+  it("returns VERSION for a newer format whatever the policy, and keeps the file", function()
+    assert(src:dump(path))
+    local good = helpers.read_file(path)
+    local prefix = MAGIC .. string.pack(">I4", 2)
+    local newer = prefix .. string.pack(">I4", crc32c(prefix)) .. "future layout"
+    helpers.write_file(bad, newer)
+    local before = snapshot()
+    for _, policy in ipairs({ "error", "ignore", "delete" }) do
+      local r, msg, code = dst:load(bad, { on_corrupt = policy, max_bytes = 10 })
+      assert.is_nil(r)
+      assert.equal("VERSION", code)
+      assert.matches("format version 2", msg)
+      assert.equal(newer, helpers.read_file(bad))
+    end
+    local n, _, code = instate.dump_info(bad)
+    assert.is_nil(n)
+    assert.equal("VERSION", code)
+    assert.same(before, snapshot())
+    -- the format field damaged in place reads as corruption, not a newer version
+    helpers.write_file(bad, good:sub(1, 11) .. "\2" .. good:sub(13))
+    local _, _, c2 = dst:load(bad)
+    assert.equal("CORRUPT", c2)
+  end)
+
+  it("treats a file over max_bytes as corrupt", function()
+    local info = assert(src:dump(path))
+    local before = snapshot()
+    local r, msg, code = dst:load(path, { max_bytes = info.bytes - 1 })
+    assert.is_nil(r)
+    assert.equal("CORRUPT", code)
+    assert.matches("max_bytes", msg)
+    assert.same(before, snapshot())
+    assert.is_false(dst:load(path, { max_bytes = info.bytes - 1, on_corrupt = "delete" }))
+    assert.is_nil(helpers.read_file(path))
+  end)
+
+  it("rejects a malformed record value found at the last section", function()
+    local body = section("a", 1, { { "k", "\1" } }) .. section("b", 1, { { "k", "\xc1" } })
+    helpers.write_file(bad, craft(body, 2, 2))
+    local before = snapshot()
+    local r, msg, code = dst:load(bad)
+    assert.is_nil(r)
+    assert.equal("CORRUPT", code)
+    assert.matches("malformed value in section \"b\"", msg)
+    assert.same(before, snapshot())
+    -- the crafted file itself is well formed apart from that value
+    helpers.write_file(bad, craft(section("a", 1, { { "k", "\1" } }) ..
+      section("b", 1, { { "k", "\2" } }), 2, 2))
+    assert(dst:load(bad))
+    assert.equal(2, dst:namespace("b"):get("k"))
+  end)
+
+  it("rejects a section whose type clashes with the existing namespace", function()
+    src:namespace("vars", "state"):set("hp", 10)
+    assert(src:dump(path))
+    dst:namespace("vars"):set("hp", "kv here")
+    local before = snapshot()
+    local r, msg, code = dst:load(path)
+    assert.is_nil(r)
+    assert.equal("CORRUPT", code)
+    assert.matches("\"vars\" has type state", msg)
+    assert.same(before, snapshot())
+    assert.equal("kv here", dst:namespace("vars"):get("hp"))
+    -- skipping that section with the namespaces option loads the rest
+    local info = assert(dst:load(path, { namespaces = { "game" } }))
+    assert.equal(1, info.sections)
+    -- and dump_info lists it with its type
+    local di = assert(instate.dump_info(path))
+    local types = {}
+    for _, s in ipairs(di.section_list) do types[s.name] = s.type end
+    assert.equal("state", types.vars)
+  end)
+end)

@@ -1,0 +1,40 @@
+/*
+ * instate_dump_int.h - internals of the dump file code shared with its
+ * tests and fuzz target. Not installed; the public API is instate.h and the
+ * format is docs/FORMAT.md section 3.
+ */
+#ifndef INSTATE_DUMP_INT_H
+#define INSTATE_DUMP_INT_H
+
+#include "instate.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Sizes fixed by the format. */
+#define INSTATE_DUMP_HEADER_SIZE 40
+#define INSTATE_DUMP_BLOCK_HEADER_SIZE 16
+#define INSTATE_DUMP_TRAILER_SIZE 40
+#define INSTATE_DUMP_BLOCK_MAX 1048576u     /* largest raw_len a reader accepts */
+#define INSTATE_DUMP_BLOCK_TARGET 262144u   /* raw_len this writer uses */
+
+/*
+ * CRC-32C (Castagnoli) of n bytes at p, continuing from crc: start with
+ * crc = 0, feed the previous result to continue a running checksum.
+ */
+uint32_t instate_crc32c(uint32_t crc, const void *p, size_t n);
+
+/* zstd level of dump compression option `level` (1..9); 0 for raw. */
+int instate_dump_zstd_level(int level);
+
+/*
+ * Read and verify a dump held in memory (the fuzz target's entry point and
+ * the reader that instate_dump_info_read() runs on a file). Same results as
+ * instate_dump_info_read().
+ */
+int instate_dump_info_mem(const void *data, size_t n,
+                          int (*fn)(void *ud, const char *name, size_t len,
+                                    instate_ns_type type, uint64_t records),
+                          void *ud, instate_dump_info *info, char *err);
+
+#endif /* INSTATE_DUMP_INT_H */

@@ -1,0 +1,218 @@
+/*
+ * instate_mpack.c - the out-of-line half of the MessagePack layer: UTF-8
+ * check, error messages, the top-level framing and the validator.
+ * The hot writers and the item reader are inline in instate_mpack.h.
+ */
+#include "instate_mpack.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+/* ===================================================================== */
+/* UTF-8                                                                 */
+
+int instate_mp_utf8_valid(const void *s, size_t n)
+{
+	const unsigned char *p = s, *e = p + n;
+
+	while (p < e) {
+		unsigned c = *p;
+		if (c < 0x80) {
+			/* Most strings are ASCII: test 8 bytes per step. */
+			while ((size_t)(e - p) >= 8) {
+				uint64_t w;
+				memcpy(&w, p, 8);
+				if (w & 0x8080808080808080ull)
+					break;
+				p += 8;
+			}
+			while (p < e && *p < 0x80)
+				p++;
+			continue;
+		}
+		if (c < 0xc2) /* a stray continuation byte, or an overlong 2-byte form */
+			return 0;
+		if (c < 0xe0) {
+			if (e - p < 2 || (p[1] & 0xc0) != 0x80)
+				return 0;
+			p += 2;
+		} else if (c < 0xf0) {
+			unsigned lo = c == 0xe0 ? 0xa0 : 0x80;  /* no overlongs */
+			unsigned hi = c == 0xed ? 0x9f : 0xbf;  /* no surrogates */
+			if (e - p < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
+				return 0;
+			p += 3;
+		} else if (c < 0xf5) {
+			unsigned lo = c == 0xf0 ? 0x90 : 0x80;  /* no overlongs */
+			unsigned hi = c == 0xf4 ? 0x8f : 0xbf;  /* nothing above U+10FFFF */
+			if (e - p < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 ||
+			    (p[3] & 0xc0) != 0x80)
+				return 0;
+			p += 4;
+		} else {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* ===================================================================== */
+/* Errors                                                                */
+
+int instate_mp_corrupt(instate_mp_reader *r, size_t off, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (r->err[0]) /* keep the first fault */
+		return INSTATE_CORRUPT;
+	r->err_off = off;
+	k = snprintf(r->err, sizeof r->err, "corrupt MessagePack at byte %lu: ",
+	             (unsigned long)off);
+	if (k < 0 || (size_t)k >= sizeof r->err)
+		return INSTATE_CORRUPT;
+	va_start(ap, fmt);
+	vsnprintf(r->err + k, sizeof r->err - (size_t)k, fmt, ap);
+	va_end(ap);
+	return INSTATE_CORRUPT;
+}
+
+int instate_mp_truncated(instate_mp_reader *r, size_t off, const char *what, size_t need,
+                         size_t left)
+{
+	return instate_mp_corrupt(r, off, "truncated %s (need %lu bytes, %lu left)", what,
+	                          (unsigned long)need, (unsigned long)left);
+}
+
+/* ===================================================================== */
+/* Framing shared by the validator and the decoder                       */
+
+int instate_mp_begin(instate_mp_reader *r, int *graph)
+{
+	instate_mp_item it;
+	unsigned c;
+
+	*graph = 0;
+	if (r->pos >= r->n)
+		return 0;
+	c = r->p[r->pos];
+	if (!((c >= 0xc7 && c <= 0xc9) || (c >= 0xd4 && c <= 0xd8)))
+		return 0; /* not an extension: the common case costs one test */
+	{
+		size_t off = r->pos;
+		if (instate_mp_read(r, &it))
+			return INSTATE_CORRUPT;
+		if (it.ext != INSTATE_MP_EXT_GRAPH) {
+			r->pos = off; /* another extension: the value reader reports it */
+			return 0;
+		}
+		if (r->pos != r->n)
+			return instate_mp_corrupt(r, r->pos, "%lu trailing bytes after the value",
+			                          (unsigned long)(r->n - r->pos));
+		r->pos = (size_t)(it.data - r->p);
+		*graph = 1;
+	}
+	return 0;
+}
+
+int instate_mp_finish(instate_mp_reader *r)
+{
+	if (r->pos != r->n)
+		return instate_mp_corrupt(r, r->pos, "%lu trailing bytes after the value",
+		                          (unsigned long)(r->n - r->pos));
+	return 0;
+}
+
+int instate_mp_check_ext(instate_mp_reader *r, size_t off, const instate_mp_item *it,
+                         int graph, uint64_t tables, uint64_t *id)
+{
+	if (it->ext == INSTATE_MP_EXT_REF) {
+		if (!graph)
+			return instate_mp_corrupt(r, off, "reference outside a graph extension");
+		if (it->len != 1 && it->len != 2 && it->len != 4 && it->len != 8)
+			return instate_mp_corrupt(r, off, "reference of %lu bytes (1, 2, 4 or 8 expected)",
+			                          (unsigned long)it->len);
+		*id = instate_mp_ref_id(it);
+		if (*id >= tables)
+			return instate_mp_corrupt(r, off,
+				"reference to table %llu, but only %llu tables begun",
+				(unsigned long long)*id, (unsigned long long)tables);
+		return 0;
+	}
+	if (it->ext == INSTATE_MP_EXT_GRAPH)
+		return instate_mp_corrupt(r, off, "graph extension not at the top level");
+	return instate_mp_corrupt(r, off, "unsupported extension type %d", it->ext);
+}
+
+/* ===================================================================== */
+/* Validator                                                             */
+
+typedef struct vstate {
+	instate_mp_reader r;
+	int graph;
+	uint64_t tables;
+} vstate;
+
+static int v_value(vstate *v, int depth, int is_key)
+{
+	instate_mp_item it;
+	size_t off = v->r.pos;
+	uint64_t id;
+	uint32_t i;
+
+	if (instate_mp_read(&v->r, &it))
+		return INSTATE_CORRUPT;
+	switch (it.type) {
+	case INSTATE_MP_NIL:
+		if (is_key)
+			return instate_mp_corrupt(&v->r, off, "nil map key");
+		return 0;
+	case INSTATE_MP_FLOAT:
+	case INSTATE_MP_DOUBLE:
+		if (is_key && it.v.d != it.v.d)
+			return instate_mp_corrupt(&v->r, off, "NaN map key");
+		return 0;
+	case INSTATE_MP_ARRAY:
+	case INSTATE_MP_MAP:
+		if (depth >= INSTATE_MP_MAX_DEPTH)
+			return instate_mp_corrupt(&v->r, off, "tables nested deeper than %d levels",
+			                          INSTATE_MP_MAX_DEPTH);
+		v->tables++;
+		if (it.type == INSTATE_MP_ARRAY) {
+			for (i = 0; i < it.len; i++)
+				if (v_value(v, depth + 1, 0))
+					return INSTATE_CORRUPT;
+		} else {
+			for (i = 0; i < it.len; i++)
+				if (v_value(v, depth + 1, 1) || v_value(v, depth + 1, 0))
+					return INSTATE_CORRUPT;
+		}
+		return 0;
+	case INSTATE_MP_EXT:
+		return instate_mp_check_ext(&v->r, off, &it, v->graph, v->tables, &id);
+	default:
+		return 0;
+	}
+}
+
+int instate_mp_validate(const void *p, size_t n, size_t *err_off, char *err, size_t errlen)
+{
+	vstate v;
+	int rc;
+
+	memset(&v, 0, sizeof v);
+	v.r.p = p;
+	v.r.n = n;
+	rc = instate_mp_begin(&v.r, &v.graph);
+	if (!rc)
+		rc = v_value(&v, 0, 0);
+	if (!rc)
+		rc = instate_mp_finish(&v.r);
+	if (rc) {
+		if (err_off)
+			*err_off = v.r.err_off;
+		if (err && errlen)
+			snprintf(err, errlen, "%s", v.r.err);
+	}
+	return rc;
+}

@@ -1,0 +1,594 @@
+/*
+ * instate_mpack.h - the byte level of the value encoding: a MessagePack
+ * writer, a bounds-checked reader and a validator.
+ *
+ * Part of the core: no lua.h. The Lua binding (lcodec.c) converts Lua values
+ * with these primitives; the store and the dump loader use the validator to
+ * check values they did not write. docs/FORMAT.md section 1 describes the
+ * bytes. Not installed: the public C API is instate.h.
+ *
+ * Writers take a pointer with enough room (INSTATE_MP_MAX_HEADER bytes for a
+ * header or a scalar) and return the pointer past what they wrote. They
+ * always choose the shortest MessagePack form.
+ */
+#ifndef INSTATE_MPACK_H
+#define INSTATE_MPACK_H
+
+#include <float.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "instate.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Deepest nesting of tables (arrays and maps) in one value: the top-level
+ * table is level 1; a table at level 201 is an error on encode and corrupt
+ * on decode. */
+#define INSTATE_MP_MAX_DEPTH 200
+
+/** Extension type wrapping a value that contains references (top level only). */
+#define INSTATE_MP_EXT_GRAPH 1
+/** Extension type of a reference to an earlier table (inside a graph only). */
+#define INSTATE_MP_EXT_REF 2
+
+/** Largest header or scalar the writers emit (float64, uint64, ext32). */
+#define INSTATE_MP_MAX_HEADER 9
+
+/** Size of the message buffer of #instate_mp_reader. */
+#define INSTATE_MP_ERRMAX 160
+
+/* ===================================================================== */
+/* Writer                                                                */
+
+static inline unsigned char *instate_mp_be16(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 8);
+	p[1] = (unsigned char)v;
+	return p + 2;
+}
+
+static inline unsigned char *instate_mp_be32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+	return p + 4;
+}
+
+static inline unsigned char *instate_mp_be64(unsigned char *p, uint64_t v)
+{
+	instate_mp_be32(p, (uint32_t)(v >> 32));
+	return instate_mp_be32(p + 4, (uint32_t)v);
+}
+
+static inline unsigned char *instate_mp_put_nil(unsigned char *p)
+{
+	*p = 0xc0;
+	return p + 1;
+}
+
+static inline unsigned char *instate_mp_put_bool(unsigned char *p, int b)
+{
+	*p = b ? 0xc3 : 0xc2;
+	return p + 1;
+}
+
+/** A non-negative integer: positive fixint, uint8, uint16, uint32 or uint64. */
+static inline unsigned char *instate_mp_put_uint(unsigned char *p, uint64_t v)
+{
+	if (v <= 0x7f) {
+		*p = (unsigned char)v;
+		return p + 1;
+	}
+	if (v <= 0xff) {
+		p[0] = 0xcc;
+		p[1] = (unsigned char)v;
+		return p + 2;
+	}
+	if (v <= 0xffff) {
+		*p = 0xcd;
+		return instate_mp_be16(p + 1, (uint32_t)v);
+	}
+	if (v <= 0xffffffffu) {
+		*p = 0xce;
+		return instate_mp_be32(p + 1, (uint32_t)v);
+	}
+	*p = 0xcf;
+	return instate_mp_be64(p + 1, v);
+}
+
+/** Any integer: the unsigned family when >= 0, else negative fixint or int8..int64. */
+static inline unsigned char *instate_mp_put_int(unsigned char *p, int64_t v)
+{
+	if (v >= 0)
+		return instate_mp_put_uint(p, (uint64_t)v);
+	if (v >= -32) {
+		*p = (unsigned char)(v & 0xff);
+		return p + 1;
+	}
+	if (v >= INT8_MIN) {
+		p[0] = 0xd0;
+		p[1] = (unsigned char)(v & 0xff);
+		return p + 2;
+	}
+	if (v >= INT16_MIN) {
+		*p = 0xd1;
+		return instate_mp_be16(p + 1, (uint32_t)v & 0xffffu);
+	}
+	if (v >= INT32_MIN) {
+		*p = 0xd2;
+		return instate_mp_be32(p + 1, (uint32_t)v);
+	}
+	*p = 0xd3;
+	return instate_mp_be64(p + 1, (uint64_t)v);
+}
+
+/**
+ * A double, as float32 when narrowing it is bit-exact (so -0.0, infinities
+ * and every float32 value stay exact), else float64. NaN always takes
+ * float64: narrowing could change its payload.
+ */
+static inline unsigned char *instate_mp_put_double(unsigned char *p, double d)
+{
+	uint64_t bits;
+	memcpy(&bits, &d, 8);
+	/* Narrow only inside float's range: converting a larger finite double
+	 * is undefined behaviour. NaN fails both comparisons. */
+	if ((d >= -(double)FLT_MAX && d <= (double)FLT_MAX) ||
+	    (bits << 1) == 0xffe0000000000000ull) {
+		float f = (float)d;
+		double back = (double)f;
+		uint64_t bbits;
+		memcpy(&bbits, &back, 8);
+		if (bbits == bits) {
+			uint32_t fbits;
+			memcpy(&fbits, &f, 4);
+			*p = 0xca;
+			return instate_mp_be32(p + 1, fbits);
+		}
+	}
+	*p = 0xcb;
+	return instate_mp_be64(p + 1, bits);
+}
+
+/** Header of a str (UTF-8 text) of len bytes: fixstr, str8, str16 or str32. */
+static inline unsigned char *instate_mp_put_str_header(unsigned char *p, uint32_t len)
+{
+	if (len <= 31) {
+		*p = (unsigned char)(0xa0 | len);
+		return p + 1;
+	}
+	if (len <= 0xff) {
+		p[0] = 0xd9;
+		p[1] = (unsigned char)len;
+		return p + 2;
+	}
+	if (len <= 0xffff) {
+		*p = 0xda;
+		return instate_mp_be16(p + 1, len);
+	}
+	*p = 0xdb;
+	return instate_mp_be32(p + 1, len);
+}
+
+/** Header of a bin (any bytes) of len bytes: bin8, bin16 or bin32. */
+static inline unsigned char *instate_mp_put_bin_header(unsigned char *p, uint32_t len)
+{
+	if (len <= 0xff) {
+		p[0] = 0xc4;
+		p[1] = (unsigned char)len;
+		return p + 2;
+	}
+	if (len <= 0xffff) {
+		*p = 0xc5;
+		return instate_mp_be16(p + 1, len);
+	}
+	*p = 0xc6;
+	return instate_mp_be32(p + 1, len);
+}
+
+/** Header of an array of n elements: fixarray, array16 or array32. */
+static inline unsigned char *instate_mp_put_array_header(unsigned char *p, uint32_t n)
+{
+	if (n <= 15) {
+		*p = (unsigned char)(0x90 | n);
+		return p + 1;
+	}
+	if (n <= 0xffff) {
+		*p = 0xdc;
+		return instate_mp_be16(p + 1, n);
+	}
+	*p = 0xdd;
+	return instate_mp_be32(p + 1, n);
+}
+
+/** Header of a map of n key/value pairs: fixmap, map16 or map32. */
+static inline unsigned char *instate_mp_put_map_header(unsigned char *p, uint32_t n)
+{
+	if (n <= 15) {
+		*p = (unsigned char)(0x80 | n);
+		return p + 1;
+	}
+	if (n <= 0xffff) {
+		*p = 0xde;
+		return instate_mp_be16(p + 1, n);
+	}
+	*p = 0xdf;
+	return instate_mp_be32(p + 1, n);
+}
+
+/** Size of the map header instate_mp_put_map_header() writes for n pairs. */
+static inline size_t instate_mp_map_header_size(uint32_t n)
+{
+	return n <= 15 ? 1 : n <= 0xffff ? 3 : 5;
+}
+
+/** Header of an extension of type `type` with len payload bytes:
+ * fixext 1/2/4/8/16 when len fits one exactly, else ext8, ext16 or ext32. */
+static inline unsigned char *instate_mp_put_ext_header(unsigned char *p, int8_t type, uint32_t len)
+{
+	unsigned char t = (unsigned char)type;
+	switch (len) {
+	case 1: p[0] = 0xd4; p[1] = t; return p + 2;
+	case 2: p[0] = 0xd5; p[1] = t; return p + 2;
+	case 4: p[0] = 0xd6; p[1] = t; return p + 2;
+	case 8: p[0] = 0xd7; p[1] = t; return p + 2;
+	case 16: p[0] = 0xd8; p[1] = t; return p + 2;
+	default: break;
+	}
+	if (len <= 0xff) {
+		p[0] = 0xc7;
+		p[1] = (unsigned char)len;
+		p[2] = t;
+		return p + 3;
+	}
+	if (len <= 0xffff) {
+		*p = 0xc8;
+		p = instate_mp_be16(p + 1, len);
+	} else {
+		*p = 0xc9;
+		p = instate_mp_be32(p + 1, len);
+	}
+	*p = t;
+	return p + 1;
+}
+
+/** Size of the header instate_mp_put_ext_header() writes for len bytes. */
+static inline size_t instate_mp_ext_header_size(uint32_t len)
+{
+	if (len == 1 || len == 2 || len == 4 || len == 8 || len == 16)
+		return 2;
+	return len <= 0xff ? 3 : len <= 0xffff ? 4 : 6;
+}
+
+/** A reference to table `id` (ext type 2): fixext 1, 2, 4 or 8, big-endian id. */
+static inline unsigned char *instate_mp_put_ref(unsigned char *p, uint64_t id)
+{
+	if (id <= 0xff) {
+		p = instate_mp_put_ext_header(p, INSTATE_MP_EXT_REF, 1);
+		*p = (unsigned char)id;
+		return p + 1;
+	}
+	if (id <= 0xffff) {
+		p = instate_mp_put_ext_header(p, INSTATE_MP_EXT_REF, 2);
+		return instate_mp_be16(p, (uint32_t)id);
+	}
+	if (id <= 0xffffffffu) {
+		p = instate_mp_put_ext_header(p, INSTATE_MP_EXT_REF, 4);
+		return instate_mp_be32(p, (uint32_t)id);
+	}
+	p = instate_mp_put_ext_header(p, INSTATE_MP_EXT_REF, 8);
+	return instate_mp_be64(p, id);
+}
+
+/**
+ * @brief Whether p[0..n) is well-formed UTF-8 (no overlong forms, no
+ * surrogates, nothing above U+10FFFF): what strict MessagePack readers
+ * require of a str. Runs 8 bytes at a time over ASCII.
+ * @return 1 if valid, else 0.
+ */
+int instate_mp_utf8_valid(const void *p, size_t n);
+
+/* ===================================================================== */
+/* Reader                                                                */
+
+/** What instate_mp_read() found. */
+typedef enum instate_mp_type {
+	INSTATE_MP_NIL,
+	INSTATE_MP_BOOL,   /**< v.b */
+	INSTATE_MP_UINT,   /**< positive fixint, uint8..uint64: v.u */
+	INSTATE_MP_INT,    /**< negative fixint, int8..int64: v.i */
+	INSTATE_MP_FLOAT,  /**< float32 (widened): v.d */
+	INSTATE_MP_DOUBLE, /**< float64: v.d */
+	INSTATE_MP_STR,    /**< len bytes at data */
+	INSTATE_MP_BIN,    /**< len bytes at data */
+	INSTATE_MP_ARRAY,  /**< len elements follow */
+	INSTATE_MP_MAP,    /**< len key/value pairs follow */
+	INSTATE_MP_EXT     /**< ext type in ext, len payload bytes at data */
+} instate_mp_type;
+
+/** One item: a scalar, the header of a container, or an extension. */
+typedef struct instate_mp_item {
+	instate_mp_type type;
+	int ext;                   /**< EXT: the extension type, -128..127 */
+	uint32_t len;
+	const unsigned char *data;
+	union {
+		int b;
+		uint64_t u;
+		int64_t i;
+		double d;
+	} v;
+} instate_mp_item;
+
+/**
+ * A cursor over n bytes. Zero it, set p and n, then read items. On error
+ * the reader keeps the first message: err holds "corrupt MessagePack at
+ * byte N: ..." and err_off holds N (offsets count from 0).
+ */
+typedef struct instate_mp_reader {
+	const unsigned char *p;
+	size_t n;
+	size_t pos;     /**< offset of the next item */
+	size_t err_off;
+	char err[INSTATE_MP_ERRMAX];
+} instate_mp_reader;
+
+/**
+ * @brief Record a corruption at byte `off` with a printf-style message.
+ * @return #INSTATE_CORRUPT, so callers can `return instate_mp_corrupt(...)`.
+ */
+int instate_mp_corrupt(instate_mp_reader *r, size_t off, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 3, 4), cold))
+#endif
+	;
+
+/* Out of line: the cold half of instate_mp_read(). */
+int instate_mp_truncated(instate_mp_reader *r, size_t off, const char *what, size_t need,
+                         size_t left);
+
+/**
+ * @brief Read the item at r->pos and step past its header and payload (not
+ * past the elements of an array or map).
+ *
+ * Every length is checked against the bytes left before it is returned: a
+ * str, bin or ext payload must be present in full; an array of n elements
+ * needs at least n more bytes and a map of n pairs at least 2n, so a caller
+ * may allocate for len without trusting the input further.
+ *
+ * @return 0, or #INSTATE_CORRUPT (truncated input, the never-used byte 0xc1,
+ *   a length that cannot fit) with the message in r->err.
+ */
+static inline int instate_mp_read(instate_mp_reader *r, instate_mp_item *it)
+{
+	size_t off = r->pos, left = r->n - off;
+	const unsigned char *p = r->p + off;
+	unsigned c;
+	size_t hdr;
+	uint64_t len;
+
+	if (left == 0)
+		return instate_mp_corrupt(r, off, "truncated input (a value expected, 0 bytes left)");
+	c = p[0];
+	if (c <= 0x7f) {
+		it->type = INSTATE_MP_UINT;
+		it->v.u = c;
+		r->pos = off + 1;
+		return 0;
+	}
+	if (c >= 0xe0) {
+		it->type = INSTATE_MP_INT;
+		it->v.i = (int64_t)c - 256;
+		r->pos = off + 1;
+		return 0;
+	}
+	if (c <= 0xbf) {
+		len = c <= 0x9f ? c & 0x0f : c & 0x1f;
+		hdr = 1;
+		if (c <= 0x8f) {
+			it->type = INSTATE_MP_MAP;
+			goto map;
+		}
+		if (c <= 0x9f) {
+			it->type = INSTATE_MP_ARRAY;
+			goto array;
+		}
+		it->type = INSTATE_MP_STR;
+		goto bytes;
+	}
+
+	/* 0xc0..0xdf: the first payload byte of each form follows at p + hdr */
+	switch (c) {
+	case 0xc0:
+		it->type = INSTATE_MP_NIL;
+		r->pos = off + 1;
+		return 0;
+	case 0xc2:
+	case 0xc3:
+		it->type = INSTATE_MP_BOOL;
+		it->v.b = c == 0xc3;
+		r->pos = off + 1;
+		return 0;
+	case 0xc4: case 0xc5: case 0xc6:
+	case 0xd9: case 0xda: case 0xdb:
+	case 0xdc: case 0xdd:
+	case 0xde: case 0xdf: {
+		static const char *const names[] = {
+			"bin8", "bin16", "bin32", "str8", "str16", "str32",
+			"array16", "array32", "map16", "map32"};
+		unsigned k, w;
+		if (c <= 0xc6) {
+			k = c - 0xc4;
+			w = 1u << k;
+			it->type = INSTATE_MP_BIN;
+		} else if (c <= 0xdb) {
+			k = c - 0xd9 + 3;
+			w = 1u << (c - 0xd9);
+			it->type = INSTATE_MP_STR;
+		} else if (c <= 0xdd) {
+			k = c - 0xdc + 6;
+			w = 2u << (c - 0xdc);
+			it->type = INSTATE_MP_ARRAY;
+		} else {
+			k = c - 0xde + 8;
+			w = 2u << (c - 0xde);
+			it->type = INSTATE_MP_MAP;
+		}
+		if (left - 1 < w)
+			return instate_mp_truncated(r, off, names[k], w, left - 1);
+		len = w == 1 ? p[1]
+		    : w == 2 ? ((uint32_t)p[1] << 8 | p[2])
+		    : ((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
+		hdr = 1 + w;
+		if (it->type == INSTATE_MP_MAP)
+			goto map;
+		if (it->type == INSTATE_MP_ARRAY)
+			goto array;
+		goto bytes;
+	}
+	case 0xc7: case 0xc8: case 0xc9: {
+		unsigned w = 1u << (c - 0xc7);
+		static const char *const names[] = {"ext8", "ext16", "", "ext32"};
+		if (left - 1 < w + 1)
+			return instate_mp_truncated(r, off, names[w - 1], w + 1, left - 1);
+		len = w == 1 ? p[1]
+		    : w == 2 ? ((uint32_t)p[1] << 8 | p[2])
+		    : ((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]);
+		it->ext = (int)(signed char)p[1 + w];
+		hdr = 2 + w;
+		it->type = INSTATE_MP_EXT;
+		goto bytes;
+	}
+	case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+		if (left < 2)
+			return instate_mp_truncated(r, off, "fixext", 1, left - 1);
+		it->ext = (int)(signed char)p[1];
+		len = 1u << (c - 0xd4);
+		hdr = 2;
+		it->type = INSTATE_MP_EXT;
+		goto bytes;
+	case 0xca: case 0xcb:
+	case 0xcc: case 0xcd: case 0xce: case 0xcf:
+	case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+		static const char *const names[] = {
+			"float32", "float64", "uint8", "uint16", "uint32", "uint64",
+			"int8", "int16", "int32", "int64"};
+		static const unsigned char widths[] = {4, 8, 1, 2, 4, 8, 1, 2, 4, 8};
+		unsigned k = c - 0xca, w = widths[k], i;
+		uint64_t v = 0;
+		if (left - 1 < w)
+			return instate_mp_truncated(r, off, names[k], w, left - 1);
+		for (i = 1; i <= w; i++)
+			v = v << 8 | p[i];
+		r->pos = off + 1 + w;
+		if (c == 0xca) {
+			uint32_t b32 = (uint32_t)v;
+			float f;
+			memcpy(&f, &b32, 4);
+			it->type = INSTATE_MP_FLOAT;
+			it->v.d = (double)f;
+		} else if (c == 0xcb) {
+			it->type = INSTATE_MP_DOUBLE;
+			memcpy(&it->v.d, &v, 8);
+		} else if (c <= 0xcf) {
+			it->type = INSTATE_MP_UINT;
+			it->v.u = v;
+		} else {
+			/* sign-extend from w bytes */
+			unsigned shift = 64 - 8 * w;
+			it->type = INSTATE_MP_INT;
+			it->v.i = (int64_t)(v << shift) >> shift;
+		}
+		return 0;
+	}
+	default: /* 0xc1 */
+		return instate_mp_corrupt(r, off, "invalid byte 0x%02x", c);
+	}
+
+bytes:
+	if (len > left - hdr)
+		return instate_mp_truncated(r, off,
+			it->type == INSTATE_MP_STR ? "str" : it->type == INSTATE_MP_BIN ? "bin" : "ext",
+			(size_t)len, left - hdr);
+	it->len = (uint32_t)len;
+	it->data = p + hdr;
+	r->pos = off + hdr + (size_t)len;
+	return 0;
+array:
+	if (len > left - hdr)
+		return instate_mp_corrupt(r, off,
+			"array of %lu elements needs at least %lu bytes, %lu left",
+			(unsigned long)len, (unsigned long)len, (unsigned long)(left - hdr));
+	it->len = (uint32_t)len;
+	r->pos = off + hdr;
+	return 0;
+map:
+	if (len > (left - hdr) / 2)
+		return instate_mp_corrupt(r, off,
+			"map of %lu pairs needs at least %lu bytes, %lu left",
+			(unsigned long)len, (unsigned long)(2 * len), (unsigned long)(left - hdr));
+	it->len = (uint32_t)len;
+	r->pos = off + hdr;
+	return 0;
+}
+
+/** Big-endian unsigned value of a REF payload (1, 2, 4 or 8 bytes). */
+static inline uint64_t instate_mp_ref_id(const instate_mp_item *it)
+{
+	uint64_t v = 0;
+	uint32_t i;
+	for (i = 0; i < it->len; i++)
+		v = v << 8 | it->data[i];
+	return v;
+}
+
+/**
+ * @brief Start reading a whole encoded value: if it is a GRAPH extension,
+ * check that the extension spans the whole input and step into its payload.
+ * @param[out] graph 1 inside a GRAPH (references allowed), else 0.
+ * @return 0 or #INSTATE_CORRUPT. r->pos is then at the top-level value.
+ */
+int instate_mp_begin(instate_mp_reader *r, int *graph);
+
+/**
+ * @brief After the top-level value: anything left is trailing garbage.
+ * @return 0 or #INSTATE_CORRUPT.
+ */
+int instate_mp_finish(instate_mp_reader *r);
+
+/**
+ * @brief Check an extension item found at byte `off` inside a value: only a
+ * REF inside a graph to one of the `tables` tables begun so far is valid.
+ * @param[out] id the referenced table (0 = the first table begun).
+ * @return 0 or #INSTATE_CORRUPT (unsupported type, REF outside a graph,
+ *   REF to a table not begun yet, nested GRAPH, bad REF width).
+ */
+int instate_mp_check_ext(instate_mp_reader *r, size_t off, const instate_mp_item *it,
+                         int graph, uint64_t tables, uint64_t *id);
+
+/**
+ * @brief Check that p[0..n) is exactly one value that the decoder accepts.
+ *
+ * Checks structure, every length against the bytes left, nesting depth
+ * (#INSTATE_MP_MAX_DEPTH), map keys (no nil, no NaN), extension types
+ * (GRAPH only at the top, REF only inside a GRAPH and only to a table
+ * already begun, nothing else) and that no byte trails the value.
+ *
+ * @param[out] err_off the offset of the fault (may be NULL).
+ * @param[out] err the message "corrupt MessagePack at byte N: ..." (may be
+ *   NULL), truncated to errlen bytes with its NUL.
+ * @return 0 or #INSTATE_CORRUPT. Allocates nothing; recursion is bounded by
+ *   the depth limit.
+ */
+int instate_mp_validate(const void *p, size_t n, size_t *err_off, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INSTATE_MPACK_H */

@@ -1,0 +1,139 @@
+/*
+ * instate_store_int.h - internals shared by the store core's files
+ * (instate_env.c: environments, registry, namespaces, map growth;
+ * instate_txn.c: transactions, records, cursors). Not installed: the public
+ * API is instate.h and the on-disk layout is docs/FORMAT.md section 2.
+ */
+#ifndef INSTATE_STORE_INT_H
+#define INSTATE_STORE_INT_H
+
+#include "instate.h"
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- __meta keys and record headers (docs/FORMAT.md section 2) -------- */
+
+#define INSTATE_META_DB "__meta"
+#define INSTATE_META_FORMAT "format"     /* u32 BE: INSTATE_STORE_FORMAT */
+#define INSTATE_META_REVISION "revision" /* u64 BE */
+#define INSTATE_META_NSID "nsid"         /* u32 BE: last namespace id given */
+#define INSTATE_META_NSPREFIX "ns:"      /* "ns:" name -> u32 BE id, u8 type */
+#define INSTATE_META_NSPREFIX_LEN 3
+
+#define INSTATE_REC_EXPIRES 0x01 /* an 8-byte BE expiry in ms follows */
+#define INSTATE_REC_VERSION 0x02 /* a 4-byte BE version follows */
+#define INSTATE_REC_HDR_MAX 13
+
+/* ---- namespaces ------------------------------------------------------- */
+
+/* instate_ns.dbi_state, read with atomics outside the env mutex. */
+#define NS_DBI_NONE 0    /* no LMDB handle in this process */
+#define NS_DBI_OPEN 1    /* handle valid for every transaction begun after it */
+#define NS_DBI_PENDING 2 /* opened by the live write transaction, uncommitted */
+
+struct instate_ns {
+	struct instate_env *env;
+	char *name;            /* NUL-terminated (names hold no NUL) */
+	size_t len;
+	int type;              /* instate_ns_type; atomic */
+	int dbi_state;         /* NS_DBI_*; atomic, changed under env->mu */
+	MDB_dbi dbi;           /* valid while dbi_state != NONE */
+	uint64_t checked;      /* write serial in which __meta was seen/written */
+};
+
+/* ---- environments ------------------------------------------------------ */
+
+typedef struct instate_env {
+	struct instate_env *next; /* registry list */
+	dev_t dev;
+	ino_t ino;
+	int refs;                 /* store handles; under the registry mutex */
+	MDB_env *env;
+	int readonly;
+	uint64_t max_size;
+	unsigned max_namespaces;  /* live namespaces allowed (from the first open) */
+	size_t page_size;
+	MDB_dbi meta;
+
+	/* env mutex: the namespace table, every mdb_dbi_open, wtxn_live */
+	pthread_mutex_t mu;
+	instate_ns **ns;
+	size_t nns, capns;
+	int wtxn_live;          /* an LMDB write txn is open in this process */
+	uint32_t ns_seen;       /* __meta nsid the namespace cache reflects */
+
+	/* the in-process writer slot */
+	pthread_mutex_t wmu;
+	pthread_cond_t wcv;
+	int wbusy;
+	pthread_t wowner;
+	uint64_t wserial;       /* top-level write transactions begun */
+
+	/* map lock: shared around every call touching the map, exclusive to
+	 * remap it; mapgen counts remaps (changed under the exclusive lock) */
+	pthread_rwlock_t maplock;
+	uint64_t mapgen;
+} instate_env;
+
+struct instate_store {
+	instate_env *env;
+	char *path;
+	int readonly;
+};
+
+/* ---- functions shared between instate_env.c and instate_txn.c --------- */
+
+/* LMDB return code -> instate code (positive errno passes through). */
+int instate__mdb_err(int rc);
+
+/* Writer slot: 0, or INSTATE_BUSY if this thread holds it; waits otherwise. */
+int instate__slot_acquire(instate_env *e);
+void instate__slot_release(instate_env *e);
+
+/*
+ * Grow the map to at least `need` bytes (doubling; capped at max_size).
+ * Caller holds the writer slot, no LMDB write txn is open, and it does NOT
+ * hold the map lock. INSTATE_MAP_FULL when already at max_size or `need`
+ * exceeds it.
+ */
+int instate__grow(instate_env *e, uint64_t need);
+
+/* Adopt a map grown by another process (after MDB_MAP_RESIZED). Caller
+ * holds the writer slot and not the map lock. */
+int instate__adopt(instate_env *e);
+
+/*
+ * Bring the namespace cache up to the committed __meta (open the LMDB
+ * handles of namespaces created elsewhere). Caller holds the map lock
+ * shared and e->mu. Skipped while a write txn is live. Returns 0, or an
+ * LMDB code (MDB_MAP_RESIZED included) unmapped.
+ */
+int instate__refresh(instate_env *e);
+
+/* Find or add the namespace object `name` (e->mu held). ENOMEM. */
+int instate__ns_lookup(instate_env *e, const char *name, size_t len, instate_ns **out);
+
+/* Big-endian helpers. */
+static inline void instate__put_u32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
+}
+static inline uint32_t instate__get_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void instate__put_u64(unsigned char *p, uint64_t v)
+{
+	instate__put_u32(p, (uint32_t)(v >> 32));
+	instate__put_u32(p + 4, (uint32_t)v);
+}
+static inline uint64_t instate__get_u64(const unsigned char *p)
+{
+	return (uint64_t)instate__get_u32(p) << 32 | instate__get_u32(p + 4);
+}
+
+#endif /* INSTATE_STORE_INT_H */

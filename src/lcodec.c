@@ -1,0 +1,672 @@
+/*
+ * lcodec.c - Lua values <-> MessagePack, the byte layout of
+ * docs/FORMAT.md section 1. The bytes themselves are written and read by
+ * instate_mpack.h; this file walks Lua values.
+ *
+ * Encoding runs no Lua code and calls no metamethods (raw access only), and
+ * allocates nothing per call: the output buffer and the table-identity set
+ * live in one userdata per Lua state, reused, so an error raised half-way
+ * leaks nothing.
+ */
+#include "linstate.h"
+#include "instate_mpack.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CODEC_MT "instate.Codec"
+
+/* Registry key of this state's codec userdata: the address is unique. */
+static const char codec_key = 0;
+
+/* One slot of the open-addressing set of tables already written. A slot is
+ * live only when its gen equals the codec's: bumping gen empties the set
+ * without touching memory. */
+typedef struct seen_slot {
+	const void *p;
+	uint32_t id;
+	uint32_t gen;
+} seen_slot;
+
+/* Where the encoder is inside each enclosing table, to name the path of an
+ * unstorable value. Written as it goes (one store per element), read only
+ * when raising. keyidx is the stack slot of the current key of a map; 0 for
+ * an array, whose current index is i. */
+typedef struct enc_frame {
+	int keyidx;
+	lua_Integer i;
+} enc_frame;
+
+typedef struct codec {
+	unsigned char *buf;
+	size_t len, cap;
+	size_t last_len;     /* size of the previous encoding, to shrink after a spike */
+	seen_slot *slots;
+	uint32_t mask;       /* slots - 1 (a power of two), or 0 before the first table */
+	uint32_t count;      /* tables in the set = the next table id */
+	uint32_t gen;
+	uint32_t last_count;
+	int refs;            /* a REF was written: wrap in GRAPH at the end */
+	const char *root;
+	enc_frame frames[INSTATE_MP_MAX_DEPTH + 1];
+} codec;
+
+#define BUF_KEEP (64u * 1024)   /* buffer bytes always worth keeping */
+#define SEEN_MIN 64u            /* initial set slots */
+#define SEEN_KEEP 4096u         /* set slots always worth keeping */
+#define PATH_STRING_MAX 40      /* string keys longer than this are cut in paths */
+
+/* ===================================================================== */
+/* The per-state codec                                                   */
+
+static int codec_gc(lua_State *L)
+{
+	codec *c = luaL_checkudata(L, 1, CODEC_MT);
+	free(c->buf);
+	free(c->slots);
+	c->buf = NULL;
+	c->slots = NULL;
+	c->len = c->cap = 0;
+	c->mask = c->count = 0;
+	return 0;
+}
+
+/* The codec of this state, created on first use and kept in the registry. */
+static codec *get_codec(lua_State *L)
+{
+	codec *c;
+
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key) == LUA_TUSERDATA) {
+		c = lua_touserdata(L, -1);
+		lua_pop(L, 1);
+		return c;
+	}
+	lua_pop(L, 1);
+	c = lcompat_newuserdata(L, sizeof *c, 0);
+	memset(c, 0, sizeof *c);
+	c->gen = 1;
+	if (luaL_newmetatable(L, CODEC_MT)) {
+		lua_pushcfunction(L, codec_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &codec_key);
+	return c;
+}
+
+static void out_of_memory(lua_State *L)
+{
+	lua_pushliteral(L, "not enough memory");
+	lua_error(L);
+}
+
+static void buf_grow(lua_State *L, codec *c, size_t need)
+{
+	size_t cap = c->cap ? c->cap : 256;
+	unsigned char *p;
+
+	if (need > SIZE_MAX / 2 - c->len)
+		out_of_memory(L);
+	while (cap - c->len < need)
+		cap *= 2;
+	p = realloc(c->buf, cap);
+	if (!p)
+		out_of_memory(L);
+	c->buf = p;
+	c->cap = cap;
+}
+
+/* Room for n more bytes at the end of the buffer. */
+static inline unsigned char *buf_reserve(lua_State *L, codec *c, size_t n)
+{
+	if (c->cap - c->len < n)
+		buf_grow(L, c, n);
+	return c->buf + c->len;
+}
+
+static inline void buf_commit(codec *c, unsigned char *end)
+{
+	c->len = (size_t)(end - c->buf);
+}
+
+/* Tables built one after another sit at nearby addresses; a hash that keeps
+ * that order keeps the probes of a large encoding in cache, where a mixing
+ * hash made each probe a cache miss (measured: 25% slower on 100k tables).
+ * A table takes 56 bytes or more, so >> 6 rarely lets two share a slot;
+ * the high bits folded in spread distant heap regions. */
+static inline uint32_t seen_hash(const void *p)
+{
+	uint64_t a = (uint64_t)(uintptr_t)p;
+	return (uint32_t)((a >> 6) ^ (a >> 28));
+}
+
+static void seen_grow(lua_State *L, codec *c)
+{
+	uint32_t size = c->mask ? (c->mask + 1) * 2 : SEEN_MIN, i, j;
+	seen_slot *s;
+
+	if (size == 0 || size > UINT32_MAX / 2)
+		out_of_memory(L);
+	s = calloc(size, sizeof *s);
+	if (!s)
+		out_of_memory(L);
+	if (c->mask) {
+		for (i = 0; i <= c->mask; i++) {
+			const seen_slot *o = &c->slots[i];
+			if (o->gen != c->gen)
+				continue;
+			j = seen_hash(o->p) & (size - 1);
+			while (s[j].gen == c->gen)
+				j = (j + 1) & (size - 1);
+			s[j] = *o;
+		}
+	}
+	free(c->slots);
+	c->slots = s;
+	c->mask = size - 1;
+}
+
+/* The id of table p if already written (returns 1), else gives it the next
+ * id in order of first appearance (returns 0). */
+static inline int seen_check(lua_State *L, codec *c, const void *p, uint32_t *id)
+{
+	uint32_t i;
+
+	if (c->count >= c->mask / 2) /* keep the load under 1/2 */
+		seen_grow(L, c);
+	i = seen_hash(p) & c->mask;
+	while (c->slots[i].gen == c->gen) {
+		if (c->slots[i].p == p) {
+			*id = c->slots[i].id;
+			return 1;
+		}
+		i = (i + 1) & c->mask;
+	}
+	c->slots[i].p = p;
+	c->slots[i].gen = c->gen;
+	c->slots[i].id = c->count;
+	*id = c->count++;
+	return 0;
+}
+
+/* Start an encoding: empty buffer and set, and give back memory when the
+ * previous encoding was much smaller than what the buffers hold. */
+static void codec_reset(codec *c)
+{
+	if (c->cap > BUF_KEEP && c->last_len < c->cap / 8) {
+		size_t cap = c->last_len * 2 > BUF_KEEP ? c->last_len * 2 : BUF_KEEP;
+		unsigned char *p = realloc(c->buf, cap);
+		if (p) {
+			c->buf = p;
+			c->cap = cap;
+		}
+	}
+	if (c->mask + 1 > SEEN_KEEP && (uint64_t)c->last_count * 8 < c->mask + 1) {
+		free(c->slots);
+		c->slots = NULL;
+		c->mask = 0;
+	}
+	c->len = 0;
+	c->count = 0;
+	c->refs = 0;
+	if (++c->gen == 0) { /* wrapped: stale slots could look live */
+		if (c->slots)
+			memset(c->slots, 0, ((size_t)c->mask + 1) * sizeof *c->slots);
+		c->gen = 1;
+	}
+}
+
+/* ===================================================================== */
+/* Errors with a path                                                    */
+
+static int is_identifier(const char *s, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || n > PATH_STRING_MAX || (s[0] >= '0' && s[0] <= '9'))
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+/* ["..."] with Lua escapes, cut after PATH_STRING_MAX bytes (on a
+ * character boundary when the string is UTF-8). */
+static void add_quoted(luaL_Buffer *b, const char *s, size_t n)
+{
+	int utf8 = instate_mp_utf8_valid(s, n);
+	size_t i, m = n;
+
+	if (m > PATH_STRING_MAX) {
+		m = PATH_STRING_MAX;
+		while (utf8 && m > 0 && ((unsigned char)s[m] & 0xc0) == 0x80)
+			m--;
+	}
+	luaL_addstring(b, "[\"");
+	for (i = 0; i < m; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		char esc[8];
+		if (ch == '"' || ch == '\\') {
+			luaL_addchar(b, '\\');
+			luaL_addchar(b, (char)ch);
+		} else if (ch == '\n') {
+			luaL_addstring(b, "\\n");
+		} else if (ch < 0x20 || ch == 0x7f || (ch >= 0x80 && !utf8)) {
+			snprintf(esc, sizeof esc, "\\%u", ch);
+			luaL_addstring(b, esc);
+		} else {
+			luaL_addchar(b, (char)ch);
+		}
+	}
+	if (m < n)
+		luaL_addstring(b, "...");
+	luaL_addstring(b, "\"]");
+}
+
+static void add_segment(lua_State *L, luaL_Buffer *b, const enc_frame *f)
+{
+	int k = f->keyidx;
+
+	if (k == 0) {
+		lua_pushfstring(L, "[%I]", (LUAI_UACINT)f->i);
+		luaL_addvalue(b);
+		return;
+	}
+	switch (lua_type(L, k)) {
+	case LUA_TSTRING: {
+		size_t n;
+		const char *s = lua_tolstring(L, k, &n);
+		if (is_identifier(s, n)) {
+			luaL_addchar(b, '.');
+			luaL_addlstring(b, s, n);
+		} else {
+			add_quoted(b, s, n);
+		}
+		break;
+	}
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, k))
+			lua_pushfstring(L, "[%I]", (LUAI_UACINT)lua_tointeger(L, k));
+		else
+			lua_pushfstring(L, "[%f]", (LUAI_UACNUMBER)lua_tonumber(L, k));
+		luaL_addvalue(b);
+		break;
+	case LUA_TBOOLEAN:
+		luaL_addstring(b, lua_toboolean(L, k) ? "[true]" : "[false]");
+		break;
+	default:
+		luaL_addstring(b, "[table]");
+		break;
+	}
+}
+
+/* Raise "<what> at <root><path>" where the path has `depth` segments. */
+static void enc_fail(lua_State *L, codec *c, int depth, const char *what)
+{
+	luaL_Buffer b;
+	int k;
+
+	luaL_checkstack(L, 4, NULL);
+	luaL_buffinit(L, &b);
+	luaL_addstring(&b, what);
+	luaL_addstring(&b, " at ");
+	luaL_addstring(&b, c->root);
+	for (k = 0; k < depth; k++)
+		add_segment(L, &b, &c->frames[k]);
+	luaL_pushresult(&b);
+	lua_error(L);
+}
+
+static void enc_fail_type(lua_State *L, codec *c, int depth, int t, const char *as)
+{
+	char what[64];
+	snprintf(what, sizeof what, "cannot store a %s%s", lua_typename(L, t), as);
+	enc_fail(L, c, depth, what);
+}
+
+/* ===================================================================== */
+/* Encoder                                                               */
+
+static void enc_table(lua_State *L, codec *c, int idx, int depth);
+
+/* The value at idx (absolute or -1), at `depth` segments below the root. */
+static void enc_value(lua_State *L, codec *c, int idx, int depth)
+{
+	unsigned char *p;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TNIL:
+		p = buf_reserve(L, c, 1);
+		buf_commit(c, instate_mp_put_nil(p));
+		break;
+	case LUA_TBOOLEAN:
+		p = buf_reserve(L, c, 1);
+		buf_commit(c, instate_mp_put_bool(p, lua_toboolean(L, idx)));
+		break;
+	case LUA_TNUMBER:
+		p = buf_reserve(L, c, INSTATE_MP_MAX_HEADER);
+		if (lua_isinteger(L, idx))
+			p = instate_mp_put_int(p, (int64_t)lua_tointeger(L, idx));
+		else
+			p = instate_mp_put_double(p, (double)lua_tonumber(L, idx));
+		buf_commit(c, p);
+		break;
+	case LUA_TSTRING: {
+		size_t n;
+		const char *s = lua_tolstring(L, idx, &n);
+		if (n > UINT32_MAX) {
+			char what[80];
+			snprintf(what, sizeof what, "cannot store a string of %lu bytes (4 GiB is the limit)",
+			         (unsigned long)n);
+			enc_fail(L, c, depth, what);
+		}
+		p = buf_reserve(L, c, n + 5);
+		/* Text as str, anything else as bin: strict readers reject a str
+		 * that is not UTF-8, and both decode to a Lua string. */
+		if (instate_mp_utf8_valid(s, n))
+			p = instate_mp_put_str_header(p, (uint32_t)n);
+		else
+			p = instate_mp_put_bin_header(p, (uint32_t)n);
+		memcpy(p, s, n);
+		buf_commit(c, p + n);
+		break;
+	}
+	case LUA_TTABLE:
+		enc_table(L, c, lua_absindex(L, idx), depth);
+		break;
+	default:
+		enc_fail_type(L, c, depth, lua_type(L, idx), "");
+	}
+}
+
+/* Keys exactly 1..n (n = lua_rawlen, a border): one lua_next pass that
+ * stops at the first key that rules it out. */
+static int is_array(lua_State *L, int idx, lua_Unsigned n)
+{
+	lua_Unsigned count = 0;
+
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_Integer k;
+		lua_pop(L, 1);
+		if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1 || (lua_Unsigned)k > n) {
+			lua_pop(L, 1);
+			return 0;
+		}
+		count++;
+	}
+	return count == n;
+}
+
+static void enc_table(lua_State *L, codec *c, int idx, int depth)
+{
+	enc_frame *fr;
+	unsigned char *p;
+	lua_Unsigned n;
+	uint32_t id;
+
+	if (seen_check(L, c, lua_topointer(L, idx), &id)) {
+		p = buf_reserve(L, c, INSTATE_MP_MAX_HEADER);
+		buf_commit(c, instate_mp_put_ref(p, id));
+		c->refs = 1;
+		return;
+	}
+	if (depth >= INSTATE_MP_MAX_DEPTH) {
+		char what[64];
+		snprintf(what, sizeof what, "value nested deeper than %d levels", INSTATE_MP_MAX_DEPTH);
+		enc_fail(L, c, depth, what);
+	}
+	luaL_checkstack(L, 3, "value nested too deeply");
+	fr = &c->frames[depth];
+
+	n = lua_rawlen(L, idx);
+	/* A border of 0 means t[1] == nil: not an array, so skip the check. */
+	if (n > 0 && n <= UINT32_MAX && is_array(L, idx, n)) {
+		lua_Integer i;
+		p = buf_reserve(L, c, 5);
+		buf_commit(c, instate_mp_put_array_header(p, (uint32_t)n));
+		fr->keyidx = 0;
+		for (i = 1; (lua_Unsigned)i <= n; i++) {
+			fr->i = i;
+			lua_rawgeti(L, idx, i);
+			enc_value(L, c, -1, depth + 1);
+			lua_pop(L, 1);
+		}
+	} else {
+		/* One pass: a one-byte fixmap header, widened afterwards in the
+		 * rare case of more than 15 pairs. */
+		size_t hpos = c->len, h;
+		lua_Unsigned count = 0;
+		int kt;
+
+		buf_reserve(L, c, 1);
+		c->len++;
+		lua_pushnil(L);
+		fr->keyidx = lua_gettop(L);
+		while (lua_next(L, idx)) {
+			kt = lua_type(L, -2);
+			if (kt == LUA_TTABLE)
+				enc_table(L, c, fr->keyidx, depth + 1);
+			else if (kt == LUA_TNUMBER || kt == LUA_TSTRING || kt == LUA_TBOOLEAN)
+				enc_value(L, c, -2, depth + 1);
+			else
+				enc_fail_type(L, c, depth, kt, " as a key");
+			enc_value(L, c, -1, depth + 1);
+			lua_pop(L, 1);
+			count++;
+		}
+		if (count > UINT32_MAX)
+			enc_fail(L, c, depth, "cannot store a table of more than 2^32-1 entries");
+		h = instate_mp_map_header_size((uint32_t)count);
+		if (h > 1) {
+			buf_reserve(L, c, h - 1);
+			memmove(c->buf + hpos + h, c->buf + hpos + 1, c->len - hpos - 1);
+			c->len += h - 1;
+		}
+		instate_mp_put_map_header(c->buf + hpos, (uint32_t)count);
+	}
+}
+
+static const char *encode_with(lua_State *L, codec *c, int idx, const char *root, size_t *len)
+{
+	codec_reset(c);
+	c->root = root ? root : "value";
+	enc_value(L, c, lua_absindex(L, idx), 0);
+	if (c->refs) {
+		/* Tell the decoder up front that it must remember tables: wrap the
+		 * whole value once in GRAPH. Plain trees never pay for this. */
+		size_t h;
+		if (c->len > UINT32_MAX)
+			enc_fail(L, c, 0, "cannot store a value with references larger than 4 GiB");
+		h = instate_mp_ext_header_size((uint32_t)c->len);
+		buf_reserve(L, c, h);
+		memmove(c->buf + h, c->buf, c->len);
+		instate_mp_put_ext_header(c->buf, INSTATE_MP_EXT_GRAPH, (uint32_t)c->len);
+		c->len += h;
+	}
+	c->last_len = c->len;
+	c->last_count = c->count;
+	*len = c->len;
+	return (const char *)c->buf;
+}
+
+const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len)
+{
+	idx = lua_absindex(L, idx);
+	return encode_with(L, get_codec(L), idx, root, len);
+}
+
+/* ===================================================================== */
+/* Decoder                                                               */
+
+typedef struct dec {
+	instate_mp_reader r;
+	int graph;
+	int refs;         /* stack slot of the id -> table array, in a graph */
+	uint64_t tables;  /* tables begun so far, in a graph */
+} dec;
+
+static int dec_value(lua_State *L, dec *d, int depth, int is_key);
+
+static int dec_table(lua_State *L, dec *d, const instate_mp_item *it, size_t off, int depth)
+{
+	uint32_t i, n = it->len;
+	int size = n > (uint32_t)INT_MAX ? INT_MAX : (int)n;
+
+	if (depth >= INSTATE_MP_MAX_DEPTH)
+		return instate_mp_corrupt(&d->r, off, "tables nested deeper than %d levels",
+		                          INSTATE_MP_MAX_DEPTH);
+	if (!lua_checkstack(L, 4))
+		return instate_mp_corrupt(&d->r, off, "no Lua stack left for nesting");
+	if (it->type == INSTATE_MP_ARRAY)
+		lua_createtable(L, size, 0);
+	else
+		lua_createtable(L, 0, size);
+	if (d->graph) {
+		/* registered before its contents: they may refer back to it */
+		lua_pushvalue(L, -1);
+		lua_rawseti(L, d->refs, (lua_Integer)++d->tables);
+	}
+	if (it->type == INSTATE_MP_ARRAY) {
+		for (i = 1; i <= n; i++) {
+			if (dec_value(L, d, depth + 1, 0))
+				return INSTATE_CORRUPT;
+			lua_rawseti(L, -2, (lua_Integer)i);
+		}
+	} else {
+		for (i = 0; i < n; i++) {
+			if (dec_value(L, d, depth + 1, 1) || dec_value(L, d, depth + 1, 0))
+				return INSTATE_CORRUPT;
+			lua_rawset(L, -3);
+		}
+	}
+	return 0;
+}
+
+/* Push the next value. A key may not be nil or NaN (Lua cannot hold it). */
+static int dec_value(lua_State *L, dec *d, int depth, int is_key)
+{
+	instate_mp_item it;
+	size_t off = d->r.pos;
+	uint64_t id;
+
+	if (instate_mp_read(&d->r, &it))
+		return INSTATE_CORRUPT;
+	switch (it.type) {
+	case INSTATE_MP_STR:
+	case INSTATE_MP_BIN:
+		lua_pushlstring(L, (const char *)it.data, it.len);
+		return 0;
+	case INSTATE_MP_UINT:
+		/* above INT64_MAX: the integer with the same 64 bits, like string.unpack("J") */
+		lua_pushinteger(L, (lua_Integer)it.v.u);
+		return 0;
+	case INSTATE_MP_INT:
+		lua_pushinteger(L, (lua_Integer)it.v.i);
+		return 0;
+	case INSTATE_MP_FLOAT:
+	case INSTATE_MP_DOUBLE:
+		if (is_key && it.v.d != it.v.d)
+			return instate_mp_corrupt(&d->r, off, "NaN map key");
+		lua_pushnumber(L, (lua_Number)it.v.d);
+		return 0;
+	case INSTATE_MP_BOOL:
+		lua_pushboolean(L, it.v.b);
+		return 0;
+	case INSTATE_MP_NIL:
+		if (is_key)
+			return instate_mp_corrupt(&d->r, off, "nil map key");
+		lua_pushnil(L);
+		return 0;
+	case INSTATE_MP_ARRAY:
+	case INSTATE_MP_MAP:
+		return dec_table(L, d, &it, off, depth);
+	case INSTATE_MP_EXT:
+		if (instate_mp_check_ext(&d->r, off, &it, d->graph, d->tables, &id))
+			return INSTATE_CORRUPT;
+		lua_rawgeti(L, d->refs, (lua_Integer)(id + 1));
+		return 0;
+	}
+	return instate_mp_corrupt(&d->r, off, "unknown item");
+}
+
+int linstate_decode(lua_State *L, const char *p, size_t n)
+{
+	dec d;
+	int base = lua_gettop(L);
+
+	d.r.p = (const unsigned char *)p;
+	d.r.n = n;
+	d.r.pos = 0;
+	d.r.err_off = 0;
+	d.r.err[0] = '\0';
+	d.refs = 0;
+	d.tables = 0;
+	if (instate_mp_begin(&d.r, &d.graph))
+		goto corrupt;
+	luaL_checkstack(L, 4, NULL);
+	if (d.graph) {
+		lua_newtable(L);
+		d.refs = lua_gettop(L);
+	}
+	if (dec_value(L, &d, 0, 0) || instate_mp_finish(&d.r))
+		goto corrupt;
+	if (d.graph)
+		lua_remove(L, d.refs);
+	return 1;
+corrupt:
+	lua_settop(L, base);
+	lua_pushstring(L, d.r.err);
+	return 0;
+}
+
+/* ===================================================================== */
+/* Lua functions                                                         */
+
+/* instate.encode(value [, root]) -> string */
+static int l_encode(lua_State *L)
+{
+	codec *c = lua_touserdata(L, lua_upvalueindex(1));
+	const char *root = luaL_optstring(L, 2, "value");
+	const char *s;
+	size_t len;
+
+	luaL_checkany(L, 1);
+	s = encode_with(L, c, 1, root, &len);
+	lua_pushlstring(L, s, len);
+	return 1;
+}
+
+/* instate.decode(string) -> value | nil, msg, "CORRUPT" */
+static int l_decode(lua_State *L)
+{
+	size_t n;
+	const char *s;
+
+	luaL_checktype(L, 1, LUA_TSTRING);
+	s = lua_tolstring(L, 1, &n);
+	if (linstate_decode(L, s, n))
+		return 1;
+	lua_pushnil(L);
+	lua_insert(L, -2);
+	lua_pushstring(L, linstate_code(INSTATE_CORRUPT));
+	return 3;
+}
+
+void linstate_open_codec(lua_State *L)
+{
+	get_codec(L);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
+	lua_pushcclosure(L, l_encode, 1);
+	lua_setfield(L, -2, "encode");
+	lua_pushcfunction(L, l_decode);
+	lua_setfield(L, -2, "decode");
+	lua_pushinteger(L, INSTATE_MP_MAX_DEPTH);
+	lua_setfield(L, -2, "max_depth");
+}
