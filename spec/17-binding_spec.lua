@@ -1,0 +1,243 @@
+-- The binding's extensions (namespace types, encoded access, bulk calls)
+-- and lifetimes that no script should be able to break.
+local instate = require "instate"
+local helpers = require "helpers"
+
+local function open(opts)
+  return assert(instate.open(helpers.tmpdir() .. "/s", opts))
+end
+
+describe("namespace types", function()
+  it("a namespace keeps the type it was created with", function()
+    local store = open()
+    assert.is_true(store:namespace("vars", "state"):set("k", 1))
+    assert.is_true(store:namespace("vars", "state"):set("k", 2))
+    assert.has_error(function() store:namespace("vars") end,
+      "namespace 'vars' has type 'state', not 'kv'")
+    assert.has_error(function() store:namespace("vars", "kv") end,
+      "namespace 'vars' has type 'state', not 'kv'")
+    assert.has_error(function() store:namespace("vars", "table") end)
+    store:close()
+  end)
+
+  it("a dropped namespace forgets its type", function()
+    local store = open()
+    store:namespace("n", "state"):set("k", 1)
+    assert.is_true(store:drop("n"))
+    assert.is_true(store:namespace("n", "kv"):set("k", 1))
+    store:close()
+  end)
+end)
+
+describe("encoded access", function()
+  local store, ns
+  before_each(function()
+    store = open()
+    ns = store:namespace("n")
+  end)
+  after_each(function() store:close() end)
+
+  it("set_encoded stores MessagePack bytes with a version; get_encoded returns both", function()
+    local bytes = instate.encode({ a = 1 })
+    assert.is_true(ns:set_encoded("k", bytes, { version = 7 }))
+    local got, version = ns:get_encoded("k")
+    assert.are.equal(bytes, got)
+    assert.are.equal(7, version)
+    assert.are.same({ a = 1 }, ns:get("k"))
+    assert.is_nil(ns:get_encoded("missing"))
+  end)
+
+  it("set_encoded refuses bytes that are not one MessagePack value", function()
+    assert.has_error(function() ns:set_encoded("k", "\193") end)
+    assert.has_error(function() ns:set_encoded("k", "\1\1") end)
+    assert.has_error(function() ns:set_encoded("k", "\146\1") end)
+    assert.has_error(function() ns:set_encoded("k", 1, { version = -1 }) end)
+    assert.has_error(function() ns:set_encoded("k", "\1", { colour = 1 }) end,
+      "bad argument #3 to 'set_encoded' (unknown option 'colour')")
+    assert.is_nil(ns:get("k"))
+  end)
+
+  it("get_all_encoded reads every live record in one call", function()
+    ns:set_encoded("a", instate.encode(1), { version = 2 })
+    ns:set("b", "x")
+    ns:set("c", true, { ttl = 0.001 })
+    instate._set_clock(math.floor(instate.now() * 1000) + 60000)
+    local bytes, versions = ns:get_all_encoded()
+    instate._set_clock(nil)
+    assert.are.same({ a = instate.encode(1), b = instate.encode("x") }, bytes)
+    assert.are.same({ a = 2, b = 0 }, versions)
+    local pb = ns:get_all_encoded("b")
+    assert.are.same({ b = instate.encode("x") }, pb)
+  end)
+
+  it("pairs_encoded yields key, bytes, version", function()
+    ns:set_encoded("a", instate.encode({ 1 }), { version = 3 })
+    local seen = {}
+    for k, b, v in ns:pairs_encoded() do seen[#seen + 1] = { k, b, v } end
+    assert.are.same({ { "a", instate.encode({ 1 }), 3 } }, seen)
+  end)
+end)
+
+describe("put_many", function()
+  local store
+  before_each(function() store = open() end)
+  after_each(function() store:close() end)
+
+  local function put_many(...)
+    local args = table.pack(...)
+    return store:transaction(function(tx)
+      return tx:namespace("v", "state"):put_many(table.unpack(args, 1, args.n))
+    end)
+  end
+
+  it("writes what changed and returns the bytes it wrote", function()
+    local n, written = put_many(3, { "a", "b", "c" }, { 1, { x = 1 }, "s" }, {}, 5)
+    assert.are.equal(3, n)
+    assert.are.same({ instate.encode(1), instate.encode({ x = 1 }), instate.encode("s") }, written)
+    local rev = store:revision()
+    n, written = put_many(3, { "a", "b", "c" }, { 1, { x = 2 }, "s" }, written, { 5, 6, 5 })
+    assert.are.equal(1, n)
+    assert.are.same({ [2] = instate.encode({ x = 2 }) }, written)
+    assert.are.equal(rev + 1, store:revision())
+    local ns = store:namespace("v", "state")
+    assert.are.same({ x = 2 }, ns:get("b"))
+    assert.are.same({ 5, 6 }, { select(2, ns:get_encoded("a")), select(2, ns:get_encoded("b")) })
+  end)
+
+  it("stores nil values as nil records, not deletions", function()
+    put_many(1, { "a" }, {}, {}, 1)
+    assert.are.equal(instate.encode(nil), store:namespace("v", "state"):get_encoded("a"))
+  end)
+
+  it("an unstorable value raises naming the key's path and writes nothing", function()
+    local ok, err = pcall(put_many, 2, { "a", "inventory" }, { 1, { items = { print } } }, {}, 1)
+    assert.is_false(ok)
+    assert.matches("cannot store a function at inventory.items%[1%]", err)
+    assert.is_nil(store:namespace("v", "state"):get("a"))
+  end)
+
+  it("is refused outside a write transaction", function()
+    assert.has_error(function() store:namespace("v"):put_many(0, {}, {}, {}, 1) end,
+      "put_many needs a namespace of a transaction")
+    assert.has_error(function()
+      store:snapshot(function(tx) tx:namespace("v"):put_many(0, {}, {}, {}, 1) end)
+    end, "cannot write in a snapshot")
+  end)
+end)
+
+describe("last_commit", function()
+  it("changes with every commit from any handle, and only then", function()
+    local dir = helpers.tmpdir() .. "/s"
+    local a = assert(instate.open(dir))
+    local b = assert(instate.open(dir))
+    local c0 = a:last_commit()
+    assert.are.equal(c0, a:last_commit())
+    b:namespace("n"):set("k", 1)
+    local c1 = a:last_commit()
+    assert.are_not.equal(c0, c1)
+    a:namespace("n"):get("k")
+    assert.are.equal(c1, a:last_commit())
+    a:close()
+    b:close()
+  end)
+end)
+
+describe("lifetimes", function()
+  it("closing the store inside a transaction aborts it and the function's end raises", function()
+    local dir = helpers.tmpdir() .. "/s"
+    local store = assert(instate.open(dir))
+    local ok, err = pcall(store.transaction, store, function(tx)
+      tx:namespace("n"):set("k", 1)
+      store:close()
+      assert.has_error(function() tx:namespace("n") end, "transaction has ended")
+      return true
+    end)
+    assert.is_false(ok)
+    assert.matches("transaction was closed before its function returned", err)
+    assert.has_error(function() store:path() end, "store is closed")
+    local again = assert(instate.open(dir))
+    assert.is_nil(again:namespace("n"):get("k"))
+    assert.is_true(again:namespace("n"):set("k", 2))
+    again:close()
+  end)
+
+  it("tx:close() inside the function aborts: nothing is committed", function()
+    local dir = helpers.tmpdir() .. "/s"
+    local store = assert(instate.open(dir))
+    local ok = pcall(store.transaction, store, function(tx)
+      tx:namespace("n"):set("k", 1)
+      tx:close()
+      tx:close()
+    end)
+    assert.is_false(ok)
+    assert.is_nil(store:namespace("n"):get("k"))
+    -- the writer slot is free again
+    assert.is_true(store:namespace("n"):set("k", 2))
+    store:close()
+  end)
+
+  it("a store, its transaction and iterator collected together in any order", function()
+    for _ = 1, 20 do
+      local store = open()
+      store:namespace("n"):set("a", 1)
+      local co = coroutine.create(function()
+        store:transaction(function(tx)
+          local it = tx:namespace("n"):pairs()
+          coroutine.yield(it)
+        end)
+      end)
+      coroutine.resume(co)
+      local it2 = store:namespace("n"):pairs()
+      it2 = nil
+      store, co = nil, nil
+      collectgarbage()
+      collectgarbage()
+    end
+  end)
+
+  it("a store collected while a snapshot iterator is open", function()
+    local dir = helpers.tmpdir() .. "/s"
+    do
+      local store = assert(instate.open(dir))
+      store:namespace("n"):set("a", 1)
+      local f, s = store:namespace("n"):pairs()
+      store = nil
+      collectgarbage()
+      assert.are.equal("a", (f(s)))
+    end
+    collectgarbage()
+    local store = assert(instate.open(dir))
+    assert.are.equal(1, store:namespace("n"):get("a"))
+    store:close()
+  end)
+
+  it("the transaction function runs again when the map has to grow", function()
+    local store = open({ map_size = 64 * 1024, sync = "none" })
+    local runs = 0
+    local big = string.rep("x", 4000)
+    local n = store:transaction(function(tx)
+      runs = runs + 1
+      local ns = tx:namespace("n")
+      for i = 1, 400 do ns:set("k" .. i, big) end
+      return ns:count()
+    end)
+    assert.are.equal(400, n)
+    assert.is_true(runs > 1)
+    assert.are.equal(400, store:namespace("n"):count())
+    store:close()
+  end)
+
+  it("an error swallowed inside the function does not commit a grown-out transaction", function()
+    local store = open({ map_size = 64 * 1024, sync = "none" })
+    local runs = 0
+    local big = string.rep("y", 4000)
+    store:transaction(function(tx)
+      runs = runs + 1
+      local ns = tx:namespace("n")
+      for i = 1, 400 do pcall(ns.set, ns, "k" .. i, big) end
+    end)
+    assert.is_true(runs > 1)
+    assert.are.equal(400, store:namespace("n"):count())
+    store:close()
+  end)
+end)
