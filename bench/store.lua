@@ -93,6 +93,10 @@ local function record(workload, engine, seconds, ops)
 end
 
 local function timed(f)
+  -- garbage left by the previous workload must not be collected on this
+  -- one's clock
+  collectgarbage()
+  collectgarbage()
   local t0 = clock()
   local ops = f()
   return clock() - t0, ops

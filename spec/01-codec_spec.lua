@@ -441,6 +441,16 @@ describe("codec", function()
       assert.equal("\xa5other", s2)
     end)
 
+    it("keep working when the scratch memory shrinks after a spike", function()
+      local big = {}
+      for i = 1, 20000 do big[i] = {i, ("v"):rep(20), {}} end
+      local s1 = encode(big)
+      for i = 1, 200 do assert.equal("\x91" .. encode(i), encode({i})) end
+      local again = encode(big)
+      assert.equal(s1, again)
+      roundtrip(big)
+    end)
+
     it("check their arguments", function()
       assert.has_error(function() encode() end, "bad argument #1 to 'encode' (value expected)")
       assert.has_error(function() decode(1) end, "bad argument #1 to 'decode' (string expected, got number)")

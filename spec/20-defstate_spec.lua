@@ -25,12 +25,24 @@ local function errmsg(fn, ...)
   return tostring(err)
 end
 
--- Count instate.encode calls made while fn runs.
+-- The methods of every namespace handle: the Namespace metatable's __index
+-- is a C function whose first upvalue is the method table.
+local function ns_methods()
+  local mt = debug.getregistry()["instate.Namespace"]
+  local _, methods = debug.getupvalue(mt.__index, 1)
+  assert(type(methods) == "table" and methods.put_many, "no namespace method table")
+  return methods
+end
+
+-- Count the values encoded while fn runs: instate.encode calls, plus the
+-- values handed to ns:put_many (which encodes each one in C).
 local function count_encodes(fn)
-  local real, n = instate.encode, 0
+  local methods = ns_methods()
+  local real, real_many, n = instate.encode, methods.put_many, 0
   instate.encode = function(...) n = n + 1; return real(...) end
+  methods.put_many = function(ns, count, ...) n = n + count; return real_many(ns, count, ...) end
   local ok, err = pcall(fn)
-  instate.encode = real
+  instate.encode, methods.put_many = real, real_many
   assert(ok, err)
   return n
 end
@@ -391,6 +403,38 @@ describe("defstate", function()
       assert.matches("cannot store a thread at gold", errmsg(instate.save_all), 1, true)
     end)
 
+    it("names a variable whose name is too long to serve as the path root", function()
+      local store = assert(instate.setup(new_path()))
+      local name = ("long-name-"):rep(8)
+      local ok = instate.defstate("ok", 1)
+      local long = instate.defstate(name, {})
+      instate.save_all()
+      ok:set(2)
+      long:get().f = print
+      local rev = store:revision()
+      assert.matches("cannot store a function at " .. name .. ".f", errmsg(instate.save_all), 1, true)
+      assert.are.equal(rev, store:revision())
+      assert.are.equal(instate.encode(1), record(store, "ok"))
+    end)
+
+    it("inside a store transaction that aborts, what it wrote is written again next time", function()
+      local store = assert(instate.setup(new_path()))
+      local a, t = instate.defstate("a", 1), instate.defstate("t", { 1 })
+      instate.save_all()
+      a:set(2)
+      t:get()[1] = 2
+      local ok, err = pcall(store.transaction, store, function()
+        instate.save_all()
+        error("abort the enclosing transaction")
+      end)
+      assert.is_false(ok)
+      assert.matches("abort the enclosing transaction", err)
+      assert.are.equal(instate.encode(1), record(store, "a"))
+      instate.save_all()
+      assert.are.equal(instate.encode(2), record(store, "a"))
+      assert.are.equal(instate.encode({ 2 }), record(store, "t"))
+    end)
+
     it("raises naming a variable whose validate fails; writes nothing", function()
       local store = assert(instate.setup(new_path()))
       local other = instate.defstate("other", 1)
@@ -520,8 +564,104 @@ describe("defstate", function()
       assert.is_nil(ok)
       assert.is_string(msg)
       assert.are.equal("READONLY", code)
-      -- Nothing was recorded as saved: a second try encodes again.
-      assert.are.equal(1, count_encodes(function() instate.save_all() end))
+    end)
+
+    it("a failed save records nothing as saved: the next save writes it", function()
+      local store = assert(instate.setup(new_path()))
+      local a, t = instate.defstate("a", 1), instate.defstate("t", { 1 })
+      instate.save_all()
+      -- Another coroutine holds the write transaction: save_all is BUSY.
+      local co = coroutine.wrap(function()
+        store:transaction(function() coroutine.yield() end)
+      end)
+      co()
+      a:set(2)
+      t:get()[1] = 2
+      local ok, msg, code = instate.save_all()
+      assert.is_nil(ok)
+      assert.is_string(msg)
+      assert.are.equal("BUSY", code)
+      co()
+      local rev = store:revision()
+      assert.are.equal(rev + 1, instate.save_all())
+      assert.are.equal(instate.encode(2), record(store, "a"))
+      assert.are.equal(instate.encode({ 2 }), record(store, "t"))
+    end)
+  end)
+
+  describe("the start-up read", function()
+    -- Count ns:get_encoded calls (the per-record read) while fn runs.
+    local function count_reads(fn)
+      local methods = ns_methods()
+      local real, n = methods.get_encoded, 0
+      methods.get_encoded = function(...) n = n + 1; return real(...) end
+      local ok, err = pcall(fn)
+      methods.get_encoded = real
+      assert(ok, err)
+      return n
+    end
+
+    local function saved_store(values)
+      local path = new_path()
+      assert(instate.setup(path))
+      for k, v in pairs(values) do instate.defstate(k, v) end
+      instate.save_all()
+      instate.teardown()
+      return path
+    end
+
+    it("restores from what setup read, without a read per variable", function()
+      local path = saved_store({ a = 1, b = { 2 } })
+      assert(instate.setup(path))
+      local a, b
+      assert.are.equal(0, count_reads(function()
+        a, b = instate.defstate("a", 0), instate.defstate("b", {})
+      end))
+      assert.are.equal(1, a:get())
+      assert.are.same({ 2 }, b:get())
+    end)
+
+    it("stays in use after this state's own save_all", function()
+      local path = saved_store({ a = 1, b = 2 })
+      assert(instate.setup(path))
+      instate.defstate("a", 0):set(10)
+      instate.save_all()
+      local b
+      assert.are.equal(0, count_reads(function() b = instate.defstate("b", 0) end))
+      assert.are.equal(2, b:get())
+    end)
+
+    it("a defstate after another handle committed sees the new saved value", function()
+      local path = saved_store({ a = 1 })
+      local store = assert(instate.setup(path))
+      local other = assert(instate.open(path))
+      other:namespace("state", "state"):set_encoded("a", instate.encode(2))
+      other:namespace("state", "state"):set_encoded("b", instate.encode("new"))
+      local a, b
+      assert.are.equal(2, count_reads(function()
+        a, b = instate.defstate("a", 0), instate.defstate("b", "default")
+      end))
+      assert.are.equal(2, a:get())
+      assert.are.equal("new", b:get())
+      -- A commit to another namespace counts too: the read is per variable.
+      other:namespace("other"):set("x", 1)
+      assert.are.equal(1, count_reads(function() instate.defstate("c", 0) end))
+      other:close()
+      assert.are.equal(store, instate.setup(path))
+    end)
+
+    it("a defstate after another process committed sees the new saved value", function()
+      local path = saved_store({ a = 1, b = 1 })
+      assert(instate.setup(path))
+      local out, ok = helpers.run_lua([[
+        local instate = require "instate"
+        local store = assert(instate.open(...))
+        store:namespace("state", "state"):set_encoded("a", instate.encode(42))
+        store:close()
+      ]], path)
+      assert(ok, out)
+      assert.are.equal(42, instate.defstate("a", 0):get())
+      assert.are.equal(1, instate.defstate("b", 0):get())
     end)
   end)
 

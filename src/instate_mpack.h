@@ -289,10 +289,54 @@ static inline unsigned char *instate_mp_put_ref(unsigned char *p, uint64_t id)
 /**
  * @brief Whether p[0..n) is well-formed UTF-8 (no overlong forms, no
  * surrogates, nothing above U+10FFFF): what strict MessagePack readers
- * require of a str. Runs 8 bytes at a time over ASCII.
+ * require of a str. Runs 8 bytes at a time over ASCII. Inline: the encoder
+ * calls it for every string, most of them short keys.
  * @return 1 if valid, else 0.
  */
-int instate_mp_utf8_valid(const void *p, size_t n);
+static inline int instate_mp_utf8_valid(const void *s, size_t n)
+{
+	const unsigned char *p = s, *e = p + n;
+
+	while (p < e) {
+		unsigned c = *p;
+		if (c < 0x80) {
+			/* Most strings are ASCII: test 8 bytes per step. */
+			while ((size_t)(e - p) >= 8) {
+				uint64_t w;
+				memcpy(&w, p, 8);
+				if (w & 0x8080808080808080ull)
+					break;
+				p += 8;
+			}
+			while (p < e && *p < 0x80)
+				p++;
+			continue;
+		}
+		if (c < 0xc2) /* a stray continuation byte, or an overlong 2-byte form */
+			return 0;
+		if (c < 0xe0) {
+			if (e - p < 2 || (p[1] & 0xc0) != 0x80)
+				return 0;
+			p += 2;
+		} else if (c < 0xf0) {
+			unsigned lo = c == 0xe0 ? 0xa0 : 0x80;  /* no overlongs */
+			unsigned hi = c == 0xed ? 0x9f : 0xbf;  /* no surrogates */
+			if (e - p < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
+				return 0;
+			p += 3;
+		} else if (c < 0xf5) {
+			unsigned lo = c == 0xf0 ? 0x90 : 0x80;  /* no overlongs */
+			unsigned hi = c == 0xf4 ? 0x8f : 0xbf;  /* nothing above U+10FFFF */
+			if (e - p < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 ||
+			    (p[3] & 0xc0) != 0x80)
+				return 0;
+			p += 4;
+		} else {
+			return 0;
+		}
+	}
+	return 1;
+}
 
 /* ===================================================================== */
 /* Reader                                                                */

@@ -43,6 +43,7 @@ typedef struct codec {
 	unsigned char *buf;
 	size_t len, cap;
 	size_t last_len;     /* size of the previous encoding, to shrink after a spike */
+	unsigned small_runs; /* encodings in a row much smaller than the buffer */
 	seen_slot *slots;
 	uint32_t mask;       /* slots - 1 (a power of two), or 0 before the first table */
 	uint32_t count;      /* tables in the set = the next table id */
@@ -56,6 +57,7 @@ typedef struct codec {
 #define BUF_KEEP (64u * 1024)   /* buffer bytes always worth keeping */
 #define SEEN_MIN 64u            /* initial set slots */
 #define SEEN_KEEP 4096u         /* set slots always worth keeping */
+#define SHRINK_AFTER 64u        /* small encodings in a row before giving memory back */
 #define PATH_STRING_MAX 40      /* string keys longer than this are cut in paths */
 
 /* ===================================================================== */
@@ -191,22 +193,30 @@ static inline int seen_check(lua_State *L, codec *c, const void *p, uint32_t *id
 	return 0;
 }
 
-/* Start an encoding: empty buffer and set, and give back memory when the
- * previous encoding was much smaller than what the buffers hold. */
+/* Start an encoding: empty buffer and set, and give back memory once the
+ * encodings have stayed much smaller than what the buffers hold for a while
+ * (not at once: alternating large and small values would regrow each time). */
 static void codec_reset(codec *c)
 {
-	if (c->cap > BUF_KEEP && c->last_len < c->cap / 8) {
-		size_t cap = c->last_len * 2 > BUF_KEEP ? c->last_len * 2 : BUF_KEEP;
-		unsigned char *p = realloc(c->buf, cap);
-		if (p) {
-			c->buf = p;
-			c->cap = cap;
+	int big_buf = c->cap > BUF_KEEP && c->last_len < c->cap / 8;
+	int big_set = c->mask + 1 > SEEN_KEEP && (uint64_t)c->last_count * 8 < c->mask + 1;
+
+	c->small_runs = big_buf || big_set ? c->small_runs + 1 : 0;
+	if (c->small_runs >= SHRINK_AFTER) {
+		c->small_runs = 0;
+		if (big_buf) {
+			size_t cap = c->last_len * 2 > BUF_KEEP ? c->last_len * 2 : BUF_KEEP;
+			unsigned char *p = realloc(c->buf, cap);
+			if (p) {
+				c->buf = p;
+				c->cap = cap;
+			}
 		}
-	}
-	if (c->mask + 1 > SEEN_KEEP && (uint64_t)c->last_count * 8 < c->mask + 1) {
-		free(c->slots);
-		c->slots = NULL;
-		c->mask = 0;
+		if (big_set) { /* seen_check() reallocates on demand */
+			free(c->slots);
+			c->slots = NULL;
+			c->mask = 0;
+		}
 	}
 	c->len = 0;
 	c->count = 0;
@@ -335,12 +345,32 @@ static void enc_fail_type(lua_State *L, codec *c, int depth, int t, const char *
 
 static void enc_table(lua_State *L, codec *c, int idx, int depth);
 
-/* The value at idx (absolute or -1), at `depth` segments below the root. */
-static void enc_value(lua_State *L, codec *c, int idx, int depth)
+/* memcpy for the short strings (keys, names) that make up most values:
+ * fixed-size overlapping moves the compiler inlines, instead of a call. */
+static inline void copy_bytes(unsigned char *d, const char *s, size_t n)
+{
+	if (n > 16) {
+		memcpy(d, s, n);
+	} else if (n >= 8) {
+		memcpy(d, s, 8);
+		memcpy(d + n - 8, s + n - 8, 8);
+	} else if (n >= 4) {
+		memcpy(d, s, 4);
+		memcpy(d + n - 4, s + n - 4, 4);
+	} else {
+		size_t i;
+		for (i = 0; i < n; i++)
+			d[i] = (unsigned char)s[i];
+	}
+}
+
+/* The value at idx (absolute or negative) of Lua type t, at `depth`
+ * segments below the root. */
+static void enc_value(lua_State *L, codec *c, int idx, int t, int depth)
 {
 	unsigned char *p;
 
-	switch (lua_type(L, idx)) {
+	switch (t) {
 	case LUA_TNIL:
 		p = buf_reserve(L, c, 1);
 		buf_commit(c, instate_mp_put_nil(p));
@@ -373,7 +403,7 @@ static void enc_value(lua_State *L, codec *c, int idx, int depth)
 			p = instate_mp_put_str_header(p, (uint32_t)n);
 		else
 			p = instate_mp_put_bin_header(p, (uint32_t)n);
-		memcpy(p, s, n);
+		copy_bytes(p, s, n);
 		buf_commit(c, p + n);
 		break;
 	}
@@ -381,7 +411,7 @@ static void enc_value(lua_State *L, codec *c, int idx, int depth)
 		enc_table(L, c, lua_absindex(L, idx), depth);
 		break;
 	default:
-		enc_fail_type(L, c, depth, lua_type(L, idx), "");
+		enc_fail_type(L, c, depth, t, "");
 	}
 }
 
@@ -402,6 +432,38 @@ static int is_array(lua_State *L, int idx, lua_Unsigned n)
 		count++;
 	}
 	return count == n;
+}
+
+/* Arrays of scalars (the common small array) in one pass instead of two:
+ * walk with lua_next expecting the keys 1, 2, ... n in order and no table
+ * value. At the first surprise rewind the output and return 0: nothing but
+ * bytes was written, since only tables touch the identity set. */
+static int enc_scalar_array(lua_State *L, codec *c, int idx, lua_Unsigned n, int depth,
+                            enc_frame *fr)
+{
+	size_t start = c->len;
+	lua_Integer expect = 1;
+	unsigned char *p = buf_reserve(L, c, 5);
+
+	buf_commit(c, instate_mp_put_array_header(p, (uint32_t)n));
+	lua_pushnil(L);
+	fr->keyidx = lua_gettop(L);
+	while (lua_next(L, idx)) {
+		if (lua_type(L, -1) == LUA_TTABLE || !lua_isinteger(L, -2) ||
+		    lua_tointeger(L, -2) != expect) {
+			lua_pop(L, 2);
+			c->len = start;
+			return 0;
+		}
+		enc_value(L, c, -1, lua_type(L, -1), depth + 1);
+		lua_pop(L, 1);
+		expect++;
+	}
+	if ((lua_Unsigned)(expect - 1) != n) {
+		c->len = start;
+		return 0;
+	}
+	return 1;
 }
 
 static void enc_table(lua_State *L, codec *c, int idx, int depth)
@@ -427,6 +489,8 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 
 	n = lua_rawlen(L, idx);
 	/* A border of 0 means t[1] == nil: not an array, so skip the check. */
+	if (n > 0 && n <= UINT32_MAX && enc_scalar_array(L, c, idx, n, depth, fr))
+		return;
 	if (n > 0 && n <= UINT32_MAX && is_array(L, idx, n)) {
 		lua_Integer i;
 		p = buf_reserve(L, c, 5);
@@ -434,8 +498,7 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 		fr->keyidx = 0;
 		for (i = 1; (lua_Unsigned)i <= n; i++) {
 			fr->i = i;
-			lua_rawgeti(L, idx, i);
-			enc_value(L, c, -1, depth + 1);
+			enc_value(L, c, -1, lua_rawgeti(L, idx, i), depth + 1);
 			lua_pop(L, 1);
 		}
 	} else {
@@ -454,10 +517,10 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 			if (kt == LUA_TTABLE)
 				enc_table(L, c, fr->keyidx, depth + 1);
 			else if (kt == LUA_TNUMBER || kt == LUA_TSTRING || kt == LUA_TBOOLEAN)
-				enc_value(L, c, -2, depth + 1);
+				enc_value(L, c, -2, kt, depth + 1);
 			else
 				enc_fail_type(L, c, depth, kt, " as a key");
-			enc_value(L, c, -1, depth + 1);
+			enc_value(L, c, -1, lua_type(L, -1), depth + 1);
 			lua_pop(L, 1);
 			count++;
 		}
@@ -477,7 +540,8 @@ static const char *encode_with(lua_State *L, codec *c, int idx, const char *root
 {
 	codec_reset(c);
 	c->root = root ? root : "value";
-	enc_value(L, c, lua_absindex(L, idx), 0);
+	idx = lua_absindex(L, idx);
+	enc_value(L, c, idx, lua_type(L, idx), 0);
 	if (c->refs) {
 		/* Tell the decoder up front that it must remember tables: wrap the
 		 * whole value once in GRAPH. Plain trees never pay for this. */

@@ -12,20 +12,34 @@
 --  * A table default is used as the variable's value itself when nothing is
 --    saved, so editing it in place edits the variable. reset() installs a
 --    fresh copy of the default as it was when declared.
---  * setup() reads every saved variable's bytes in one scan; defstate then
---    only decodes. If anything was committed to the store since that scan,
+--  * setup() reads every saved variable's bytes in one snapshot and one
+--    call; defstate then only decodes (lazily: at first use). If any process
+--    committed to the store since that read (store:last_commit() moved),
 --    defstate reads the record itself, so it never restores a stale value.
---  * Per variable we keep the bytes last saved or restored. save_all skips a
---    variable whose new encoding equals them, and skips even the encoding of
---    a non-table value that was not set since. Tables may have been changed
---    in place, so they are always encoded.
+--  * Per variable we keep the bytes last saved or restored. save_all hands
+--    the store, in one call inside one write transaction, the variables that
+--    may have changed: every table (it may have been changed in place) and
+--    every other value set since; the store encodes them and writes only
+--    those whose encoding differs from the kept bytes. A value restored but
+--    never used cannot have changed and is not even encoded.
 --  * A record written without a version (version 0) counts as version 1.
+--
+-- A variable is a table: its state in the array part (a constructor with
+-- one hashed field, name, is the cheapest table Lua builds, and start-up
+-- builds one per variable), version/migrate/validate in the hash part only
+-- when declared, version 1 otherwise coming from the class.
 
 local type, pairs, error, pcall, tostring, setmetatable, getmetatable, next =
       type, pairs, error, pcall, tostring, setmetatable, getmetatable, next
 local math_type, concat = math.type, table.concat
 
 local KEY_MAX = 511
+
+-- Slots of a variable.
+local VALUE <const> = 1     -- the value, or UNREAD
+local BYTES <const> = 2     -- bytes last saved or restored, or false
+local DIRTY <const> = 3     -- set since those bytes (or they are unknown)
+local DEFAULT <const> = 4   -- the default as declared (tables: a copy)
 
 local function typename(v)
 	local t = type(v)
@@ -58,39 +72,45 @@ end
 -- at first use (get, update, a set inside a transaction).
 local UNREAD = setmetatable({}, { __name = "instate.unread" })
 
-local Var = {}
-Var.__index = Var
-Var.__name = "instate.Var"
-function Var:__tostring() return ("instate.var(%s)"):format(self.name) end
-
 return function(instate)
 	local decode, open = instate.decode, instate.open
+
+	local Var = { version = 1 }
+	Var.__index = Var
+	Var.__name = "instate.Var"
+	function Var:__tostring() return ("instate.var(%s)"):format(self.name) end
 
 	-- The default store and what this Lua state declared in it.
 	local store, store_path, ns_name
 	local vars, order = {}, {}       -- name -> var; declaration order
-	-- Saved bytes (and versions other than 1) read by setup's scan, consumed
-	-- by the first defstate of each name; valid while the store's revision
-	-- is still scan_rev.
-	local pending, pending_ver, scan_rev
+	local norder = 0
+	-- The namespace handle (store level) of the variables.
+	local state_ns
+	-- store.last_commit, looked up once.
+	local last_commit
+	-- Saved bytes and versions read by setup, used by the first defstate of
+	-- each name; valid while store:last_commit() is still scan_commit.
+	local pending, pending_ver, scan_commit
+	-- Every declared variable has version common_version, or it is false.
+	local common_version
+	-- Declared variables with a validate function.
+	local nvalidate = 0
 	-- instate.transaction: the open undo log (nil outside), logs of
 	-- enclosing transactions below it.
 	local undo, undo_stack = nil, {}
 
 	local function read(var)
-		local v, msg = decode(var.bytes)
+		local v, msg = decode(var[BYTES])
 		if v == nil and msg ~= nil then
 			error(("instate: saved value of variable %s is corrupt: %s"):format(quote(var.name), msg), 3)
 		end
-		var.value = v
+		var[VALUE] = v
 		return v
 	end
 
-	local function check_var(self, method)
-		if getmetatable(self) ~= Var then
-			error(("bad self to '%s' (a variable expected, got %s; call var:%s(...))")
-				:format(method, typename(self), method), 3)
-		end
+	local function bad_self(self, method)
+		error(("bad self to '%s' (a variable expected, got %s; call var:%s(...))")
+			:format(method, typename(self), method), 3)
 	end
 
 	local function log_old(var)
@@ -100,7 +120,7 @@ return function(instate)
 			local n = log.n + 1
 			log.n = n
 			log[n] = var
-			local v = var.value
+			local v = var[VALUE]
 			if v == UNREAD then v = read(var) end
 			log.old[n] = v
 		end
@@ -108,8 +128,8 @@ return function(instate)
 
 	local function assign(var, v)
 		if undo then log_old(var) end
-		var.value = v
-		var.dirty = true
+		var[VALUE] = v
+		var[DIRTY] = true
 	end
 
 	-- Turn a saved record into the variable's value: decode, migrate from an
@@ -152,23 +172,23 @@ return function(instate)
 	end
 
 	local function scan()
-		local ns = store:namespace(ns_name, "state")
-		scan_rev = store:revision()
-		pending, pending_ver = {}, {}
-		local p, pv = pending, pending_ver
-		-- Nothing in the loop can raise: the iterator runs to its end,
-		-- where it ends its read transaction itself.
-		local step, it = ns:pairs_encoded()
-		for k, bytes, ver in step, it do
-			p[k] = bytes
-			if ver > 1 then pv[k] = ver end
+		state_ns = store:namespace(ns_name, "state")
+		last_commit = store.last_commit
+		-- Read before the snapshot: a commit in between makes the cache
+		-- look stale (safe), never a stale cache look fresh.
+		local lc = last_commit(store)
+		local bytes, vers, code = state_ns:get_all_encoded()
+		if not bytes then
+			error(("instate.setup: cannot read the saved variables: %s (%s)")
+				:format(tostring(vers), tostring(code)), 0)
 		end
+		pending, pending_ver, scan_commit = bytes, vers, lc
 	end
 
-	local norder = 0
 	local function forget()
 		vars, order, norder = {}, {}, 0
-		pending, pending_ver, scan_rev = nil, nil, nil
+		pending, pending_ver, scan_commit = nil, nil, nil
+		common_version, nvalidate = nil, 0
 	end
 
 	-- ---------------------------------------------------------------------
@@ -205,7 +225,7 @@ return function(instate)
 					:format(store_path, quote(ns_name), path), 2)
 			end
 			store:close()
-			store, store_path, ns_name = nil, nil, nil
+			store, store_path, ns_name, state_ns = nil, nil, nil, nil
 			forget()
 		end
 		local s, msg, code = open(path, oopts)
@@ -214,7 +234,7 @@ return function(instate)
 		local ok, err = pcall(scan)
 		if not ok then
 			store:close()
-			store, store_path, ns_name = nil, nil, nil
+			store, store_path, ns_name, state_ns = nil, nil, nil, nil
 			forget()
 			error(err, 0)
 		end
@@ -223,7 +243,7 @@ return function(instate)
 
 	function instate.teardown()
 		if store then store:close() end
-		store, store_path, ns_name = nil, nil, nil
+		store, store_path, ns_name, state_ns = nil, nil, nil, nil
 		forget()
 		undo, undo_stack = nil, {}
 	end
@@ -233,19 +253,49 @@ return function(instate)
 	-- ---------------------------------------------------------------------
 
 	local OPTS = { version = true, migrate = true, validate = true }
-	local vopts_cache = {}   -- version -> {version = v}, shared by variables
+
+	-- Checks a name that is not a saved record's key (those are valid).
+	local function check_name(name)
+		if type(name) ~= "string" then
+			argerror(3, "defstate", 1, "string expected, got " .. typename(name))
+		end
+		local n = #name
+		if n == 0 then argerror(3, "defstate", 1, "name must not be empty") end
+		if n > KEY_MAX then
+			argerror(3, "defstate", 1, ("name is %d bytes, longer than %d"):format(n, KEY_MAX))
+		end
+	end
 
 	function instate.defstate(name, default, opts)
-		if type(name) ~= "string" then
-			argerror(2, "defstate", 1, "string expected, got " .. typename(name))
-		end
 		local var = vars[name]
 		if var then return var end
-		local n = #name
-		if n == 0 then argerror(2, "defstate", 1, "name must not be empty") end
-		if n > KEY_MAX then
-			argerror(2, "defstate", 1, ("name is %d bytes, longer than %d"):format(n, KEY_MAX))
+		-- The common case first: a name saved in the store as setup read it,
+		-- declared without options.
+		local bytes, ver
+		if pending then
+			if last_commit(store) == scan_commit then
+				bytes = pending[name]
+				if bytes then
+					ver = pending_ver[name]
+					if opts == nil and (ver == 1 or ver == 0) then
+						-- Decode at first use. The store only accepts valid
+						-- MessagePack, so this defers no error that a sound
+						-- store can produce.
+						var = setmetatable({ UNREAD, bytes, false, default, name = name }, Var)
+						if common_version ~= 1 then
+							if common_version == nil then common_version = 1 else common_version = false end
+						end
+						vars[name] = var
+						norder = norder + 1
+						order[norder] = var
+						return var
+					end
+				end
+			else
+				pending, pending_ver = nil, nil
+			end
 		end
+		if not bytes then check_name(name) end
 		local version, migrate, validate = 1, nil, nil
 		if opts ~= nil then
 			if type(opts) ~= "table" then
@@ -272,40 +322,31 @@ return function(instate)
 			error(("instate.defstate: no store for variable %s; call instate.setup(path) first")
 				:format(quote(name)), 2)
 		end
-		if not vopts_cache[version] then vopts_cache[version] = { version = version } end
-		var = setmetatable({
-			name = name, value = default, default = default, version = version,
-			bytes = false, dirty = true,
-		}, Var)
-		if migrate then var.migrate = migrate end
-		if validate then var.validate = validate end
-
-		local bytes, ver
-		if pending then
-			if store:revision() == scan_rev then
-				bytes = pending[name]
-				if bytes then ver = pending_ver[name] or 1 end
-			else
-				pending, pending_ver = nil, nil
-			end
+		if not pending and not bytes then
+			bytes, ver = state_ns:get_encoded(name)
 		end
-		if not pending then
-			bytes, ver = store:namespace(ns_name, "state"):get_encoded(name)
-		end
-		if bytes then
-			if (ver == version or ver == 0 and version == 1) and not validate then
-				-- Nothing to check: decode at first use. The store only
-				-- accepts valid MessagePack, so this defers no error that a
-				-- sound store can produce.
-				var.value, var.bytes, var.dirty = UNREAD, bytes, false
-			else
+		if bytes and (ver == version or ver == 0 and version == 1) and not validate then
+			var = setmetatable({ UNREAD, bytes, false, default, name = name }, Var)
+			if version ~= 1 then var.version = version end
+			if migrate then var.migrate = migrate end
+		else
+			var = setmetatable({ default, false, true, default, name = name }, Var)
+			if version ~= 1 then var.version = version end
+			if migrate then var.migrate = migrate end
+			if validate then var.validate = validate end
+			if bytes then
 				local v, kept = restore(var, bytes, ver, "instate.defstate")
-				var.value, var.bytes, var.dirty = v, kept or false, kept == nil
+				var[VALUE], var[BYTES], var[DIRTY] = v, kept or false, kept == nil
+			elseif type(default) == "table" then
+				-- The default is the value; keep it as declared for reset().
+				var[DEFAULT] = deepcopy(default)
 			end
-			if pending then pending[name], pending_ver[name] = nil, nil end
-		elseif type(default) == "table" then
-			-- The default is the value; keep it as declared for reset().
-			var.default = deepcopy(default)
+			if validate then nvalidate = nvalidate + 1 end
+		end
+		if common_version == nil then
+			common_version = version
+		elseif common_version ~= version then
+			common_version = false
 		end
 		vars[name] = var
 		norder = norder + 1
@@ -318,25 +359,25 @@ return function(instate)
 	-- ---------------------------------------------------------------------
 
 	function Var:get()
-		check_var(self, "get")
-		local v = self.value
+		if getmetatable(self) ~= Var then bad_self(self, "get") end
+		local v = self[VALUE]
 		if v == UNREAD then v = read(self) end
 		return v
 	end
 
 	function Var:set(v)
-		check_var(self, "set")
+		if getmetatable(self) ~= Var then bad_self(self, "set") end
 		if undo then log_old(self) end
-		self.value = v
-		self.dirty = true
+		self[VALUE] = v
+		self[DIRTY] = true
 	end
 
 	function Var:update(fn)
-		check_var(self, "update")
+		if getmetatable(self) ~= Var then bad_self(self, "update") end
 		if type(fn) ~= "function" then
 			argerror(2, "update", 1, "function expected, got " .. typename(fn))
 		end
-		local v = self.value
+		local v = self[VALUE]
 		if v == UNREAD then v = read(self) end
 		v = fn(v)
 		assign(self, v)
@@ -344,16 +385,16 @@ return function(instate)
 	end
 
 	function Var:reset()
-		check_var(self, "reset")
-		assign(self, deepcopy(self.default))
+		if getmetatable(self) ~= Var then bad_self(self, "reset") end
+		assign(self, deepcopy(self[DEFAULT]))
 	end
 
 	function Var:saved()
-		check_var(self, "saved")
+		if getmetatable(self) ~= Var then bad_self(self, "saved") end
 		if not store or vars[self.name] ~= self then
 			error(("instate: variable %s was forgotten by instate.teardown()"):format(quote(self.name)), 2)
 		end
-		return store:namespace(ns_name, "state"):get_encoded(self.name) ~= nil
+		return state_ns:get_encoded(self.name) ~= nil
 	end
 
 	function instate.vars()
@@ -375,59 +416,127 @@ return function(instate)
 		end
 	end
 
+	-- save_all's arguments to put_many, reused from save to save (and
+	-- emptied after each) so that a save allocates nothing per variable.
+	local s_keys, s_vals, s_olds, s_vers = {}, {}, {}, {}
+	local s_n, s_ver                     -- count; one version or s_vers
+	local s_scalars = {}                 -- non-tables among them
+	-- Set by save_tx.
+	local s_new, s_lc
+	-- Raised by save_tx to abort a transaction that would write nothing.
+	local UNCHANGED = setmetatable({}, { __name = "instate.unchanged" })
+
+	-- Drop the references to values and old bytes; mark the scalars clean
+	-- when clean is true.
+	local function save_clear(n, ns, clean)
+		local vals, olds, scalars = s_vals, s_olds, s_scalars
+		for i = 1, n do vals[i], olds[i] = nil, nil end
+		for i = 1, ns do
+			if clean then scalars[i][DIRTY] = false end
+			scalars[i] = nil
+		end
+		s_new = nil
+	end
+
+	-- The store may run this more than once (map growth): it only touches
+	-- the store and the upvalues it sets.
+	local function save_tx(tx)
+		s_lc = last_commit(store)
+		local written, new = tx:namespace(ns_name, "state"):put_many(s_n, s_keys, s_vals, s_olds, s_ver)
+		if written == 0 then error(UNCHANGED, 0) end
+		s_new = new
+		return true
+	end
+
 	function instate.save_all()
 		need_store("save_all")
-		-- Everything that can raise happens before the write transaction,
-		-- which the store may run more than once (map growth).
-		local encode = instate.encode
-		local wvars, wbytes, wn = {}, {}, 0
-		for i = 1, norder do
-			local var = order[i]
-			local v = var.value
-			-- Never handed out, so not changed in place either.
-			if v == UNREAD then goto next end
-			local validate = var.validate
-			if validate then
-				local ok, good, why = pcall(validate, v)
-				if not ok then why, good = good, false end
-				if not good then
-					error(("instate.save_all: variable %s is invalid: %s (nothing was saved)")
-						:format(quote(var.name), tostring(why or "validate returned false")), 2)
+		local list, n = order, norder
+		-- Every validate runs before anything is written.
+		if nvalidate > 0 then
+			for i = 1, n do
+				local var = list[i]
+				local validate, v = var.validate, var[VALUE]
+				if validate and v ~= UNREAD then
+					local ok, good, why = pcall(validate, v)
+					if not ok then why, good = good, false end
+					if not good then
+						error(("instate.save_all: variable %s is invalid: %s (nothing was saved)")
+							:format(quote(var.name), tostring(why or "validate returned false")), 2)
+					end
 				end
 			end
-			local old = var.bytes
-			if var.dirty or not old or type(v) == "table" then
-				local bytes = encode(v, var.name)
-				if bytes ~= old then
-					wn = wn + 1
-					wvars[wn], wbytes[wn] = var, bytes
-				elseif type(v) ~= "table" then
-					var.dirty = false
+		end
+		local keys, vals, olds, vers, scalars = s_keys, s_vals, s_olds, s_vers, s_scalars
+		local perver = common_version == false
+		local m, ns = 0, 0
+		for i = 1, n do
+			local var = list[i]
+			local v = var[VALUE]
+			-- A restored value never handed out cannot have changed.
+			if v ~= UNREAD then
+				if type(v) == "table" then
+					m = m + 1
+					keys[m], vals[m], olds[m] = var.name, v, var[BYTES]
+					if perver then vers[m] = var.version end
+				elseif var[DIRTY] then
+					m = m + 1
+					keys[m], vals[m], olds[m] = var.name, v, var[BYTES]
+					if perver then vers[m] = var.version end
+					ns = ns + 1
+					scalars[ns] = var
 				end
 			end
-			::next::
 		end
-		local rev0 = store:revision()
-		if wn == 0 then return rev0 end
-		local name = ns_name
-		local ok, msg, code = store:transaction(function(tx)
-			local ns = tx:namespace(name, "state")
-			for i = 1, wn do
-				local var = wvars[i]
-				ns:set_encoded(var.name, wbytes[i], vopts_cache[var.version])
+		if m == 0 then return store:revision() end
+		s_n, s_ver = m, perver and vers or common_version
+		local ok, res, msg, code = pcall(store.transaction, store, save_tx)
+		local new, lc_in = s_new, s_lc
+		if not ok and type(res) == "string" and res:find(" at value", 1, true) then
+			-- The store names a value by its key only when the key reads
+			-- well; find the variable and say which it is.
+			local encode = instate.encode
+			for i = 1, m do
+				local eok, emsg = pcall(encode, vals[i], keys[i])
+				if not eok then res = emsg; break end
 			end
-			return true
-		end)
-		if not ok then return nil, msg, code end
-		for i = 1, wn do
-			local var = wvars[i]
-			var.bytes, var.dirty = wbytes[i], false
 		end
-		local rev = store:revision()
-		-- Only declared variables were written, none of them pending: the
-		-- scan is still good if nobody else committed meanwhile.
-		if pending and scan_rev == rev0 and rev == rev0 + 1 then scan_rev = rev end
-		return rev
+		if not ok then
+			-- UNCHANGED: every encoding equals the saved bytes.
+			save_clear(m, ns, res == UNCHANGED)
+			if res == UNCHANGED then return store:revision() end
+			if type(res) == "string" then
+				error(("instate.save_all: %s (nothing was saved)"):format(res), 2)
+			end
+			error(res, 0)
+		end
+		if not res then
+			save_clear(m, ns, false)
+			return nil, msg, code
+		end
+		local lc = last_commit(store)
+		if lc == lc_in then
+			-- Nested in a store transaction that may still abort: what was
+			-- written is not known to be saved, so the next save writes it
+			-- again.
+			for i in next, new do
+				local var = vars[keys[i]]
+				var[BYTES], var[DIRTY] = false, true
+			end
+			save_clear(m, ns, false)
+		else
+			for i, b in next, new do vars[keys[i]][BYTES] = b end
+			save_clear(m, ns, true)
+		end
+		-- Only declared variables were written, none of them still pending:
+		-- the cache stays good if ours was the only commit since it was read.
+		if pending then
+			if lc_in == scan_commit and lc == lc_in + 1 then
+				scan_commit = lc
+			else
+				pending, pending_ver = nil, nil
+			end
+		end
+		return store:revision()
 	end
 
 	function instate.reload_all()
@@ -458,7 +567,7 @@ return function(instate)
 		for i = 1, n do
 			local var = list[i]
 			if undo then log_old(var) end
-			var.value, var.bytes, var.dirty = values[i], kept[i] or false, kept[i] == nil
+			var[VALUE], var[BYTES], var[DIRTY] = values[i], kept[i] or false, kept[i] == nil
 		end
 		return true
 	end
@@ -488,7 +597,7 @@ return function(instate)
 		end
 		for i = log.n, 1, -1 do
 			local var = log[i]
-			var.value, var.dirty = log.old[i], true
+			var[VALUE], var[DIRTY] = log.old[i], true
 		end
 		error((...), 0)
 	end

@@ -241,18 +241,61 @@ static void test_crc32c(void)
 	for (k = 0; k <= 63; k++) {
 		parts = instate_crc32c(instate_crc32c(0, buf + 1, k), buf + 1 + k, 63 - k);
 		CHECK(parts == whole);
+		/* and combining the CRCs of the two parts gives it too */
+		CHECK(instate_crc32c_combine(instate_crc32c(0, buf + 1, k),
+		                             instate_crc32c(0, buf + 1 + k, 63 - k), 63 - k) == whole);
 	}
+	CHECK(instate_crc32c_portable(0, v, 9) == 0xE3069283u);
 }
 
+/*
+ * Where the CPU has SSE4.2, instate_crc32c() takes the crc32 instruction;
+ * it must agree with the portable tables at every alignment and length,
+ * on large buffers, and when continued across calls. Elsewhere both are
+ * the same code and this still checks the portable path against itself.
+ */
+static void test_crc32c_paths(void)
+{
+	size_t n = 3u << 20, len, al, k;
+	unsigned char *buf = malloc(n + 8);
+	uint32_t x = 2463534242u, a, b, sum = 0;
+	int agree = 1;
+
+	for (k = 0; k < n + 8; k++) {
+		x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+		buf[k] = (unsigned char)x;
+	}
+	printf("crc32c: %s\n", instate_crc32c_hardware() ? "SSE4.2" : "portable");
+	for (al = 0; al < 8; al++)
+		for (len = 0; len <= 300; len++) {
+			a = instate_crc32c(0, buf + al, len);
+			b = instate_crc32c_portable(0, buf + al, len);
+			agree &= a == b;
+			sum ^= a;
+		}
+	CHECK(agree);
+	a = instate_crc32c(0, buf + 3, n);
+	CHECK(a == instate_crc32c_portable(0, buf + 3, n));
+	CHECK(a == instate_crc32c(instate_crc32c(0, buf + 3, 1000001), buf + 3 + 1000001,
+	                          n - 1000001));
+	/* the combine across lengths with many bits set, and with nothing */
+	CHECK(instate_crc32c_combine(instate_crc32c(0, buf + 3, n - 1048575),
+	                             instate_crc32c(0, buf + 3 + n - 1048575, 1048575),
+	                             1048575) == a);
+	CHECK(instate_crc32c_combine(a, 0, 0) == a);
+	CHECK(instate_crc32c_combine(0, a, n) == a);  /* nothing before */
+	CHECK(sum != 0);
+	free(buf);
+}
+
+/* docs/FORMAT.md 3.2: option n is zstd level n, 0 is raw. */
 static void test_levels(void)
 {
-	int i, prev = 0;
-	CHECK(instate_dump_zstd_level(0) == 0);
-	for (i = 1; i <= 9; i++) {
-		CHECK(instate_dump_zstd_level(i) > prev);
-		prev = instate_dump_zstd_level(i);
-	}
-	CHECK(instate_dump_zstd_level(9) <= ZSTD_maxCLevel());
+	int i;
+	for (i = 0; i <= 9; i++)
+		CHECK(instate_dump_zstd_level(i) == i);
+	CHECK(instate_dump_zstd_level(-1) == 0);
+	CHECK(instate_dump_zstd_level(10) == 0);
 }
 
 static void test_framing(void)
@@ -650,6 +693,62 @@ static void test_roundtrip(void)
 	instate_store_close(a);
 }
 
+/*
+ * Option n is zstd level n in the file itself: each zstd block's stored
+ * bytes are exactly what zstd makes of its raw bytes at that level.
+ */
+static void test_level_in_file(void)
+{
+	instate_store *a = open_store("lv", 0);
+	instate_txn *t;
+	instate_ns *ns;
+	instate_dump_options o;
+	instate_dump_info info;
+	struct bytes f = {0};
+	char err[INSTATE_ERRMSG_MAX], path[128], key[32], val[64];
+	static const int levels[] = {1, 3, 9};
+	size_t i, at;
+	int li;
+
+	CHECK_RC(instate_ns_get(a, "lv", 2, INSTATE_NS_KV, &ns), 0);
+	CHECK_RC(instate_txn_begin(a, NULL, 0, &t), 0);
+	for (i = 0; i < 30000; i++) {
+		int n = snprintf(key, sizeof key, "entity:%06zu", i);
+		int m = snprintf(val + 1, sizeof val - 1, "item-%zu hp %zu", i, (i * 2654435761u) % 101);
+		val[0] = (char)(0xa0 | m);  /* a MessagePack fixstr */
+		CHECK_RC(instate_put(t, ns, key, (size_t)n, val, (size_t)m + 1, NULL, 0), 0);
+	}
+	CHECK_RC(instate_txn_commit(t), 0);
+	snprintf(path, sizeof path, "%s/lv.dump", tmpdir);
+	for (li = 0; li < 3; li++) {
+		size_t blocks = 0;
+		instate_dump_options_init(&o);
+		o.compression = levels[li];
+		CHECK_RC(instate_dump(a, path, &o, &info, err), 0);
+		CHECK_RC(read_file(path, &f), 0);
+		for (at = INSTATE_DUMP_HEADER_SIZE; at + INSTATE_DUMP_BLOCK_HEADER_SIZE < f.n &&
+		     f.p[at] == 0x42;) {
+			const unsigned char *h = f.p + at;
+			size_t raw_len = (size_t)h[4] << 24 | (size_t)h[5] << 16 | (size_t)h[6] << 8 | h[7];
+			size_t stored = (size_t)h[8] << 24 | (size_t)h[9] << 16 | (size_t)h[10] << 8 | h[11];
+			unsigned char *raw = malloc(raw_len), *z = malloc(ZSTD_compressBound(raw_len));
+			size_t zn;
+			CHECK(h[1] == 1);
+			CHECK(ZSTD_decompress(raw, raw_len, h + 16, stored) == raw_len);
+			zn = ZSTD_compress(z, ZSTD_compressBound(raw_len), raw, raw_len, levels[li]);
+			CHECK(zn == stored && memcmp(z, h + 16, stored) == 0);
+			free(raw);
+			free(z);
+			at += INSTATE_DUMP_BLOCK_HEADER_SIZE + stored;
+			blocks++;
+		}
+		CHECK(blocks >= 2);  /* more than one block, so reuse of the context is covered */
+		CHECK(at + INSTATE_DUMP_TRAILER_SIZE == f.n);
+	}
+	free(f.p);
+	instate_store_close(a);
+}
+
 static void test_corrupt_store_untouched(void)
 {
 	instate_store *a = open_store("cu-a", 0), *b = open_store("cu-b", 0);
@@ -987,6 +1086,7 @@ int main(void)
 	char templ[] = "/tmp/instate-test-dump.XXXXXX";
 
 	test_crc32c();
+	test_crc32c_paths();
 	test_levels();
 	test_framing();
 	test_structure();
@@ -998,6 +1098,7 @@ int main(void)
 	}
 	snprintf(tmpdir, sizeof tmpdir, "%s", templ);
 	test_roundtrip();
+	test_level_in_file();
 	test_corrupt_store_untouched();
 	test_expiry_and_type();
 	test_busy();
