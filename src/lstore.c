@@ -1378,49 +1378,72 @@ static int l_ns_pairs_encoded(lua_State *L)
 }
 
 /*
- * ns:get_all_encoded([prefix]) -> {key = bytes}, {key = version}
+ * ns:get_all_encoded([prefix [, opts]]) -> bytes, versions [, values]
  *
  * Every live record in one snapshot and one call: the defstate layer's
- * start-up read. The iterator userdata owns the snapshot, so raising (out
- * of memory) midway leaks nothing.
+ * start-up read. bytes maps key -> stored MessagePack; versions maps key ->
+ * record version, listing only versions other than opts.version_default
+ * (default: list all). With opts.decode, values maps key -> decoded value
+ * (a record that does not decode is left out of values, so the caller can
+ * report it when it needs it). The iterator userdata owns the snapshot, so
+ * raising (out of memory) midway leaks nothing.
  */
 static int l_ns_get_all_encoded(lua_State *L)
 {
+	static const char *const names[] = { "decode", "version_default", NULL };
 	lscratch *sc = SCRATCH(L);
+	lua_Integer vdef = -1;
+	int decode = 0;
 	liter *it;
 	int rc;
 
-	lua_settop(L, 2);
+	lua_settop(L, 3);
+	if (!lua_isnil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		check_opt_names(L, 3, names);
+		decode = opt_bool(L, 3, "decode", 0);
+		vdef = opt_int(L, 3, "version_default", -1, 0, 0xffffffffLL);
+	}
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_pushvalue(L, lua_upvalueindex(2));
 	lua_pushcclosure(L, l_ns_pairs_encoded, 2);
 	lua_pushvalue(L, 1);
 	lua_pushvalue(L, 2);
-	lua_call(L, 2, 4);          /* 3 step, 4 it, 5 nil, 6 it */
-	lua_settop(L, 4);
-	if (!luaL_testudata(L, 4, LINSTATE_ITER_MT))
+	lua_call(L, 2, 4);          /* 4 step, 5 it, 6 nil, 7 it */
+	lua_settop(L, 5);
+	if (!luaL_testudata(L, 5, LINSTATE_ITER_MT))
 		return 3;               /* nil, msg, code from pairs */
-	it = lua_touserdata(L, 4);
-	lua_newtable(L);            /* 5 bytes */
-	lua_newtable(L);            /* 6 versions */
+	it = lua_touserdata(L, 5);
+	lua_newtable(L);            /* 6 bytes */
+	lua_newtable(L);            /* 7 versions */
+	lua_newtable(L);            /* 8 values */
 	for (;;) {
 		instate_meta meta;
 		rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
 		if (rc)
 			break;
-		lua_pushlstring(L, sc->key.data, sc->key.len);
-		lua_pushvalue(L, -1);
+		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 9 key */
+		lua_pushvalue(L, 9);
 		lua_pushlstring(L, sc->val.data, sc->val.len);
-		lua_rawset(L, 5);
-		lua_pushinteger(L, (lua_Integer)meta.version);
 		lua_rawset(L, 6);
+		if ((lua_Integer)meta.version != vdef) {
+			lua_pushvalue(L, 9);
+			lua_pushinteger(L, (lua_Integer)meta.version);
+			lua_rawset(L, 7);
+		}
+		if (decode) {
+			if (linstate_decode(L, sc->val.data, sc->val.len))
+				lua_rawset(L, 8);   /* key 9, value 10 */
+			else
+				lua_pop(L, 1);      /* the message */
+		}
+		lua_settop(L, 8);
 	}
 	iter_close(it);
 	if (rc != INSTATE_NOTFOUND)
 		return linstate_fail(L, rc, "cannot read");
-	return 2;
+	return decode ? 3 : 2;
 }
-
 
 static int l_iter_next(lua_State *L)
 {
