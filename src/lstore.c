@@ -1442,6 +1442,7 @@ static int l_ns_get_all_encoded(lua_State *L)
 	iter_close(it);
 	if (rc != INSTATE_NOTFOUND)
 		return linstate_fail(L, rc, "cannot read");
+	lua_settop(L, decode ? 8 : 7);
 	return decode ? 3 : 2;
 }
 
