@@ -97,8 +97,13 @@ describe("store:dump / store:load", function()
       assert.is_true(t:namespace("other"):get("z"))
       t:close()
     end
-    assert.is_true(sizes[1] < sizes[0] / 2, "level 1 compresses")
-    assert.is_true(sizes[9] <= sizes[1], "level 9 is no larger than level 1")
+    -- Every level compresses. That a higher level is smaller is zstd's
+    -- business and not guaranteed on 10 kB (Lua's table order, and so the
+    -- encoded values, change from run to run); test_dump.c checks that
+    -- option n writes exactly zstd level n.
+    for level = 1, 9 do
+      assert.is_true(sizes[level] < sizes[0] / 2, "level " .. level .. " compresses")
+    end
   end)
 
   it("defaults to compression 1", function()
