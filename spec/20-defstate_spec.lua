@@ -663,6 +663,131 @@ describe("defstate", function()
       assert.are.equal(42, instate.defstate("a", 0):get())
       assert.are.equal(1, instate.defstate("b", 0):get())
     end)
+
+    -- Capture what setup's ns:get_all_encoded returns while fn runs.
+    local function capture_startup_read(fn)
+      local methods = ns_methods()
+      local real, got = methods.get_all_encoded, nil
+      methods.get_all_encoded = function(...)
+        got = table.pack(real(...))
+        return table.unpack(got, 1, got.n)
+      end
+      local ok, err = pcall(fn)
+      methods.get_all_encoded = real
+      assert(ok, err)
+      return got
+    end
+
+    it("hands out the values setup decoded, without decoding again", function()
+      local path = saved_store({ a = { 1 }, b = { k = "v" }, n = 3 })
+      local got = capture_startup_read(function() assert(instate.setup(path)) end)
+      local bytes, versions, values = got[1], got[2], got[3]
+      assert.are.equal(instate.encode({ 1 }), bytes.a)
+      assert.are.same({}, versions)            -- every record has version 1
+      assert.is_table(values)
+      local a, b, n
+      assert.are.equal(0, count_reads(function()
+        a, b, n = instate.defstate("a", {}), instate.defstate("b", {}), instate.defstate("n", 0)
+      end))
+      -- The very tables setup decoded: nothing was decoded per variable.
+      assert.are.equal(values.a, a:get())
+      assert.are.equal(values.b, b:get())
+      assert.are.equal(3, n:get())
+    end)
+
+    -- Write a record behind the store's back, straight into LMDB (the
+    -- store refuses to write bytes that are not a valid encoding): header
+    -- byte 0 (no expiry, no version) or 2 + a big-endian version, then the
+    -- value bytes (docs/FORMAT.md, section 2).
+    local function write_raw(path, name, value_bytes, version)
+      local header = version and "\2" .. string.pack(">I4", version) or "\0"
+      local hex = (header .. value_bytes):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+      local script = helpers.tmpdir() .. "/write_raw.py"
+      helpers.write_file(script, [[
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=256)
+db = env.open_db(b"state", create=False)
+with env.begin(write=True) as tx:
+    tx.put(sys.argv[2].encode(), bytes.fromhex(sys.argv[3]), db=db)
+env.close()
+]])
+      local p = io.popen(("/usr/bin/python3 %s %s %s %s 2>&1"):format(helpers.sh_quote(script),
+        helpers.sh_quote(path), helpers.sh_quote(name), hex))
+      local out = p:read("a")
+      assert(p:close(), "python3-lmdb failed:\n" .. out)
+    end
+    -- An array of two elements holding one: truncated, never valid.
+    local TRUNCATED = "\x92\x01"
+
+    it("a saved record that does not decode raises at its defstate, naming the variable", function()
+      local path = saved_store({ good = 1, bad = 2, other = { 3 } })
+      write_raw(path, "bad", TRUNCATED)
+      assert(instate.setup(path))
+      assert.are.equal(1, instate.defstate("good", 0):get())
+      local msg = errmsg(function() instate.defstate("bad", 0) end)
+      assert.matches("instate.defstate: saved value of variable 'bad' is corrupt: ", msg, 1, true)
+      assert.matches("20%-defstate_spec.lua:%d+:", msg)   -- points at the caller
+      -- Nothing was declared, so a later declaration raises again.
+      assert.matches("variable 'bad' is corrupt", errmsg(instate.defstate, "bad", 0, { version = 1 }), 1, true)
+      local names = {}
+      for name in instate.vars() do names[#names + 1] = name end
+      assert.are.same({ "good" }, names)
+      assert.are.same({ 3 }, instate.defstate("other", {}):get())
+    end)
+
+    it("a corrupt record of another version raises at defstate before any migrate", function()
+      local path = saved_store({ x = 1 })
+      write_raw(path, "bad", TRUNCATED, 1)
+      write_raw(path, "old", TRUNCATED, 3)
+      assert(instate.setup(path))
+      local migrated = false
+      local opts = { version = 4, migrate = function(v) migrated = true; return v end }
+      assert.matches("instate.defstate: saved value of variable 'old' is corrupt: ",
+        errmsg(instate.defstate, "old", 0, opts), 1, true)
+      assert.matches("instate.defstate: saved value of variable 'bad' is corrupt: ",
+        errmsg(instate.defstate, "bad", 0, { validate = function() return true end }), 1, true)
+      assert.is_false(migrated)
+    end)
+
+    it("a corrupt record read after another commit raises at defstate too", function()
+      local path = saved_store({ a = 1 })
+      assert(instate.setup(path))
+      -- Written after setup's read: defstate reads the record itself.
+      write_raw(path, "late", TRUNCATED)
+      assert.matches("instate.defstate: saved value of variable 'late' is corrupt: ",
+        errmsg(instate.defstate, "late", 0), 1, true)
+      assert.are.equal(1, instate.defstate("a", 0):get())
+    end)
+
+    it("reload_all raises naming a corrupt record and changes nothing", function()
+      local path = saved_store({ a = 1, b = 2 })
+      assert(instate.setup(path))
+      local a, b = instate.defstate("a", 0), instate.defstate("b", 0)
+      a:set(10)
+      write_raw(path, "b", TRUNCATED)
+      assert.matches("instate.reload_all: saved value of variable 'b' is corrupt: ",
+        errmsg(instate.reload_all), 1, true)
+      assert.are.equal(10, a:get())
+      assert.are.equal(2, b:get())
+    end)
+
+    it("a value restored through migrate or validate is not encoded until used", function()
+      local path = new_path()
+      assert(instate.setup(path))
+      instate.defstate("v", { 1 }, { version = 2 })
+      instate.defstate("w", { 2 }, { validate = function() return true end })
+      instate.save_all()
+      restart(path)
+      local v = instate.defstate("v", {}, { version = 2 })
+      local w = instate.defstate("w", {}, { validate = function(x) return x[1] == 2, "not 2" end })
+      assert.are.equal(0, count_encodes(instate.save_all))
+      assert.are.same({ 1 }, v:get())
+      assert.are.same({ 2 }, w:get())
+      assert.are.equal(2, count_encodes(instate.save_all))
+      -- Handed out, the value is checked before every save again.
+      w:get()[1] = 5
+      assert.matches("variable 'w' is invalid: not 2", errmsg(instate.save_all), 1, true)
+    end)
   end)
 
   describe("reload_all", function()

@@ -12,10 +12,11 @@
 --  * A table default is used as the variable's value itself when nothing is
 --    saved, so editing it in place edits the variable. reset() installs a
 --    fresh copy of the default as it was when declared.
---  * setup() reads every saved variable's bytes in one snapshot and one
---    call; defstate then only decodes (lazily: at first use). If any process
---    committed to the store since that read (store:last_commit() moved),
---    defstate reads the record itself, so it never restores a stale value.
+--  * setup() reads and decodes every saved variable in one snapshot and one
+--    C call; defstate of a saved name then only builds the variable. If any
+--    process committed to the store since that read (store:last_commit()
+--    moved), defstate reads the record itself, so it never restores a stale
+--    value. A record that does not decode raises at its defstate.
 --  * Per variable we keep the bytes last saved or restored. save_all hands
 --    the store, in one call inside one write transaction, the variables that
 --    may have changed: every table (it may have been changed in place) and
@@ -25,9 +26,11 @@
 --  * A record written without a version (version 0) counts as version 1.
 --
 -- A variable is a table: its state in the array part (a constructor with
--- one hashed field, name, is the cheapest table Lua builds, and start-up
--- builds one per variable), version/migrate/validate in the hash part only
--- when declared, version 1 otherwise coming from the class.
+-- one hashed field, name, is the cheapest table with a name field Lua
+-- builds, and start-up builds one per variable), version/migrate/validate
+-- in the hash part only when declared, version 1 otherwise coming from the
+-- class. Its methods come from a plain __index table: a method call then
+-- costs no function call besides the method itself.
 
 local type, pairs, error, pcall, tostring, setmetatable, getmetatable, next =
       type, pairs, error, pcall, tostring, setmetatable, getmetatable, next
@@ -40,6 +43,7 @@ local VALUE <const> = 1     -- the value, or UNREAD
 local BYTES <const> = 2     -- bytes last saved or restored, or false
 local DIRTY <const> = 3     -- set since those bytes (or they are unknown)
 local DEFAULT <const> = 4   -- the default as declared (tables: a copy)
+local RESTORED <const> = 5  -- the restored value while VALUE is UNREAD
 
 local function typename(v)
 	local t = type(v)
@@ -68,8 +72,9 @@ local function deepcopy(v, seen)
 	return c
 end
 
--- The value of a variable restored but not used yet: its bytes are decoded
--- at first use (get, update, a set inside a transaction).
+-- The value of a variable restored but not handed out yet (the value waits
+-- in RESTORED): save_all knows it cannot have changed, so it is not even
+-- encoded. The first get, update or undo log moves it to VALUE.
 local UNREAD = setmetatable({}, { __name = "instate.unread" })
 
 return function(instate)
@@ -88,9 +93,13 @@ return function(instate)
 	local state_ns
 	-- store.last_commit, looked up once.
 	local last_commit
-	-- Saved bytes and versions read by setup, used by the first defstate of
-	-- each name; valid while store:last_commit() is still scan_commit.
-	local pending, pending_ver, scan_commit
+	-- What setup read, used by the first defstate of each name: bytes,
+	-- versions other than 1 (nil when there are none), and decoded values
+	-- (a record that did not decode is missing there); valid while
+	-- store:last_commit() is still scan_commit. save_all drops the values:
+	-- they are what start-up declarations need, and the cache must not keep
+	-- values alive that variables have since replaced.
+	local pending, pending_ver, pending_val, scan_commit
 	-- Every declared variable has version common_version, or it is false.
 	local common_version
 	-- Declared variables with a validate function.
@@ -99,12 +108,10 @@ return function(instate)
 	-- enclosing transactions below it.
 	local undo, undo_stack = nil, {}
 
+	-- Hand out a restored value: from now on it may change in place.
 	local function read(var)
-		local v, msg = decode(var[BYTES])
-		if v == nil and msg ~= nil then
-			error(("instate: saved value of variable %s is corrupt: %s"):format(quote(var.name), msg), 3)
-		end
-		var[VALUE] = v
+		local v = var[RESTORED]
+		var[VALUE], var[RESTORED] = v, nil
 		return v
 	end
 
@@ -128,33 +135,39 @@ return function(instate)
 
 	local function assign(var, v)
 		if undo then log_old(var) end
-		var[VALUE] = v
-		var[DIRTY] = true
+		var[VALUE], var[DIRTY], var[RESTORED] = v, true, nil
 	end
 
-	-- Turn a saved record into the variable's value: decode, migrate from an
-	-- older version, validate. Raises naming the variable; changes nothing.
-	local function restore(var, bytes, ver, who)
+	local function decode_saved(name, bytes, who)
 		local v, msg = decode(bytes)
 		if v == nil and msg ~= nil then
-			error(("%s: saved value of variable %s is corrupt: %s"):format(who, quote(var.name), msg), 0)
+			error(("%s: saved value of variable %s is corrupt: %s"):format(who, quote(name), msg), 3)
 		end
+		return v
+	end
+
+	-- Turn a saved record, already decoded to v, into the variable's value:
+	-- migrate from an older version, validate. Raises naming the variable;
+	-- changes nothing. Both raise at the position of the user's call: they
+	-- are called straight from reload_all and from declare, which runs in
+	-- defstate's place.
+	local function restore(var, v, bytes, ver, who)
 		if ver == 0 then ver = 1 end
 		local want = var.version
 		if ver ~= want then
 			if ver > want then
 				error(("%s: variable %s was saved with version %d, newer than its declared version %d")
-					:format(who, quote(var.name), ver, want), 0)
+					:format(who, quote(var.name), ver, want), 3)
 			end
 			local migrate = var.migrate
 			if not migrate then
 				error(("%s: variable %s was saved with version %d but declares version %d and has no migrate function")
-					:format(who, quote(var.name), ver, want), 0)
+					:format(who, quote(var.name), ver, want), 3)
 			end
 			local ok, nv = pcall(migrate, v, ver)
 			if not ok then
 				error(("%s: migrating variable %s from version %d to %d failed: %s")
-					:format(who, quote(var.name), ver, want, tostring(nv)), 0)
+					:format(who, quote(var.name), ver, want, tostring(nv)), 3)
 			end
 			v = nv
 		end
@@ -164,7 +177,7 @@ return function(instate)
 			if not ok then why, good = good, false end
 			if not good then
 				error(("%s: saved value of variable %s is invalid: %s")
-					:format(who, quote(var.name), tostring(why or "validate returned false")), 0)
+					:format(who, quote(var.name), tostring(why or "validate returned false")), 3)
 			end
 		end
 		-- Bytes of another version must be rewritten by the next save.
@@ -177,17 +190,18 @@ return function(instate)
 		-- Read before the snapshot: a commit in between makes the cache
 		-- look stale (safe), never a stale cache look fresh.
 		local lc = last_commit(store)
-		local bytes, vers, code = state_ns:get_all_encoded()
+		local bytes, vers, vals = state_ns:get_all_encoded(nil, { decode = true, version_default = 1 })
 		if not bytes then
 			error(("instate.setup: cannot read the saved variables: %s (%s)")
-				:format(tostring(vers), tostring(code)), 0)
+				:format(tostring(vers), tostring(vals)), 0)
 		end
-		pending, pending_ver, scan_commit = bytes, vers, lc
+		-- Usually every version is 1: then there is no table to look in.
+		pending, pending_ver, pending_val, scan_commit = bytes, next(vers) ~= nil and vers or nil, vals, lc
 	end
 
 	local function forget()
 		vars, order, norder = {}, {}, 0
-		pending, pending_ver, scan_commit = nil, nil, nil
+		pending, pending_ver, pending_val, scan_commit = nil, nil, nil, nil
 		common_version, nvalidate = nil, 0
 	end
 
@@ -266,33 +280,28 @@ return function(instate)
 		end
 	end
 
-	function instate.defstate(name, default, opts)
-		local var = vars[name]
-		if var then return var end
-		-- The common case first: a name saved in the store as setup read it,
-		-- declared without options.
-		local bytes, ver
+	local function note_version(version)
+		if common_version == nil then
+			common_version = version
+		elseif common_version ~= version then
+			common_version = false
+		end
+	end
+
+	-- Every declaration but a saved name without options: check the
+	-- arguments, read the record when setup's read is stale, restore.
+	-- Only ever tail-called by defstate, so error levels are defstate's.
+	local function declare(name, default, opts)
+		local bytes, ver, v
 		if pending then
 			if last_commit(store) == scan_commit then
 				bytes = pending[name]
 				if bytes then
-					ver = pending_ver[name]
-					if opts == nil and (ver == 1 or ver == 0) then
-						-- Decode at first use. The store only accepts valid
-						-- MessagePack, so this defers no error that a sound
-						-- store can produce.
-						var = setmetatable({ UNREAD, bytes, false, default, name = name }, Var)
-						if common_version ~= 1 then
-							if common_version == nil then common_version = 1 else common_version = false end
-						end
-						vars[name] = var
-						norder = norder + 1
-						order[norder] = var
-						return var
-					end
+					ver = pending_ver and pending_ver[name] or 1
+					v = pending_val and pending_val[name]
 				end
 			else
-				pending, pending_ver = nil, nil
+				pending, pending_ver, pending_val = nil, nil, nil
 			end
 		end
 		if not bytes then check_name(name) end
@@ -325,33 +334,64 @@ return function(instate)
 		if not pending and not bytes then
 			bytes, ver = state_ns:get_encoded(name)
 		end
-		if bytes and (ver == version or ver == 0 and version == 1) and not validate then
-			var = setmetatable({ UNREAD, bytes, false, default, name = name }, Var)
-			if version ~= 1 then var.version = version end
-			if migrate then var.migrate = migrate end
-		else
-			var = setmetatable({ default, false, true, default, name = name }, Var)
+		-- Missing from setup's values: nil, or a record that does not decode.
+		if bytes and v == nil then v = decode_saved(name, bytes, "instate.defstate") end
+		local var
+		if bytes then
+			var = setmetatable({ UNREAD, false, false, default, false, name = name }, Var)
 			if version ~= 1 then var.version = version end
 			if migrate then var.migrate = migrate end
 			if validate then var.validate = validate end
-			if bytes then
-				local v, kept = restore(var, bytes, ver, "instate.defstate")
-				var[VALUE], var[BYTES], var[DIRTY] = v, kept or false, kept == nil
-			elseif type(default) == "table" then
+			local kept
+			v, kept = restore(var, v, bytes, ver, "instate.defstate")
+			if kept then
+				-- Not handed out yet, like a restore on the common path.
+				var[BYTES], var[RESTORED] = kept, v
+			else
+				-- Migrated: the next save rewrites it.
+				var[VALUE], var[DIRTY], var[RESTORED] = v, true, nil
+			end
+		else
+			var = setmetatable({ default, false, true, default, nil, name = name }, Var)
+			if version ~= 1 then var.version = version end
+			if migrate then var.migrate = migrate end
+			if validate then var.validate = validate end
+			if type(default) == "table" then
 				-- The default is the value; keep it as declared for reset().
 				var[DEFAULT] = deepcopy(default)
 			end
-			if validate then nvalidate = nvalidate + 1 end
 		end
-		if common_version == nil then
-			common_version = version
-		elseif common_version ~= version then
-			common_version = false
-		end
+		if validate then nvalidate = nvalidate + 1 end
+		note_version(version)
 		vars[name] = var
-		norder = norder + 1
-		order[norder] = var
+		local n = norder + 1
+		norder = n
+		order[n] = var
 		return var
+	end
+
+	function instate.defstate(name, default, opts)
+		local var = vars[name]
+		if var then return var end
+		-- The common case first, kept short: a name saved with version 1,
+		-- decoded by setup, declared without options.
+		if opts == nil and pending_val then
+			if last_commit(store) == scan_commit then
+				local v = pending_val[name]
+				if v ~= nil and (pending_ver == nil or pending_ver[name] == nil) then
+					var = setmetatable({ UNREAD, pending[name], false, default, v, name = name }, Var)
+					vars[name] = var
+					local n = norder + 1
+					norder = n
+					order[n] = var
+					if common_version ~= 1 then note_version(1) end
+					return var
+				end
+			else
+				pending, pending_ver, pending_val = nil, nil, nil
+			end
+		end
+		return declare(name, default, opts)
 	end
 
 	-- ---------------------------------------------------------------------
@@ -361,15 +401,17 @@ return function(instate)
 	function Var:get()
 		if getmetatable(self) ~= Var then bad_self(self, "get") end
 		local v = self[VALUE]
-		if v == UNREAD then v = read(self) end
+		if v == UNREAD then
+			v = self[RESTORED]
+			self[VALUE], self[RESTORED] = v, nil
+		end
 		return v
 	end
 
 	function Var:set(v)
 		if getmetatable(self) ~= Var then bad_self(self, "set") end
 		if undo then log_old(self) end
-		self[VALUE] = v
-		self[DIRTY] = true
+		self[VALUE], self[DIRTY], self[RESTORED] = v, true, nil
 	end
 
 	function Var:update(fn)
@@ -388,7 +430,6 @@ return function(instate)
 		if getmetatable(self) ~= Var then bad_self(self, "reset") end
 		assign(self, deepcopy(self[DEFAULT]))
 	end
-
 	function Var:saved()
 		if getmetatable(self) ~= Var then bad_self(self, "saved") end
 		if not store or vars[self.name] ~= self then
@@ -450,6 +491,7 @@ return function(instate)
 
 	function instate.save_all()
 		need_store("save_all")
+		pending_val = nil
 		local list, n = order, norder
 		-- Every validate runs before anything is written.
 		if nvalidate > 0 then
@@ -533,7 +575,7 @@ return function(instate)
 			if lc_in == scan_commit and lc == lc_in + 1 then
 				scan_commit = lc
 			else
-				pending, pending_ver = nil, nil
+				pending, pending_ver, pending_val = nil, nil, nil
 			end
 		end
 		return store:revision()
@@ -562,12 +604,14 @@ return function(instate)
 		end
 		local values, kept = {}, {}
 		for i = 1, n do
-			values[i], kept[i] = restore(list[i], got[i], gotver[i], "instate.reload_all")
+			local var = list[i]
+			local v = decode_saved(var.name, got[i], "instate.reload_all")
+			values[i], kept[i] = restore(var, v, got[i], gotver[i], "instate.reload_all")
 		end
 		for i = 1, n do
 			local var = list[i]
 			if undo then log_old(var) end
-			var[VALUE], var[BYTES], var[DIRTY] = values[i], kept[i] or false, kept[i] == nil
+			var[VALUE], var[BYTES], var[DIRTY], var[RESTORED] = values[i], kept[i] or false, kept[i] == nil, nil
 		end
 		return true
 	end
@@ -597,7 +641,7 @@ return function(instate)
 		end
 		for i = log.n, 1, -1 do
 			local var = log[i]
-			var[VALUE], var[DIRTY] = log.old[i], true
+			var[VALUE], var[DIRTY], var[RESTORED] = log.old[i], true, nil
 		end
 		error((...), 0)
 	end
