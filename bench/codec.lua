@@ -10,6 +10,10 @@
 -- time plain Lua takes to build the same tables from ready values, which no
 -- decoder can beat.
 --
+-- Canonical encoding (opts.canonical: every map sorted) is timed on the same
+-- shapes, with its cost over plain encoding; "with references" adds one
+-- shared table to the whole state, which takes the second, id-ordering pass.
+--
 -- Run: make bench   (or LUA_CPATH=build/lib/?.so;; lua5.4 bench/codec.lua)
 local instate = require "instate"
 local ok_cjson, cjson = pcall(require, "cjson")
@@ -93,9 +97,32 @@ local function run(n, rounds)
   local back = instate.decode(instate.encode(state))
   assert(#back == n and back[n].name == state[n].name and back[n].x == state[n].x)
 
-  for _ = 1, rounds do
+  local canon_opts = {canonical = true}
+  local function canon(x) return instate.encode(x, nil, canon_opts) end
+  -- the same state plus one reference: GRAPH, and canonical pass 2
+  local shared = {}
+  for i = 1, n do shared[i] = state[i] end
+  shared[n + 1] = shared[1]
+  local back2 = instate.decode(canon(shared))
+  assert(back2[n + 1] == back2[1] and canon(back2) == canon(shared))
+  assert(canon(instate.decode(canon(state))) == canon(state))
+
+  sizes.r = #instate.encode(shared)
+  -- canonical against plain: timed back to back, in alternating order
+  local canon_pairs = {
+    {"i.cenc", "i.enc2", whole_enc, state},
+    {"i.cpenc", "i.penc2", per_enc, state},
+    {"i.crenc", "i.renc", whole_enc, shared},
+  }
+
+  for round = 1, rounds do
     local t, s
     t = time(build, v, n); add("floor", t)
+    for _, p in ipairs(canon_pairs) do
+      local function c() add(p[1], (time(p[3], canon, p[4]))) end
+      local function e() add(p[2], (time(p[3], instate.encode, p[4]))) end
+      if round % 2 == 0 then c(); e() else e(); c() end
+    end
     t, s = time(whole_enc, instate.encode, state); add("i.enc", t); sizes.i = #s
     t = time(whole_dec, instate.decode, s); add("i.dec", t)
     t, s = time(whole_enc, cjson.encode, state); add("c.enc", t); sizes.c = #s
@@ -124,9 +151,20 @@ local function run(n, rounds)
   row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "decode, per variable",
     m["i.pdec"] * 1e3, mbs(sizes.ip, m["i.pdec"]), m["c.pdec"] * 1e3, mbs(sizes.cp, m["c.pdec"]),
     m["c.pdec"] / m["i.pdec"])
+  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode canonical, whole",
+    m["i.cenc"] * 1e3, mbs(sizes.i, m["i.cenc"]), m["c.enc"] * 1e3, mbs(sizes.c, m["c.enc"]),
+    m["c.enc"] / m["i.cenc"])
+  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode canonical, per var",
+    m["i.cpenc"] * 1e3, mbs(sizes.ip, m["i.cpenc"]), m["c.penc"] * 1e3, mbs(sizes.cp, m["c.penc"]),
+    m["c.penc"] / m["i.cpenc"])
+  row("  %-22s %10.1f %10.1f", "encode, with references", m["i.renc"] * 1e3, mbs(sizes.r, m["i.renc"]))
+  row("  %-22s %10.1f %10.1f", "  canonical (2 passes)", m["i.crenc"] * 1e3, mbs(sizes.r, m["i.crenc"]))
   row("  %-22s %10.1f %10s %10s %10s %11s", "floor: build in Lua", m.floor * 1e3, "", "", "", "")
   row("  decode / floor: whole %.2fx, per variable %.2fx (target <= 1.5x)",
     m["i.dec"] / m.floor, m["i.pdec"] / m.floor)
+  row("  canonical / plain encode (back to back): whole %+.0f%%, per variable %+.0f%%, with references %+.0f%%",
+    (m["i.cenc"] / m["i.enc2"] - 1) * 100, (m["i.cpenc"] / m["i.penc2"] - 1) * 100,
+    (m["i.crenc"] / m["i.renc"] - 1) * 100)
   row("")
 end
 

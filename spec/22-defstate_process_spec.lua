@@ -120,4 +120,24 @@ describe("defstate across processes", function()
       ]]))
     end
   end)
+  it("an unchanged table restored in a new process costs no write, whatever its key order", function()
+    local path = helpers.tmpdir() .. "/save"
+    -- Each process builds the default with keys in another order and
+    -- history, hands the table out and saves: only the first save writes.
+    local code = [[
+      local t = {}
+      for i = 1, 60 do t["k" .. i] = i end
+      for i = 1, 60, 3 do t["k" .. i] = nil; t["k" .. i] = i end
+      local v = instate.defstate("bag", t)
+      v:get().k1 = 1
+      local store = instate.setup(path)
+      local before = store:revision()
+      instate.save_all()
+      show("wrote", store:revision() - before)
+    ]]
+    assert.are.same({ "wrote 1" }, run(path, code))
+    for _ = 1, 3 do
+      assert.are.same({ "wrote 0" }, run(path, code))
+    end
+  end)
 end)

@@ -4,9 +4,29 @@
  * instate_mpack.h; this file walks Lua values.
  *
  * Encoding runs no Lua code and calls no metamethods (raw access only), and
- * allocates nothing per call: the output buffer and the table-identity set
- * live in one userdata per Lua state, reused, so an error raised half-way
- * leaks nothing.
+ * allocates nothing per call: the output buffer, the table-identity set and
+ * the scratch arrays of the canonical order live in one userdata per Lua
+ * state, reused, so an error raised half-way leaks nothing.
+ *
+ * Canonical encoding (FORMAT.md section 1, "Canonical map order") sorts the
+ * entries of every map by their encoded bytes, so a value gives the same
+ * bytes in every process whatever its tables' hash layout. It runs in one
+ * or two passes:
+ *
+ * 1. Encode as usual, but record where each map entry starts; once a map is
+ *    done, sort its entries (memcmp of the entry bytes: key first, then the
+ *    value for keys that encode alike) and permute the body in place. No
+ *    table id is involved in a tree, so a value without references is done.
+ * 2. A value with references needs its table ids assigned in canonical
+ *    order, which pass 1 did not do (ids followed next order, and moving an
+ *    entry that holds a table renumbers every later table). So encode again
+ *    with each map ordered *before* its entries are written: the sort bytes
+ *    of an entry with a scalar key are the key's bytes (independent of ids);
+ *    an entry with a table key is encoded in full as a probe, from the ids
+ *    known when the map begins, its bytes kept as its sort bytes, then the
+ *    tables it numbered are forgotten again. The entries are then written
+ *    in that order, numbering tables as they come. Probing has a budget
+ *    (PROBE_FACTOR below), so nested table keys cannot make it exponential.
  */
 #include "linstate.h"
 #include "instate_mpack.h"
@@ -39,6 +59,17 @@ typedef struct enc_frame {
 	lua_Integer i;
 } enc_frame;
 
+/* One map entry being put in canonical order: its bytes are len bytes at
+ * buffer offset off (offsets: nested encodings may move the buffer). pre
+ * holds the first 8 of them big-endian, zero-padded, so most comparisons
+ * are one integer compare. idx is the key's slot in the keys table of the
+ * second pass. */
+typedef struct canon_ent {
+	uint64_t pre;
+	size_t off, len;
+	uint32_t idx;
+} canon_ent;
+
 typedef struct codec {
 	unsigned char *buf;
 	size_t len, cap;
@@ -50,6 +81,16 @@ typedef struct codec {
 	uint32_t gen;
 	uint32_t last_count;
 	int refs;            /* a REF was written: wrap in GRAPH at the end */
+	int canon;           /* canonical map order requested */
+	int gpass;           /* canonical pass 2: ids follow the sorted order */
+	int probe_depth;     /* probes running inside probes (pass 2) */
+	size_t refs_len;     /* pass 1: bytes of the REFs written ... */
+	size_t nrefs;        /* ... and their number */
+	size_t budget;       /* pass 2: bytes probes may still write */
+	canon_ent *ents;     /* a stack: the entries of every map being sorted */
+	size_t nent, ent_cap;
+	const void **ids;    /* pass 2: id -> table, to forget a probe's tables */
+	size_t ids_cap;
 	const char *root;
 	enc_frame frames[INSTATE_MP_MAX_DEPTH + 1];
 } codec;
@@ -59,6 +100,19 @@ typedef struct codec {
 #define SEEN_KEEP 4096u         /* set slots always worth keeping */
 #define SHRINK_AFTER 64u        /* small encodings in a row before giving memory back */
 #define PATH_STRING_MAX 40      /* string keys longer than this are cut in paths */
+#define SCRATCH_KEEP 4096u      /* canonical scratch entries always worth keeping */
+#define SORT_SMALL 16           /* maps up to this size: insertion sort */
+/* A probed entry is encoded twice (probe, then for real), and probes
+ * nested in probes multiply that per level, so probing has a budget: the
+ * bytes probes may write are PROBE_FACTOR times the value's size plus
+ * PROBE_SLACK, and no more than PROBE_MAX probes run nested. A map met once
+ * the budget is spent, or too deep in probes, does not probe: its table
+ * keys sort as equal and keep next order among themselves. The size used is
+ * pass 1's with every REF counted as one byte, which does not depend on
+ * next order, so the budget runs out at the same point in every process. */
+#define PROBE_FACTOR 4
+#define PROBE_SLACK (64u * 1024)
+#define PROBE_MAX 16
 
 /* ===================================================================== */
 /* The per-state codec                                                   */
@@ -68,10 +122,15 @@ static int codec_gc(lua_State *L)
 	codec *c = luaL_checkudata(L, 1, CODEC_MT);
 	free(c->buf);
 	free(c->slots);
+	free(c->ents);
+	free(c->ids);
 	c->buf = NULL;
 	c->slots = NULL;
+	c->ents = NULL;
+	c->ids = NULL;
 	c->len = c->cap = 0;
 	c->mask = c->count = 0;
+	c->nent = c->ent_cap = c->ids_cap = 0;
 	return 0;
 }
 
@@ -193,6 +252,84 @@ static inline int seen_check(lua_State *L, codec *c, const void *p, uint32_t *id
 	return 0;
 }
 
+/* Empty the set of tables. */
+static void seen_clear(codec *c)
+{
+	c->count = 0;
+	if (++c->gen == 0) { /* wrapped: stale slots could look live */
+		if (c->slots)
+			memset(c->slots, 0, ((size_t)c->mask + 1) * sizeof *c->slots);
+		c->gen = 1;
+	}
+}
+
+/* Take p out of the set (it must be there), closing the gap the way linear
+ * probing needs: move back every later slot of the run that would no
+ * longer be found past the hole. */
+static void seen_remove(codec *c, const void *p)
+{
+	uint32_t i = seen_hash(p) & c->mask, j, k;
+
+	while (c->slots[i].p != p)
+		i = (i + 1) & c->mask;
+	j = i;
+	for (;;) {
+		j = (j + 1) & c->mask;
+		if (c->slots[j].gen != c->gen)
+			break;
+		k = seen_hash(c->slots[j].p) & c->mask;
+		/* slot j stays if its home k lies cyclically in (i, j] */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		c->slots[i] = c->slots[j];
+		i = j;
+	}
+	c->slots[i].gen = 0;
+}
+
+/* Forget the tables numbered from `count` on (a probe's), newest first. */
+static void seen_rollback(codec *c, uint32_t count)
+{
+	while (c->count > count)
+		seen_remove(c, c->ids[--c->count]);
+}
+
+static void ids_put(lua_State *L, codec *c, uint32_t id, const void *p)
+{
+	if (id >= c->ids_cap) {
+		size_t cap = c->ids_cap ? c->ids_cap * 2 : 256;
+		const void **n;
+		if (cap > SIZE_MAX / sizeof *n)
+			out_of_memory(L);
+		n = realloc((void *)c->ids, cap * sizeof *n);
+		if (!n)
+			out_of_memory(L);
+		c->ids = n;
+		c->ids_cap = cap;
+	}
+	c->ids[id] = p;
+}
+
+/* Room for `total` entries in the entry stack. */
+static void ent_reserve(lua_State *L, codec *c, size_t total)
+{
+	size_t cap = c->ent_cap ? c->ent_cap : 64;
+	canon_ent *n;
+
+	if (total <= c->ent_cap)
+		return;
+	while (cap < total) {
+		if (cap > SIZE_MAX / 2 / sizeof *n)
+			out_of_memory(L);
+		cap *= 2;
+	}
+	n = realloc(c->ents, cap * sizeof *n);
+	if (!n)
+		out_of_memory(L);
+	c->ents = n;
+	c->ent_cap = cap;
+}
+
 /* Start an encoding: empty buffer and set, and give back memory once the
  * encodings have stayed much smaller than what the buffers hold for a while
  * (not at once: alternating large and small values would regrow each time). */
@@ -217,15 +354,23 @@ static void codec_reset(codec *c)
 			c->slots = NULL;
 			c->mask = 0;
 		}
+		if (c->ent_cap > SCRATCH_KEEP) { /* ent_reserve() reallocates */
+			free(c->ents);
+			c->ents = NULL;
+			c->ent_cap = 0;
+		}
+		if (c->ids_cap > SCRATCH_KEEP) {
+			free(c->ids);
+			c->ids = NULL;
+			c->ids_cap = 0;
+		}
 	}
 	c->len = 0;
-	c->count = 0;
 	c->refs = 0;
-	if (++c->gen == 0) { /* wrapped: stale slots could look live */
-		if (c->slots)
-			memset(c->slots, 0, ((size_t)c->mask + 1) * sizeof *c->slots);
-		c->gen = 1;
-	}
+	c->canon = c->gpass = c->probe_depth = 0;
+	c->refs_len = c->nrefs = 0;
+	c->nent = 0;
+	seen_clear(c);
 }
 
 /* ===================================================================== */
@@ -466,6 +611,281 @@ static int enc_scalar_array(lua_State *L, codec *c, int idx, lua_Unsigned n, int
 	return 1;
 }
 
+/* ---- canonical order ------------------------------------------------ */
+
+/* The first 8 bytes at p (n >= 1 of them valid, 8 readable) as a
+ * big-endian integer, zero padded: comparing two such integers orders like
+ * memcmp, except that a padded tie still needs the full comparison. */
+static inline uint64_t ent_prefix(const unsigned char *p, size_t n)
+{
+	uint64_t v;
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(&v, p, 8);
+	v = __builtin_bswap64(v);
+#else
+	size_t i;
+	for (v = 0, i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+#endif
+	return n >= 8 ? v : v & (~(uint64_t)0 << (8 * (8 - n)));
+}
+
+/* 8 zero bytes past the end of the buffer (not part of it), so that
+ * ent_prefix() may read 8 bytes at any entry. */
+static void buf_pad(lua_State *L, codec *c)
+{
+	memset(buf_reserve(L, c, 8), 0, 8);
+}
+
+/* Call buf_pad() first if the buffer grew since. */
+static inline void ent_set(codec *c, canon_ent *e, size_t off, size_t len)
+{
+	e->off = off;
+	e->len = len;
+	e->pre = ent_prefix(c->buf + off, len);
+}
+
+/* memcmp order of the entries' bytes, a proper prefix first. */
+static inline int ent_less(const unsigned char *b, const canon_ent *x, const canon_ent *y)
+{
+	size_t n;
+	int r;
+
+	if (x->pre != y->pre)
+		return x->pre < y->pre;
+	n = x->len < y->len ? x->len : y->len;
+	if (n > 8 && (r = memcmp(b + x->off + 8, b + y->off + 8, n - 8)) != 0)
+		return r < 0;
+	return x->len < y->len;
+}
+
+/* Stable insertion sort; returns whether anything moved. */
+static int ent_isort(const unsigned char *b, canon_ent *a, size_t n)
+{
+	size_t i, j;
+	int moved = 0;
+
+	for (i = 1; i < n; i++) {
+		canon_ent x;
+		if (!ent_less(b, &a[i], &a[i - 1]))
+			continue;
+		x = a[i];
+		j = i;
+		do {
+			a[j] = a[j - 1];
+			j--;
+		} while (j > 0 && ent_less(b, &x, &a[j - 1]));
+		a[j] = x;
+		moved = 1;
+	}
+	return moved;
+}
+
+/* Sort the n entries from e0 of the entry stack, stably: insertion sort
+ * for small maps, else a bottom-up merge sort over runs of SORT_SMALL with
+ * the space above the entries as the other half. Returns whether the order
+ * changed (entries are recorded in buffer order, so unchanged means
+ * offsets still ascend). */
+static int ent_sort(lua_State *L, codec *c, size_t e0, size_t n)
+{
+	const unsigned char *b = c->buf;
+	canon_ent *a, *t, *x;
+	size_t i, w;
+
+	if (n <= SORT_SMALL)
+		return ent_isort(b, c->ents + e0, n);
+	if (n > (SIZE_MAX - e0) / 2)
+		out_of_memory(L);
+	ent_reserve(L, c, e0 + 2 * n);
+	a = c->ents + e0;
+	t = a + n;
+	for (i = 0; i < n; i += SORT_SMALL)
+		ent_isort(b, a + i, n - i < SORT_SMALL ? n - i : SORT_SMALL);
+	for (w = SORT_SMALL; w < n; w *= 2) {
+		for (i = 0; i < n; i += 2 * w) {
+			size_t l = i, m = i + w < n ? i + w : n, r = m;
+			size_t hi = i + 2 * w < n ? i + 2 * w : n, k = i;
+			while (l < m && r < hi)
+				t[k++] = ent_less(b, &a[r], &a[l]) ? a[r++] : a[l++];
+			while (l < m)
+				t[k++] = a[l++];
+			while (r < hi)
+				t[k++] = a[r++];
+		}
+		x = a;
+		a = t;
+		t = x;
+	}
+	if (a != c->ents + e0)
+		memcpy(c->ents + e0, a, n * sizeof *a);
+	a = c->ents + e0;
+	for (i = 1; i < n; i++)
+		if (a[i].off < a[i - 1].off)
+			return 1;
+	return 0;
+}
+
+/* Pass 1: the map body from `body` to the end of the buffer holds the
+ * entries recorded from e0 on; sort them and permute the body, through the
+ * free space at the end of the buffer. */
+static void canon_permute(lua_State *L, codec *c, size_t e0, size_t body)
+{
+	size_t n = c->nent - e0, end = c->len, i;
+	unsigned char *tmp, *q;
+
+	buf_pad(L, c);
+	for (i = 0; i < n; i++) {
+		canon_ent *e = &c->ents[e0 + i];
+		ent_set(c, e, e->off, (i + 1 < n ? c->ents[e0 + i + 1].off : end) - e->off);
+	}
+	if (!ent_sort(L, c, e0, n))
+		return;
+	tmp = buf_reserve(L, c, end - body);
+	for (q = tmp, i = 0; i < n; i++) {
+		const canon_ent *e = &c->ents[e0 + i];
+		copy_bytes(q, (const char *)c->buf + e->off, e->len);
+		q += e->len;
+	}
+	memcpy(c->buf + body, tmp, end - body);
+}
+
+/* ---- tables --------------------------------------------------------- */
+
+/* A map in next order (and, when canonical, sorted afterwards). */
+static void enc_map(lua_State *L, codec *c, int idx, int depth, enc_frame *fr)
+{
+	/* One pass: a one-byte fixmap header, widened afterwards in the
+	 * rare case of more than 15 pairs. */
+	size_t hpos = c->len, h, e0 = c->nent;
+	lua_Unsigned count = 0;
+	int kt, canon = c->canon;
+
+	buf_reserve(L, c, 1);
+	c->len++;
+	lua_pushnil(L);
+	fr->keyidx = lua_gettop(L);
+	while (lua_next(L, idx)) {
+		if (canon) {
+			if (c->nent == c->ent_cap)
+				ent_reserve(L, c, c->nent + 1);
+			c->ents[c->nent++].off = c->len;
+		}
+		kt = lua_type(L, -2);
+		if (kt == LUA_TTABLE)
+			enc_table(L, c, fr->keyidx, depth + 1);
+		else if (kt == LUA_TNUMBER || kt == LUA_TSTRING || kt == LUA_TBOOLEAN)
+			enc_value(L, c, -2, kt, depth + 1);
+		else
+			enc_fail_type(L, c, depth, kt, " as a key");
+		enc_value(L, c, -1, lua_type(L, -1), depth + 1);
+		lua_pop(L, 1);
+		count++;
+	}
+	if (count > UINT32_MAX)
+		enc_fail(L, c, depth, "cannot store a table of more than 2^32-1 entries");
+	if (canon && count > 1)
+		canon_permute(L, c, e0, hpos + 1);
+	c->nent = e0;
+	h = instate_mp_map_header_size((uint32_t)count);
+	if (h > 1) {
+		buf_reserve(L, c, h - 1);
+		memmove(c->buf + hpos + h, c->buf + hpos + 1, c->len - hpos - 1);
+		c->len += h - 1;
+	}
+	instate_mp_put_map_header(c->buf + hpos, (uint32_t)count);
+}
+
+/* Pass 2: a map whose order is settled before its entries are written, so
+ * that tables are numbered in canonical order. The sort bytes are written
+ * first at the end of the buffer, then the entries in order after them,
+ * then the entries are moved down over the sort bytes. */
+static void enc_map_graph(lua_State *L, codec *c, int idx, int depth, enc_frame *fr)
+{
+	lua_Unsigned n = 0;
+	int tables = 0, tkeys = 0, keys, probe, kt;
+	size_t e0 = c->nent, region, real, i;
+	unsigned char *p;
+
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		if (lua_type(L, -2) == LUA_TTABLE)
+			tkeys = tables = 1;
+		else if (lua_type(L, -1) == LUA_TTABLE)
+			tables = 1;
+		lua_pop(L, 1);
+		n++;
+	}
+	/* Without a table inside, the order cannot change any id. */
+	if (!tables || n < 2) {
+		enc_map(L, c, idx, depth, fr);
+		return;
+	}
+	if (n > UINT32_MAX)
+		enc_fail(L, c, depth, "cannot store a table of more than 2^32-1 entries");
+	luaL_checkstack(L, 4, "value nested too deeply");
+	lua_createtable(L, n > (lua_Unsigned)INT_MAX ? INT_MAX : (int)n, 0);
+	keys = lua_gettop(L);
+	p = buf_reserve(L, c, 5);
+	buf_commit(c, instate_mp_put_map_header(p, (uint32_t)n));
+	region = c->len;
+	probe = tkeys && c->probe_depth < PROBE_MAX && c->budget > 0;
+	ent_reserve(L, c, e0 + n);
+	i = 0;
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		size_t off = c->len;
+		canon_ent *e;
+		lua_pushvalue(L, -2);
+		lua_rawseti(L, keys, (lua_Integer)++i);
+		fr->keyidx = lua_gettop(L) - 1;
+		kt = lua_type(L, -2);
+		if (kt == LUA_TTABLE) {
+			if (probe) {
+				uint32_t count = c->count;
+				c->probe_depth++;
+				enc_table(L, c, fr->keyidx, depth + 1);
+				enc_value(L, c, -1, lua_type(L, -1), depth + 1);
+				c->probe_depth--;
+				seen_rollback(c, count);
+				c->budget -= c->len - off < c->budget ? c->len - off : c->budget;
+			} else {
+				/* every table key alike: they keep next order */
+				p = buf_reserve(L, c, 1);
+				buf_commit(c, instate_mp_put_map_header(p, 0));
+			}
+		} else if (kt == LUA_TNUMBER || kt == LUA_TSTRING || kt == LUA_TBOOLEAN) {
+			enc_value(L, c, -2, kt, depth + 1);
+		} else {
+			enc_fail_type(L, c, depth, kt, " as a key");
+		}
+		lua_pop(L, 1);
+		/* nested maps have popped their entries: the slot is ours */
+		buf_pad(L, c);
+		e = &c->ents[c->nent++];
+		ent_set(c, e, off, c->len - off);
+		e->idx = (uint32_t)i;
+	}
+	ent_sort(L, c, e0, (size_t)n);
+	real = c->len;
+	for (i = 0; i < n; i++) {
+		lua_rawgeti(L, keys, (lua_Integer)c->ents[e0 + i].idx);
+		fr->keyidx = lua_gettop(L);
+		kt = lua_type(L, -1);
+		if (kt == LUA_TTABLE)
+			enc_table(L, c, fr->keyidx, depth + 1);
+		else
+			enc_value(L, c, -1, kt, depth + 1);
+		lua_pushvalue(L, -1);
+		lua_rawget(L, idx);
+		enc_value(L, c, -1, lua_type(L, -1), depth + 1);
+		lua_pop(L, 2);
+	}
+	memmove(c->buf + region, c->buf + real, c->len - real);
+	c->len = region + (c->len - real);
+	c->nent = e0;
+	lua_pop(L, 1);
+}
+
 static void enc_table(lua_State *L, codec *c, int idx, int depth)
 {
 	enc_frame *fr;
@@ -474,11 +894,17 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 	uint32_t id;
 
 	if (seen_check(L, c, lua_topointer(L, idx), &id)) {
+		unsigned char *e;
 		p = buf_reserve(L, c, INSTATE_MP_MAX_HEADER);
-		buf_commit(c, instate_mp_put_ref(p, id));
+		e = instate_mp_put_ref(p, id);
+		buf_commit(c, e);
 		c->refs = 1;
+		c->refs_len += (size_t)(e - p);
+		c->nrefs++;
 		return;
 	}
+	if (c->gpass)
+		ids_put(L, c, id, lua_topointer(L, idx));
 	if (depth >= INSTATE_MP_MAX_DEPTH) {
 		char what[64];
 		snprintf(what, sizeof what, "value nested deeper than %d levels", INSTATE_MP_MAX_DEPTH);
@@ -501,47 +927,32 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 			enc_value(L, c, -1, lua_rawgeti(L, idx, i), depth + 1);
 			lua_pop(L, 1);
 		}
+	} else if (c->gpass) {
+		enc_map_graph(L, c, idx, depth, fr);
 	} else {
-		/* One pass: a one-byte fixmap header, widened afterwards in the
-		 * rare case of more than 15 pairs. */
-		size_t hpos = c->len, h;
-		lua_Unsigned count = 0;
-		int kt;
-
-		buf_reserve(L, c, 1);
-		c->len++;
-		lua_pushnil(L);
-		fr->keyidx = lua_gettop(L);
-		while (lua_next(L, idx)) {
-			kt = lua_type(L, -2);
-			if (kt == LUA_TTABLE)
-				enc_table(L, c, fr->keyidx, depth + 1);
-			else if (kt == LUA_TNUMBER || kt == LUA_TSTRING || kt == LUA_TBOOLEAN)
-				enc_value(L, c, -2, kt, depth + 1);
-			else
-				enc_fail_type(L, c, depth, kt, " as a key");
-			enc_value(L, c, -1, lua_type(L, -1), depth + 1);
-			lua_pop(L, 1);
-			count++;
-		}
-		if (count > UINT32_MAX)
-			enc_fail(L, c, depth, "cannot store a table of more than 2^32-1 entries");
-		h = instate_mp_map_header_size((uint32_t)count);
-		if (h > 1) {
-			buf_reserve(L, c, h - 1);
-			memmove(c->buf + hpos + h, c->buf + hpos + 1, c->len - hpos - 1);
-			c->len += h - 1;
-		}
-		instate_mp_put_map_header(c->buf + hpos, (uint32_t)count);
+		enc_map(L, c, idx, depth, fr);
 	}
 }
 
-static const char *encode_with(lua_State *L, codec *c, int idx, const char *root, size_t *len)
+static const char *encode_with(lua_State *L, codec *c, int idx, const char *root, size_t *len,
+                               int canonical)
 {
 	codec_reset(c);
+	c->canon = canonical;
 	c->root = root ? root : "value";
 	idx = lua_absindex(L, idx);
 	enc_value(L, c, idx, lua_type(L, idx), 0);
+	if (c->refs && canonical) {
+		/* Pass 2 (see the top of the file): ids in canonical order. */
+		size_t size = c->len - c->refs_len + c->nrefs;
+		c->budget = size > (SIZE_MAX - PROBE_SLACK) / PROBE_FACTOR ? SIZE_MAX
+			: size * PROBE_FACTOR + PROBE_SLACK;
+		c->len = 0;
+		seen_clear(c);
+		c->gpass = 1;
+		enc_value(L, c, idx, lua_type(L, idx), 0);
+		c->gpass = 0;
+	}
 	if (c->refs) {
 		/* Tell the decoder up front that it must remember tables: wrap the
 		 * whole value once in GRAPH. Plain trees never pay for this. */
@@ -563,7 +974,13 @@ static const char *encode_with(lua_State *L, codec *c, int idx, const char *root
 const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len)
 {
 	idx = lua_absindex(L, idx);
-	return encode_with(L, get_codec(L), idx, root, len);
+	return encode_with(L, get_codec(L), idx, root, len, 0);
+}
+
+const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, size_t *len)
+{
+	idx = lua_absindex(L, idx);
+	return encode_with(L, get_codec(L), idx, root, len, 1);
 }
 
 /* ===================================================================== */
@@ -693,16 +1110,35 @@ corrupt:
 /* ===================================================================== */
 /* Lua functions                                                         */
 
-/* instate.encode(value [, root]) -> string */
+/* instate.encode(value [, root [, opts]]) -> string; opts.canonical */
 static int l_encode(lua_State *L)
 {
 	codec *c = lua_touserdata(L, lua_upvalueindex(1));
 	const char *root = luaL_optstring(L, 2, "value");
 	const char *s;
 	size_t len;
+	int canonical = 0;
 
 	luaL_checkany(L, 1);
-	s = encode_with(L, c, 1, root, &len);
+	if (!lua_isnoneornil(L, 3)) {
+		/* One walk over the options, keys compared by identity with the
+		 * interned name: saving many small values passes opts each time. */
+		luaL_checktype(L, 3, LUA_TTABLE);
+		lua_settop(L, 3);
+		lua_pushnil(L);
+		while (lua_next(L, 3)) {
+			if (!lua_rawequal(L, -2, lua_upvalueindex(2)))
+				luaL_argerror(L, 3, lua_pushfstring(L, "unknown option '%s'",
+					lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
+					                               : luaL_typename(L, -2)));
+			if (!lua_isboolean(L, -1))
+				luaL_argerror(L, 3, lua_pushfstring(L,
+					"option 'canonical' must be a boolean, got %s", luaL_typename(L, -1)));
+			canonical = lua_toboolean(L, -1);
+			lua_pop(L, 1);
+		}
+	}
+	s = encode_with(L, c, 1, root, &len, canonical);
 	lua_pushlstring(L, s, len);
 	return 1;
 }
@@ -727,7 +1163,8 @@ void linstate_open_codec(lua_State *L)
 {
 	get_codec(L);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
-	lua_pushcclosure(L, l_encode, 1);
+	lua_pushliteral(L, "canonical");
+	lua_pushcclosure(L, l_encode, 2);
 	lua_setfield(L, -2, "encode");
 	lua_pushcfunction(L, l_decode);
 	lua_setfield(L, -2, "decode");

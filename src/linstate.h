@@ -23,6 +23,13 @@
 const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len);
 
 /*
+ * linstate_encode() in canonical map order (docs/FORMAT.md section 1): the
+ * same value gives the same bytes in every process, whatever the insertion
+ * history of its tables. Same contract and buffer as linstate_encode().
+ */
+const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, size_t *len);
+
+/*
  * Decode n bytes at p. On success pushes the value and returns 1. On corrupt
  * input pushes an error message naming the byte offset and returns 0. Raises
  * only on memory errors. Never runs Lua code.

@@ -1248,8 +1248,10 @@ static int l_ns_set_encoded(lua_State *L)
 /*
  * tx_ns:put_many(n, keys, values, olds, versions) -> written, new_bytes
  *
- * The defstate layer's save: for i = 1..n encode values[i] (named keys[i] in
- * errors), skip it when the bytes equal olds[i], else write it with
+ * The defstate layer's save: for i = 1..n encode values[i] in canonical
+ * map order (named keys[i] in errors; equal values give equal bytes in any
+ * process, so an unchanged variable is recognised after a restart too),
+ * skip it when the bytes equal olds[i], else write it with
  * versions[i] (or versions itself when a number). Returns the number
  * written and a table i -> bytes of what was written. One C loop instead of
  * n calls; raising inside aborts the enclosing transaction.
@@ -1287,7 +1289,7 @@ static int l_ns_put_many(lua_State *L)
 		if (klen < 1 || klen > INSTATE_KEY_MAX)
 			return luaL_error(L, "put_many: keys[%I] must be 1..%d bytes", i, INSTATE_KEY_MAX);
 		lua_rawgeti(L, 4, i);
-		val = linstate_encode(L, 9, value_root(key, klen), &vlen);
+		val = linstate_encode_canonical(L, 9, value_root(key, klen), &vlen);
 		lua_rawgeti(L, 5, i);
 		old = lua_tolstring(L, 10, &olen);
 		if (old && olen == vlen && memcmp(old, val, vlen) == 0) {

@@ -4,9 +4,14 @@
  * Any input must decode to a value or to a CORRUPT message, never crash or
  * raise. Whatever decodes must encode again, and that encoding must decode
  * to a value of the same shape (same types, float bits, strings and
- * reference structure). Bytes are not compared: a table's traversal order
- * depends on its insertion history, so two equal tables may encode their
- * maps in different orders.
+ * reference structure). Plain bytes are not compared: a table's traversal
+ * order depends on its insertion history, so two equal tables may encode
+ * their maps in different orders.
+ *
+ * The canonical encoding must be stable: canonical(decode(canonical(v)))
+ * equals canonical(v), and decodes to the same shape. The one documented
+ * exception (docs/FORMAT.md section 1) needs a map with two or more table
+ * keys; a difference without one aborts.
  *
  * Build: make fuzz (clang, -DINSTATE_FUZZ=ON); run with -max_total_time=N.
  */
@@ -24,6 +29,61 @@ static int encode_top(lua_State *L)
 	size_t n;
 	const char *s = linstate_encode(L, 1, "value", &n);
 	lua_pushlstring(L, s, n);
+	return 1;
+}
+
+static int encode_canonical_top(lua_State *L)
+{
+	size_t n;
+	const char *s = linstate_encode_canonical(L, 1, "value", &n);
+	lua_pushlstring(L, s, n);
+	return 1;
+}
+
+/* Whether the value at idx holds a map with two or more table keys.
+ * `seen` (stack slot) marks tables visited. */
+static int has_table_keys(lua_State *L, int idx, int seen)
+{
+	int found = 0, tkeys = 0;
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return 0;
+	lua_pushvalue(L, idx);
+	if (lua_rawget(L, seen) != LUA_TNIL) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	lua_pop(L, 1);
+	lua_pushvalue(L, idx);
+	lua_pushboolean(L, 1);
+	lua_rawset(L, seen);
+	if (!lua_checkstack(L, 8))
+		abort();
+	lua_pushnil(L);
+	while (!found && lua_next(L, idx)) {
+		int k = lua_gettop(L) - 1;
+		if (lua_type(L, k) == LUA_TTABLE)
+			tkeys++;
+		found = tkeys >= 2 || has_table_keys(L, k, seen) || has_table_keys(L, k + 1, seen);
+		lua_pop(L, 1);
+	}
+	if (found)
+		lua_pop(L, 1); /* the key lua_next left */
+	return found;
+}
+
+/* Canonical bytes of the value at idx pushed (returns 1), or nothing
+ * pushed when only the depth limit stopped it (returns 0). */
+static int canonical(lua_State *L, int idx)
+{
+	lua_pushcfunction(L, encode_canonical_top);
+	lua_pushvalue(L, idx);
+	if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+		if (!strstr(lua_tostring(L, -1), "nested deeper than"))
+			abort();
+		lua_pop(L, 1);
+		return 0;
+	}
 	return 1;
 }
 
@@ -146,6 +206,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lua_newtable(L); /* pairs at base + 4 */
 	if (!same(L, base + 1, base + 3, base + 4, 0))
 		abort();
+	lua_settop(L, base + 1);
+
+	/* canonical: c1 = canon(v1), v3 = decode(c1), c2 = canon(v3) */
+	if (!canonical(L, base + 1)) { /* c1 at base + 2 */
+		lua_settop(L, base);
+		return 0;
+	}
+	{
+		size_t n2;
+		const char *c1 = lua_tolstring(L, base + 2, &n1), *c2;
+		if (instate_mp_validate(c1, n1, NULL, NULL, 0) != 0)
+			abort();
+		if (!linstate_decode(L, c1, n1)) /* v3 at base + 3 */
+			abort();
+		lua_newtable(L);
+		if (!same(L, base + 1, base + 3, base + 4, 0))
+			abort();
+		lua_settop(L, base + 3);
+		/* The same tables met along another path may now be too deep. */
+		if (!canonical(L, base + 3)) { /* c2 at base + 4 */
+			lua_settop(L, base);
+			return 0;
+		}
+		c2 = lua_tolstring(L, base + 4, &n2);
+		if (n1 != n2 || memcmp(c1, c2, n1) != 0) {
+			lua_newtable(L);
+			if (!has_table_keys(L, base + 1, lua_gettop(L)))
+				abort();
+		}
+	}
 	lua_settop(L, base);
 	return 0;
 }
