@@ -212,18 +212,11 @@ int instate__ns_lookup(instate_env *e, const char *name, size_t len, instate_ns 
 
 static int meta_u32(MDB_txn *mt, MDB_dbi meta, const char *key, uint32_t *out)
 {
-	MDB_val k = { strlen(key), (void *)key }, d;
-	int rc = mdb_get(mt, meta, &k, &d);
+	uint64_t v;
+	int rc = instate__meta_get(mt, meta, key, 4, &v);
 
-	*out = 0;
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return rc;
-	if (d.mv_size != 4)
-		return MDB_CORRUPTED;
-	*out = instate__get_u32(d.mv_data);
-	return 0;
+	*out = (uint32_t)v;
+	return rc;
 }
 
 /*
@@ -660,18 +653,7 @@ const char *instate_store_path(const instate_store *s)
 
 static int read_revision(instate_env *e, MDB_txn *mt, uint64_t *out)
 {
-	MDB_val k = { strlen(INSTATE_META_REVISION), INSTATE_META_REVISION }, d;
-	int rc = mdb_get(mt, e->meta, &k, &d);
-
-	*out = 0;
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return instate__mdb_err(rc);
-	if (d.mv_size != 8)
-		return INSTATE_CORRUPT;
-	*out = instate__get_u64(d.mv_data);
-	return 0;
+	return instate__mdb_err(instate__meta_get(mt, e->meta, INSTATE_META_REVISION, 8, out));
 }
 
 int instate_store_revision(instate_store *s, uint64_t *out)

@@ -89,6 +89,10 @@ struct instate_store {
 /* LMDB return code -> instate code (positive errno passes through). */
 int instate__mdb_err(int rc);
 
+/* Read a big-endian u32 or u64 (size 4 or 8) from __meta: 0 if absent,
+ * MDB_CORRUPTED if the stored size differs, or an LMDB error. */
+int instate__meta_get(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t *out);
+
 /* Writer slot: 0, or INSTATE_BUSY if this thread holds it; waits otherwise. */
 int instate__slot_acquire(instate_env *e);
 void instate__slot_release(instate_env *e);

@@ -129,7 +129,7 @@ static int buf_set(instate_buf *b, const void *p, size_t n)
 /* ===================================================================== */
 /* Meta helpers                                                           */
 
-static int meta_get_u(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t *out)
+int instate__meta_get(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t *out)
 {
 	MDB_val k = { strlen(key), (void *)key }, d;
 	int rc = mdb_get(mt, meta, &k, &d);
@@ -314,9 +314,9 @@ static int begin_read(instate_txn *t)
 		RDLOCK(e);
 		rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &t->mt);
 		if (rc == 0) {
-			rc = meta_get_u(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
+			rc = instate__meta_get(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
 			if (rc == 0)
-				rc = meta_get_u(t->mt, e->meta, INSTATE_META_NSID, 4, &nsid);
+				rc = instate__meta_get(t->mt, e->meta, INSTATE_META_NSID, 4, &nsid);
 			if (rc) {
 				mdb_txn_abort(t->mt);
 			} else {
@@ -373,9 +373,9 @@ static int begin_write(instate_txn *t)
 		pthread_mutex_unlock(&e->mu);
 		rc = mdb_txn_begin(e->env, NULL, 0, &t->mt);
 		if (rc == 0) {
-			rc = meta_get_u(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
+			rc = instate__meta_get(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
 			if (rc == 0)
-				rc = meta_get_u(t->mt, e->meta, INSTATE_META_NSID, 4, &nsid);
+				rc = instate__meta_get(t->mt, e->meta, INSTATE_META_NSID, 4, &nsid);
 			/* ns_seen changes only under the writer slot now */
 			if (rc == 0 && nsid <= e->ns_seen)
 				break;
