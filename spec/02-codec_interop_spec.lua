@@ -5,17 +5,10 @@ local helpers = require "helpers"
 
 local PYTHON = "/usr/bin/python3"
 
-local function write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local write = helpers.write_file
 
 local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("a")
-  f:close()
-  return data
+  return assert(helpers.read_file(path))
 end
 
 -- Run a python script; returns its output, failing the spec with it if

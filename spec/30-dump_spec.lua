@@ -20,17 +20,7 @@ local function game_item(i)
   }
 end
 
--- Iterates by hand: the contents matter here, not the closing value.
-local function all(ns)
-  local t = {}
-  local f, st, ctl = ns:pairs()
-  while true do
-    local k, v = f(st, ctl)
-    if k == nil then break end
-    t[k], ctl = v, k
-  end
-  return t
-end
+local all = helpers.contents
 
 local function keys(ns)
   local t = {}

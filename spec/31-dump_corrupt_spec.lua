@@ -48,16 +48,7 @@ local function section(name, type_, recs)
   return table.concat(out)
 end
 
-local function all(ns)
-  local t = {}
-  local f, st, ctl = ns:pairs()
-  while true do
-    local k, v = f(st, ctl)
-    if k == nil then break end
-    t[k], ctl = v, k
-  end
-  return t
-end
+local all = helpers.contents
 
 describe("corrupt dumps", function()
   local dir, src, dst, path, bad

@@ -78,6 +78,13 @@ function helpers.write_file(path, data)
   f:close()
 end
 
+--- Every record of a namespace as a table key -> value.
+function helpers.contents(ns)
+  local t = {}
+  for k, v in ns:pairs() do t[k] = v end
+  return t
+end
+
 --- Bits of a float as an integer (NaN payloads, -0.0).
 function helpers.float_bits(x)
   return (string.unpack("<i8", string.pack("<d", x)))
