@@ -8,6 +8,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
+MAKEFLAGS += --no-print-directory
 
 # Debian packages: what building and testing need, and what benchmarks add.
 DEPS       = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev lmdb-utils \
