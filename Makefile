@@ -80,8 +80,9 @@ fuzz: deps-fuzz
 
 valgrind: deps build
 	$(call need_packages,$(VALGRIND_DEPS))
-	@LUA_CPATH="$(BUILD)/lib/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" \
-	  INSTATE_BUILD_DIR=$(BUILD) INSTATE_VALGRIND=1 \
+	@LUA_CPATH="$(abspath $(BUILD))/lib/?.so;;" \
+	  LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+	  INSTATE_BUILD_DIR=$(abspath $(BUILD)) INSTATE_SOURCE_DIR=$(CURDIR) INSTATE_VALGRIND=1 \
 	  valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	    lua5.4 /usr/bin/busted --ignore-lua spec
 
