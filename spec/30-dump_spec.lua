@@ -1,4 +1,4 @@
---- store:dump, store:load and instate.dump_info (API.md "Dump and load").
+--- store:dump, store:load and instate.dump_info (README "Dump and load").
 local instate = require "instate"
 local helpers = require "helpers"
 

@@ -1,4 +1,4 @@
---- Corrupt, truncated, foreign and newer dump files (API.md "Dump and load").
+--- Corrupt, truncated, foreign and newer dump files (README "Dump and load").
 -- A load that fails leaves the store exactly as it was: contents and revision.
 local instate = require "instate"
 local helpers = require "helpers"
