@@ -240,6 +240,43 @@ describe("lifetimes", function()
     store:close()
   end)
 
+  it("an open iterator survives map growth caused by writes inside its loop", function()
+    local store = open({ map_size = 64 * 1024, sync = "none" })
+    local src, dst = store:namespace("src"), store:namespace("dst")
+    for i = 1, 50 do src:set(("k%03d"):format(i), i) end
+    local map_before = store:stats().map_size
+    local big = string.rep("z", 8000)
+    local seen = 0
+    for k, v in src:pairs() do
+      seen = seen + 1
+      assert.are.equal(("k%03d"):format(v), k)
+      assert.is_true(dst:set(k, big .. k))
+      assert.is_true(src:set(k .. "-new", 0)) -- not in the loop's snapshot
+    end
+    assert.are.equal(50, seen)
+    assert.is_true(store:stats().map_size > map_before)
+    assert.are.equal(50, dst:count())
+    assert.are.equal(big .. "k050", dst:get("k050"))
+    assert.are.equal(100, src:count())
+    store:close()
+  end)
+
+  it("inside a transaction, an iterator survives the re-run caused by growth", function()
+    local store = open({ map_size = 64 * 1024, sync = "none" })
+    store:namespace("src"):set("a", 1)
+    local runs = 0
+    store:transaction(function(tx)
+      runs = runs + 1
+      local ns = tx:namespace("src")
+      for k in ns:pairs() do
+        for i = 1, 200 do tx:namespace("dst"):set(k .. i, string.rep("q", 4000)) end
+      end
+    end)
+    assert.is_true(runs > 1)
+    assert.are.equal(200, store:namespace("dst"):count())
+    store:close()
+  end)
+
   it("an error swallowed inside the function does not commit a grown-out transaction", function()
     local store = open({ map_size = 64 * 1024, sync = "none" })
     local runs = 0
