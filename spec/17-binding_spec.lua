@@ -138,6 +138,46 @@ describe("put_many", function()
   end)
 end)
 
+describe("a corrupt stored value", function()
+  -- Written behind the store's back with python3-lmdb: a valid record
+  -- header followed by the never-used MessagePack byte c1.
+  local function corrupt(dir, key)
+    local py = ([[
+import lmdb
+env = lmdb.open(%q, max_dbs=8)
+db = env.open_db(b"n")
+with env.begin(write=True) as txn:
+    txn.put(%q.encode("latin-1"), b"\x00\xc1", db=db)
+]]):format(dir, key)
+    local f = assert(io.popen("/usr/bin/python3 - 2>&1", "w"))
+    f:write(py)
+    assert.is_true(f:close())
+  end
+
+  it("reads as nil, a message naming the key and the offset, and CORRUPT", function()
+    local dir = helpers.tmpdir() .. "/s"
+    local store = assert(instate.open(dir))
+    store:namespace("n"):set("good", 1)
+    store:namespace("n"):set("bad", 1)
+    store:close()
+    corrupt(dir, "bad")
+    store = assert(instate.open(dir))
+    local ns = store:namespace("n")
+    local v, msg, code = ns:get("bad")
+    assert.is_nil(v)
+    assert.matches("corrupt value at key 'bad': .*byte 0", msg)
+    assert.are.equal("CORRUPT", code)
+    assert.are.equal(1, ns:get("good"))
+    -- iteration raises naming the key; the encoded view still reads it
+    assert.has_error(function() for _ in ns:pairs() do end end)
+    assert.are.equal("\193", (ns:get_encoded("bad")))
+    -- a read-modify-write refuses it and changes nothing
+    assert.has_error(function() ns:incr("bad") end)
+    assert.are.equal("\193", (ns:get_encoded("bad")))
+    store:close()
+  end)
+end)
+
 describe("last_commit", function()
   it("changes with every commit from any handle, and only then", function()
     local dir = helpers.tmpdir() .. "/s"

@@ -848,15 +848,20 @@ static int l_tx_tostring(lua_State *L)
 /* ------------------------------------------------------------------------ */
 
 /* Decode the value in the scratch buffer; on corruption return the triple. */
+static const char *value_root(const char *key, size_t klen);
+
 static int push_decoded(lua_State *L, const instate_buf *b, const char *key, size_t klen)
 {
 	if (linstate_decode(L, b->data, b->len))
 		return 1;
-	lua_pushfstring(L, "corrupt value at key '%s': %s", key, lua_tostring(L, -1));
+	if (value_root(key, klen) == key)
+		lua_pushfstring(L, "corrupt value at key '%s': %s", key, lua_tostring(L, -1));
+	else
+		lua_pushfstring(L, "corrupt value at a binary key of %d bytes: %s", (int)klen,
+			lua_tostring(L, -1));
 	lua_pushnil(L);
 	lua_replace(L, -3);
 	lua_pushliteral(L, "CORRUPT");
-	(void)klen;
 	return 3;
 }
 
