@@ -361,9 +361,11 @@ static void txn_mark_retry(ltxn *t)
 		t->retry = 1;
 }
 
-/* After a write on a bound transaction failed with rc: raise the re-run
- * sentinel for RETRY, otherwise return the failure triple. */
-static int bound_fail(lua_State *L, lns *n, int rc, const char *what)
+/* After a namespace call failed with rc: for a namespace bound to a
+ * transaction, RETRY (the map grew) raises the re-run sentinel; any other
+ * failure returns the triple. A store-level call never sees RETRY here:
+ * run_write runs it again itself. */
+static int ns_fail(lua_State *L, lns *n, int rc, const char *what)
 {
 	if (rc == INSTATE_RETRY) {
 		txn_mark_retry(n->tx);
@@ -393,7 +395,7 @@ static int run_write(lua_State *L, lns *n, write_fn fn, void *ud)
 		rc = fn(txn, n, ud);
 		if (!own) {
 			if (rc == INSTATE_RETRY)
-				bound_fail(L, n, rc, NULL);
+				ns_fail(L, n, rc, NULL);
 			return rc;
 		}
 		if (rc == 0) {
@@ -972,8 +974,7 @@ static int ns_put(lua_State *L, unsigned flags, int is_add)
 	if (lua_isnil(L, 3) && !is_add) {
 		rc = run_write(L, n, do_del, &a);
 		if (rc && rc != INSTATE_NOTFOUND)
-			return n->tx ? bound_fail(L, n, rc, "cannot delete")
-				: linstate_fail(L, rc, "cannot delete");
+			return ns_fail(L, n, rc, "cannot delete");
 		lua_pushboolean(L, 1);
 		return 1;
 	}
@@ -984,7 +985,7 @@ static int ns_put(lua_State *L, unsigned flags, int is_add)
 		return 1;
 	}
 	if (rc)
-		return n->tx ? bound_fail(L, n, rc, "cannot write") : linstate_fail(L, rc, "cannot write");
+		return ns_fail(L, n, rc, "cannot write");
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1008,7 +1009,7 @@ static int l_ns_delete(lua_State *L)
 	a.key = check_key(L, 2, &a.klen);
 	rc = run_write(L, n, do_del, &a);
 	if (rc && rc != INSTATE_NOTFOUND)
-		return n->tx ? bound_fail(L, n, rc, "cannot delete") : linstate_fail(L, rc, "cannot delete");
+		return ns_fail(L, n, rc, "cannot delete");
 	lua_pushboolean(L, rc == 0);
 	return 1;
 }
@@ -1034,7 +1035,7 @@ static int l_ns_expire(lua_State *L)
 	a.expires_ms = ttl_to_expiry(L, 3, luaL_checknumber(L, 3), 1);
 	rc = run_write(L, n, do_expire, &a);
 	if (rc && rc != INSTATE_NOTFOUND)
-		return n->tx ? bound_fail(L, n, rc, "cannot expire") : linstate_fail(L, rc, "cannot expire");
+		return ns_fail(L, n, rc, "cannot expire");
 	lua_pushboolean(L, rc == 0);
 	return 1;
 }
@@ -1072,7 +1073,7 @@ static int l_ns_clear(lua_State *L)
 	uint64_t removed = 0;
 	int rc = run_write(L, n, do_clear, &removed);
 	if (rc)
-		return n->tx ? bound_fail(L, n, rc, "cannot clear") : linstate_fail(L, rc, "cannot clear");
+		return ns_fail(L, n, rc, "cannot clear");
 	lua_pushinteger(L, (lua_Integer)removed);
 	return 1;
 }
@@ -1115,7 +1116,7 @@ static int rmw_body(lua_State *L, int is_incr)
 	int rc = instate_get(n->tx->txn, n->ns, key, klen, &sc->val, &a.meta);
 
 	if (rc && rc != INSTATE_NOTFOUND)
-		return bound_fail(L, n, rc, "cannot read");
+		return ns_fail(L, n, rc, "cannot read");
 	if (rc == INSTATE_NOTFOUND) {
 		a.meta.expires_ms = 0;
 		a.meta.version = 0;
@@ -1152,7 +1153,7 @@ static int rmw_body(lua_State *L, int is_incr)
 		rc = instate_put(n->tx->txn, n->ns, key, klen, a.val, a.vlen, &a.meta, a.flags);
 	}
 	if (rc)
-		return bound_fail(L, n, rc, "cannot write");
+		return ns_fail(L, n, rc, "cannot write");
 	lua_settop(L, 7);
 	return 1;
 }
@@ -1245,7 +1246,7 @@ static int l_ns_set_encoded(lua_State *L)
 	}
 	rc = run_write(L, n, do_put, &a);
 	if (rc)
-		return n->tx ? bound_fail(L, n, rc, "cannot write") : linstate_fail(L, rc, "cannot write");
+		return ns_fail(L, n, rc, "cannot write");
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1312,7 +1313,7 @@ static int l_ns_put_many(lua_State *L)
 		meta.version = (uint32_t)version;
 		rc = instate_put(n->tx->txn, n->ns, key, klen, val, vlen, &meta, 0);
 		if (rc) {
-			bound_fail(L, n, rc, lua_pushfstring(L, "cannot write '%s'", key));
+			ns_fail(L, n, rc, lua_pushfstring(L, "cannot write '%s'", key));
 			return lua_error(L);
 		}
 		lua_pushlstring(L, val, vlen);
