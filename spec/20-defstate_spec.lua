@@ -435,6 +435,22 @@ describe("defstate", function()
       assert.are.equal(instate.encode({ 2 }), record(store, "t"))
     end)
 
+    it("inside a store transaction that aborts, a second save that finds nothing new still counts for nothing", function()
+      local store = assert(instate.setup(new_path()))
+      local a = instate.defstate("a", 1)
+      instate.save_all()
+      a:set(2)
+      local ok = pcall(store.transaction, store, function()
+        instate.save_all()      -- writes 2, not committed
+        instate.save_all()      -- the transaction already holds 2
+        error("abort the enclosing transaction")
+      end)
+      assert.is_false(ok)
+      assert.are.equal(instate.encode(1), record(store, "a"))
+      instate.save_all()
+      assert.are.equal(instate.encode(2), record(store, "a"))
+    end)
+
     it("raises naming a variable whose validate fails; writes nothing", function()
       local store = assert(instate.setup(new_path()))
       local other = instate.defstate("other", 1)
@@ -664,35 +680,55 @@ describe("defstate", function()
       assert.are.equal(1, instate.defstate("b", 0):get())
     end)
 
-    -- Capture what setup's ns:get_all_encoded returns while fn runs.
+    -- Capture what setup's ns:get_all_objects returns while fn runs.
     local function capture_startup_read(fn)
       local methods = ns_methods()
-      local real, got = methods.get_all_encoded, nil
-      methods.get_all_encoded = function(...)
+      local real, got = methods.get_all_objects, nil
+      methods.get_all_objects = function(...)
         got = table.pack(real(...))
         return table.unpack(got, 1, got.n)
       end
       local ok, err = pcall(fn)
-      methods.get_all_encoded = real
+      methods.get_all_objects = real
       assert(ok, err)
       return got
     end
 
-    it("hands out the values setup decoded, without decoding again", function()
+    it("hands out the variables setup built, without reading or decoding again", function()
       local path = saved_store({ a = { 1 }, b = { k = "v" }, n = 3 })
       local got = capture_startup_read(function() assert(instate.setup(path)) end)
-      local bytes, versions, values = got[1], got[2], got[3]
-      assert.are.equal(instate.encode({ 1 }), bytes.a)
-      assert.are.same({}, versions)            -- every record has version 1
-      assert.is_table(values)
+      local built = got[1]
+      local names = {}
+      for k in pairs(built) do names[#names + 1] = k end
+      table.sort(names)
+      assert.are.same({ "a", "b", "n" }, names)
+      local built_a, built_b, built_n = built.a, built.b, built.n
       local a, b, n
       assert.are.equal(0, count_reads(function()
         a, b, n = instate.defstate("a", {}), instate.defstate("b", {}), instate.defstate("n", 0)
       end))
-      -- The very tables setup decoded: nothing was decoded per variable.
-      assert.are.equal(values.a, a:get())
-      assert.are.equal(values.b, b:get())
+      -- The very variables setup built, holding what it decoded.
+      assert.are.equal(built_a, a)
+      assert.are.equal(built_b, b)
+      assert.are.equal(built_n, n)
+      assert.are.same({ 1 }, a:get())
+      assert.are.same({ k = "v" }, b:get())
       assert.are.equal(3, n:get())
+      -- Declared variables are taken out of the start-up read.
+      assert.is_nil(built.a)
+    end)
+
+    it("leaves records of another version or that do not decode to the declaration", function()
+      local path = new_path()
+      local store = assert(instate.open(path))
+      local ns = store:namespace("state", "state")
+      ns:set_encoded("v2", instate.encode("two"), { version = 2 })
+      ns:set_encoded("v1", instate.encode("one"), { version = 1 })
+      store:close()
+      local got = capture_startup_read(function() assert(instate.setup(path)) end)
+      assert.is_false(got[1].v2)
+      assert.are.equal("one", got[1].v1:get())
+      assert.are.equal("two", instate.defstate("v2", "x", { version = 2 }):get())
     end)
 
     -- Write a record behind the store's back, straight into LMDB (the

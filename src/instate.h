@@ -362,6 +362,7 @@ typedef struct instate_meta {
 /** instate_put() flags. */
 #define INSTATE_NOOVERWRITE 0x1  /**< fail with #INSTATE_EXISTS if a live record exists */
 #define INSTATE_KEEPEXPIRY  0x2  /**< keep the old record's expiry (meta->expires_ms ignored) */
+#define INSTATE_IFCHANGED   0x4  /**< write only if no equal live record exists, else #INSTATE_EXISTS */
 
 /**
  * @brief Read a record.
@@ -375,7 +376,11 @@ int instate_get(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
 /**
  * @brief Write a record (creating the namespace if needed).
  * @param[in] meta expiry and version; NULL for none.
- * @param[in] flags #INSTATE_NOOVERWRITE, #INSTATE_KEEPEXPIRY.
+ * @param[in] flags #INSTATE_NOOVERWRITE, #INSTATE_KEEPEXPIRY, #INSTATE_IFCHANGED.
+ *   With #INSTATE_IFCHANGED a live record with the same value bytes,
+ *   version and expiry is left as it is (nothing written, the page not
+ *   dirtied) and #INSTATE_EXISTS is returned; the transaction stays usable.
+ *   It costs one lookup more only when the record does change.
  * @return 0, #INSTATE_EXISTS, #INSTATE_INVALID, #INSTATE_READONLY,
  *   #INSTATE_RETRY, #INSTATE_MAP_FULL, #INSTATE_ENDED or an errno.
  */

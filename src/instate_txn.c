@@ -793,19 +793,26 @@ int instate_put(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
 
 	if ((rc = write_check(t, ns, key, klen)))
 		return rc;
-	if ((flags & ~(unsigned)(INSTATE_NOOVERWRITE | INSTATE_KEEPEXPIRY)) || exp < 0 ||
-	    (vlen && !val))
+	if ((flags & ~(unsigned)(INSTATE_NOOVERWRITE | INSTATE_KEEPEXPIRY | INSTATE_IFCHANGED)) ||
+	    exp < 0 || (vlen && !val))
 		return INSTATE_INVALID;
 	RDLOCK(t->e);
 	rc = ns_prepare(t, ns, &dbi);
-	if (rc == 0 && (flags & (INSTATE_NOOVERWRITE | INSTATE_KEEPEXPIRY))) {
-		rc = get_live(t, dbi, &k, &d, &old);
-		if (rc == 0 && (flags & INSTATE_NOOVERWRITE)) {
+	if (rc == 0 && flags) {
+		int live = (rc = get_live(t, dbi, &k, &d, &old)) == 0;
+		if (live && (flags & INSTATE_NOOVERWRITE)) {
 			rc = MDB_KEYEXIST;
-		} else if (rc == 0 || rc == MDB_NOTFOUND) {
+		} else if (live || rc == MDB_NOTFOUND) {
 			if (flags & INSTATE_KEEPEXPIRY)
-				exp = rc == 0 ? old.expires_ms : 0;
+				exp = live ? old.expires_ms : 0;
 			rc = 0;
+			/* d still points at the live record, in the map */
+			if (live && (flags & INSTATE_IFCHANGED)) {
+				hl = rec_header(h, exp, meta ? meta->version : 0);
+				if (d.mv_size == hl + vlen && memcmp(d.mv_data, h, hl) == 0 &&
+				    (vlen == 0 || memcmp((char *)d.mv_data + hl, val, vlen) == 0))
+					rc = MDB_KEYEXIST;
+			}
 		}
 	}
 	if (rc == 0) {

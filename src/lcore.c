@@ -3,6 +3,8 @@
  */
 #include "linstate.h"
 
+#include <limits.h>
+
 #include <errno.h>
 #include <stdint.h>
 
@@ -62,6 +64,20 @@ static int l_now(lua_State *L)
 	return 1;
 }
 
+/*
+ * instate._newtable(narr, nrec): an empty table with room for narr array
+ * items and nrec fields (lua_createtable), for the Lua layer to size a table
+ * it is about to fill with a known number of entries.
+ */
+static int l_newtable(lua_State *L)
+{
+	lua_Integer narr = luaL_checkinteger(L, 1), nrec = luaL_checkinteger(L, 2);
+	luaL_argcheck(L, narr >= 0 && narr <= INT_MAX, 1, "out of range");
+	luaL_argcheck(L, nrec >= 0 && nrec <= INT_MAX, 2, "out of range");
+	lua_createtable(L, (int)narr, (int)nrec);
+	return 1;
+}
+
 int luaopen_instate_core(lua_State *L)
 {
 	luaL_checkversion(L);
@@ -70,6 +86,8 @@ int luaopen_instate_core(lua_State *L)
 	lua_setfield(L, -2, "_set_clock");
 	lua_pushcfunction(L, l_now);
 	lua_setfield(L, -2, "now");
+	lua_pushcfunction(L, l_newtable);
+	lua_setfield(L, -2, "_newtable");
 	lua_pushliteral(L, INSTATE_VERSION_STRING);
 	lua_setfield(L, -2, "_VERSION");
 	linstate_open_codec(L);

@@ -1252,15 +1252,19 @@ static int l_ns_set_encoded(lua_State *L)
 }
 
 /*
- * tx_ns:put_many(n, keys, values, olds, versions) -> written, new_bytes
+ * tx_ns:put_many(n, keys, values, versions) -> written, nested
  *
  * The defstate layer's save: for i = 1..n encode values[i] in canonical
  * map order (named keys[i] in errors; equal values give equal bytes in any
- * process, so an unchanged variable is recognised after a restart too),
- * skip it when the bytes equal olds[i], else write it with
- * versions[i] (or versions itself when a number). Returns the number
- * written and a table i -> bytes of what was written. One C loop instead of
- * n calls; raising inside aborts the enclosing transaction.
+ * process, so an unchanged variable is recognised after a restart too) and
+ * write it with versions[i] (or versions itself when a number), unless the
+ * live record already holds these bytes and version (INSTATE_IFCHANGED:
+ * the store itself is the reference, so nothing per variable is kept in
+ * memory, and a save inside a transaction that later aborts cannot make
+ * anything look saved). Returns the number of records written, and whether
+ * the transaction is nested in another (then nothing it wrote is committed
+ * when the outermost one ends, if it aborts). One C loop
+ * instead of n calls; raising inside aborts the enclosing transaction.
  */
 static int l_ns_put_many(lua_State *L)
 {
@@ -1275,54 +1279,44 @@ static int l_ns_put_many(lua_State *L)
 		return luaL_error(L, "cannot write in a snapshot");
 	luaL_checktype(L, 3, LUA_TTABLE);
 	luaL_checktype(L, 4, LUA_TTABLE);
-	luaL_checktype(L, 5, LUA_TTABLE);
-	const_version = lua_type(L, 6) == LUA_TNUMBER;
+	const_version = lua_type(L, 5) == LUA_TNUMBER;
 	if (const_version)
-		version = luaL_checkinteger(L, 6);
+		version = luaL_checkinteger(L, 5);
 	else
-		luaL_checktype(L, 6, LUA_TTABLE);
-	lua_settop(L, 6);
-	lua_newtable(L); /* 7: i -> bytes written */
+		luaL_checktype(L, 5, LUA_TTABLE);
+	lua_settop(L, 5);
 	for (i = 1; i <= count; i++) {
-		size_t klen, vlen, olen;
-		const char *key, *val, *old;
+		size_t klen, vlen;
+		const char *key, *val;
 		instate_meta meta;
 		int rc;
 
 		if (lua_rawgeti(L, 3, i) != LUA_TSTRING)
 			return luaL_error(L, "put_many: keys[%I] is not a string", i);
-		key = lua_tolstring(L, 8, &klen);
+		key = lua_tolstring(L, 6, &klen);
 		if (klen < 1 || klen > INSTATE_KEY_MAX)
 			return luaL_error(L, "put_many: keys[%I] must be 1..%d bytes", i, INSTATE_KEY_MAX);
 		lua_rawgeti(L, 4, i);
-		val = linstate_encode_canonical(L, 9, value_root(key, klen), &vlen);
-		lua_rawgeti(L, 5, i);
-		old = lua_tolstring(L, 10, &olen);
-		if (old && olen == vlen && memcmp(old, val, vlen) == 0) {
-			lua_settop(L, 7);
-			continue;
-		}
+		val = linstate_encode_canonical(L, 7, value_root(key, klen), &vlen);
 		if (!const_version) {
-			lua_rawgeti(L, 6, i);
+			lua_rawgeti(L, 5, i);
 			version = lua_tointeger(L, -1);
-			lua_pop(L, 1);
 		}
 		if (version < 0 || version > 0xffffffffLL)
 			return luaL_error(L, "put_many: version of '%s' out of range", key);
 		meta.expires_ms = 0;
 		meta.version = (uint32_t)version;
-		rc = instate_put(n->tx->txn, n->ns, key, klen, val, vlen, &meta, 0);
-		if (rc) {
+		rc = instate_put(n->tx->txn, n->ns, key, klen, val, vlen, &meta, INSTATE_IFCHANGED);
+		if (rc == 0) {
+			written++;
+		} else if (rc != INSTATE_EXISTS) {
 			ns_fail(L, n, rc, lua_pushfstring(L, "cannot write '%s'", key));
 			return lua_error(L);
 		}
-		lua_pushlstring(L, val, vlen);
-		lua_rawseti(L, 7, i);
-		written++;
-		lua_settop(L, 7);
+		lua_settop(L, 5);
 	}
 	lua_pushinteger(L, written);
-	lua_insert(L, 7);
+	lua_pushboolean(L, n->tx->parent != NULL);
 	return 2;
 }
 
@@ -1452,6 +1446,86 @@ static int l_ns_get_all_encoded(lua_State *L)
 		return linstate_fail(L, rc, "cannot read");
 	lua_settop(L, decode ? 8 : 7);
 	return decode ? 3 : 2;
+}
+
+/*
+ * ns:get_all_objects(mt, template, slot, version) -> objects, count
+ *
+ * The defstate layer's start-up read, in one snapshot and one call: for
+ * every live record with this record version whose value decodes, an
+ * object { template[1], ..., [slot] = value, name = key } with metatable
+ * mt; objects maps key -> object, and key -> false for the other records
+ * (another version, or a value that does not decode: the caller reads those
+ * itself and reports them); count is the number of objects. Runs no Lua
+ * code. The iterator userdata owns the snapshot, so raising (out of memory)
+ * midway leaks nothing.
+ */
+static int l_ns_get_all_objects(lua_State *L)
+{
+	lscratch *sc = SCRATCH(L);
+	lua_Integer slot, version, count = 0;
+	int j, ntpl, narr, rc;
+	liter *it;
+
+	check_ns(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	luaL_checktype(L, 3, LUA_TTABLE);
+	slot = luaL_checkinteger(L, 4);
+	luaL_argcheck(L, slot >= 1 && slot <= 64, 4, "slot must be 1..64");
+	version = luaL_checkinteger(L, 5);
+	ntpl = (int)lua_rawlen(L, 3);
+	luaL_argcheck(L, ntpl <= 64, 3, "template longer than 64");
+	narr = ntpl > (int)slot ? ntpl : (int)slot;
+	lua_settop(L, 5);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_pushvalue(L, lua_upvalueindex(2));
+	lua_pushcclosure(L, l_ns_pairs_encoded, 2);
+	lua_pushvalue(L, 1);
+	lua_call(L, 1, 4);          /* 6 step, 7 it, 8 nil, 9 it */
+	lua_settop(L, 7);
+	if (!luaL_testudata(L, 7, LINSTATE_ITER_MT))
+		return 3;               /* nil, msg, code from pairs */
+	it = lua_touserdata(L, 7);
+	lua_newtable(L);            /* 8 key -> object or false */
+	lua_pushliteral(L, "name"); /* 9 */
+	for (;;) {
+		instate_meta meta;
+		rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
+		if (rc)
+			break;
+		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 10 key */
+		if ((lua_Integer)meta.version == version &&
+		    linstate_decode(L, sc->val.data, sc->val.len)) {     /* 11 value */
+			lua_createtable(L, narr, 1);                        /* 12 */
+			for (j = 1; j <= ntpl; j++) {
+				lua_rawgeti(L, 3, j);
+				lua_rawseti(L, 12, j);
+			}
+			lua_pushvalue(L, 11);
+			lua_rawseti(L, 12, slot);
+			lua_pushvalue(L, 9);
+			lua_pushvalue(L, 10);
+			lua_rawset(L, 12);
+			lua_pushvalue(L, 2);
+			lua_setmetatable(L, 12);
+			lua_pushvalue(L, 10);
+			lua_pushvalue(L, 12);
+			lua_rawset(L, 8);
+			count++;
+		} else {
+			/* another version, or corrupt (the message is at 11) */
+			lua_settop(L, 10);
+			lua_pushboolean(L, 0);
+			lua_rawset(L, 8);
+		}
+		lua_settop(L, 9);
+	}
+	iter_close(it);
+	if (rc != INSTATE_NOTFOUND)
+		return linstate_fail(L, rc, "cannot read");
+	lua_settop(L, 8);
+	lua_pushinteger(L, count);
+	return 2;
 }
 
 static int l_iter_next(lua_State *L)
@@ -1631,6 +1705,11 @@ void linstate_open_store(lua_State *L)
 	lua_pushcclosure(L, l_iter_next, 1);
 	lua_pushcclosure(L, l_ns_get_all_encoded, 2);
 	lua_setfield(L, -2, "get_all_encoded");
+	lua_pushvalue(L, scratch);
+	lua_pushvalue(L, scratch);
+	lua_pushcclosure(L, l_iter_next, 1);
+	lua_pushcclosure(L, l_ns_get_all_objects, 2);
+	lua_setfield(L, -2, "get_all_objects");
 	lua_pushcclosure(L, l_ns_index, 1);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, l_ns_tostring);

@@ -13,21 +13,23 @@
 --    saved, so editing it in place edits the variable. reset() installs a
 --    fresh copy of the default as it was when declared.
 --  * setup() reads and decodes every saved variable in one snapshot and one
---    C call; defstate of a saved name then only builds the variable. If any
---    process committed to the store since that read (store:last_commit()
---    moved), defstate reads the record itself, so it never restores a stale
---    value. A record that does not decode raises at its defstate.
---  * Per variable we keep the bytes last saved or restored. save_all hands
---    the store, in one call inside one write transaction, the variables that
---    may have changed: every table (it may have been changed in place) and
---    every other value set since; the store encodes them and writes only
---    those whose encoding differs from the kept bytes. A value restored but
---    never used cannot have changed and is not even encoded.
+--    C call, which builds the variables too; defstate of a saved name then
+--    only adopts one. If any process committed to the store since that read
+--    (store:last_commit() moved), defstate reads the record itself, so it
+--    never restores a stale value. A record that does not decode raises at
+--    its defstate.
+--  * save_all hands the store, in one call inside one write transaction, the
+--    variables that may have changed: every table handed out (it may have
+--    been changed in place) and every other value set since; the store
+--    encodes them and writes only those whose record differs from the one it
+--    holds. Nothing per variable is kept to compare with: the store is the
+--    reference. A value restored but never used cannot have changed and is
+--    not even encoded.
 --  * A record written without a version (version 0) counts as version 1.
 --
 -- A variable is a table: its state in the array part (a constructor with
 -- one hashed field, name, is the cheapest table with a name field Lua
--- builds, and start-up builds one per variable), version/migrate/validate
+-- builds; setup builds the restored ones in C the same way), version/migrate/validate
 -- in the hash part only when declared, version 1 otherwise coming from the
 -- class. Its methods come from a plain __index table: a method call then
 -- costs no function call besides the method itself.
@@ -40,10 +42,9 @@ local KEY_MAX = 511
 
 -- Slots of a variable.
 local VALUE <const> = 1     -- the value, or UNREAD
-local BYTES <const> = 2     -- bytes last saved or restored, or false
-local DIRTY <const> = 3     -- set since those bytes (or they are unknown)
-local DEFAULT <const> = 4   -- the default as declared (tables: a copy)
-local RESTORED <const> = 5  -- the restored value while VALUE is UNREAD
+local DIRTY <const> = 2     -- set since the last save or restore
+local DEFAULT <const> = 3   -- the default as declared (tables: a copy)
+local RESTORED <const> = 4  -- the restored value while VALUE is UNREAD
 
 local function typename(v)
 	local t = type(v)
@@ -76,9 +77,11 @@ end
 -- in RESTORED): save_all knows it cannot have changed, so it is not even
 -- encoded. The first get, update or undo log moves it to VALUE.
 local UNREAD = setmetatable({}, { __name = "instate.unread" })
+-- The slots before RESTORED of a variable setup builds: unread, clean.
+local RESTORED_TEMPLATE = { UNREAD, false }
 
 return function(instate)
-	local decode, open = instate.decode, instate.open
+	local decode, open, newtable = instate.decode, instate.open, instate._newtable
 
 	local Var = { version = 1 }
 	Var.__index = Var
@@ -93,13 +96,12 @@ return function(instate)
 	local state_ns
 	-- store.last_commit, looked up once.
 	local last_commit
-	-- What setup read, used by the first defstate of each name: bytes,
-	-- versions other than 1 (nil when there are none), and decoded values
-	-- (a record that did not decode is missing there); valid while
-	-- store:last_commit() is still scan_commit. save_all drops the values:
-	-- they are what start-up declarations need, and the cache must not keep
-	-- values alive that variables have since replaced.
-	local pending, pending_ver, pending_val, scan_commit
+	-- What setup read, used by the first defstate of each name: name ->
+	-- a variable built from a version 1 record, or false for a record to
+	-- read at declaration (another version, or corrupt); valid while
+	-- store:last_commit() is still scan_commit. A declaration takes its
+	-- variable out.
+	local pending, scan_commit
 	-- Every declared variable has version common_version, or it is false.
 	local common_version
 	-- Declared variables with a validate function.
@@ -147,11 +149,12 @@ return function(instate)
 	end
 
 	-- Turn a saved record, already decoded to v, into the variable's value:
-	-- migrate from an older version, validate. Raises naming the variable;
-	-- changes nothing. Both raise at the position of the user's call: they
-	-- are called straight from reload_all and from declare, which runs in
-	-- defstate's place.
-	local function restore(var, v, bytes, ver, who)
+	-- migrate from an older version, validate. Returns the value and
+	-- whether it is the record as stored (not migrated). Raises naming the
+	-- variable; changes nothing. Both raise at the position of the user's
+	-- call: they are called straight from reload_all and from declare, which
+	-- runs in defstate's place.
+	local function restore(var, v, ver, who)
 		if ver == 0 then ver = 1 end
 		local want = var.version
 		if ver ~= want then
@@ -180,8 +183,8 @@ return function(instate)
 					:format(who, quote(var.name), tostring(why or "validate returned false")), 3)
 			end
 		end
-		-- Bytes of another version must be rewritten by the next save.
-		return v, ver == want and bytes or nil
+		-- A record of another version must be rewritten by the next save.
+		return v, ver == want
 	end
 
 	local function scan()
@@ -190,18 +193,19 @@ return function(instate)
 		-- Read before the snapshot: a commit in between makes the cache
 		-- look stale (safe), never a stale cache look fresh.
 		local lc = last_commit(store)
-		local bytes, vers, vals = state_ns:get_all_encoded(nil, { decode = true, version_default = 1 })
-		if not bytes then
+		local objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, RESTORED, 1)
+		if not objects then
 			error(("instate.setup: cannot read the saved variables: %s (%s)")
-				:format(tostring(vers), tostring(vals)), 0)
+				:format(tostring(count), tostring(code)), 0)
 		end
-		-- Usually every version is 1: then there is no table to look in.
-		pending, pending_ver, pending_val, scan_commit = bytes, next(vers) ~= nil and vers or nil, vals, lc
+		pending, scan_commit = objects, lc
+		-- Nothing is declared yet: room for as many variables as were saved.
+		vars, order = newtable(0, count), newtable(count, 0)
 	end
 
 	local function forget()
 		vars, order, norder = {}, {}, 0
-		pending, pending_ver, pending_val, scan_commit = nil, nil, nil, nil
+		pending, scan_commit = nil, nil
 		common_version, nvalidate = nil, 0
 	end
 
@@ -292,19 +296,19 @@ return function(instate)
 	-- arguments, read the record when setup's read is stale, restore.
 	-- Only ever tail-called by defstate, so error levels are defstate's.
 	local function declare(name, default, opts)
-		local bytes, ver, v
+		local saved, ver, v = false, nil, nil
+		local lookup = true
 		if pending then
 			if last_commit(store) == scan_commit then
-				bytes = pending[name]
-				if bytes then
-					ver = pending_ver and pending_ver[name] or 1
-					v = pending_val and pending_val[name]
-				end
+				local built = pending[name]
+				if built then saved, ver, v = true, 1, built[RESTORED] end
+				-- false: saved, but to be read here; nil: not saved
+				lookup = built == false
 			else
-				pending, pending_ver, pending_val = nil, nil, nil
+				pending = nil
 			end
 		end
-		if not bytes then check_name(name) end
+		if not saved then check_name(name) end
 		local version, migrate, validate = 1, nil, nil
 		if opts ~= nil then
 			if type(opts) ~= "table" then
@@ -331,28 +335,30 @@ return function(instate)
 			error(("instate.defstate: no store for variable %s; call instate.setup(path) first")
 				:format(quote(name)), 2)
 		end
-		if not pending and not bytes then
+		if lookup and not saved then
+			local bytes
 			bytes, ver = state_ns:get_encoded(name)
+			if bytes then
+				saved, v = true, decode_saved(name, bytes, "instate.defstate")
+			end
 		end
-		-- Missing from setup's values: nil, or a record that does not decode.
-		if bytes and v == nil then v = decode_saved(name, bytes, "instate.defstate") end
 		local var
-		if bytes then
-			var = setmetatable({ UNREAD, false, false, default, false, name = name }, Var)
+		if saved then
+			var = setmetatable({ UNREAD, false, default, false, name = name }, Var)
 			if version ~= 1 then var.version = version end
 			if migrate then var.migrate = migrate end
 			if validate then var.validate = validate end
-			local kept
-			v, kept = restore(var, v, bytes, ver, "instate.defstate")
-			if kept then
+			local stored
+			v, stored = restore(var, v, ver, "instate.defstate")
+			if stored then
 				-- Not handed out yet, like a restore on the common path.
-				var[BYTES], var[RESTORED] = kept, v
+				var[RESTORED] = v
 			else
 				-- Migrated: the next save rewrites it.
 				var[VALUE], var[DIRTY], var[RESTORED] = v, true, nil
 			end
 		else
-			var = setmetatable({ default, false, true, default, nil, name = name }, Var)
+			var = setmetatable({ default, true, default, nil, name = name }, Var)
 			if version ~= 1 then var.version = version end
 			if migrate then var.migrate = migrate end
 			if validate then var.validate = validate end
@@ -363,6 +369,8 @@ return function(instate)
 		end
 		if validate then nvalidate = nvalidate + 1 end
 		note_version(version)
+		-- Declared: setup's variable for the name (if any) is not needed.
+		if pending then pending[name] = nil end
 		vars[name] = var
 		local n = norder + 1
 		norder = n
@@ -374,12 +382,13 @@ return function(instate)
 		local var = vars[name]
 		if var then return var end
 		-- The common case first, kept short: a name saved with version 1,
-		-- decoded by setup, declared without options.
-		if opts == nil and pending_val then
-			if last_commit(store) == scan_commit then
-				local v = pending_val[name]
-				if v ~= nil and (pending_ver == nil or pending_ver[name] == nil) then
-					var = setmetatable({ UNREAD, pending[name], false, default, v, name = name }, Var)
+		-- its variable built by setup, declared without options.
+		if opts == nil and pending then
+			var = pending[name]
+			if var then
+				if last_commit(store) == scan_commit then
+					pending[name] = nil
+					var[DEFAULT] = default
 					vars[name] = var
 					local n = norder + 1
 					norder = n
@@ -387,8 +396,7 @@ return function(instate)
 					if common_version ~= 1 then note_version(1) end
 					return var
 				end
-			else
-				pending, pending_ver, pending_val = nil, nil, nil
+				pending = nil
 			end
 		end
 		return declare(name, default, opts)
@@ -459,39 +467,37 @@ return function(instate)
 
 	-- save_all's arguments to put_many, reused from save to save (and
 	-- emptied after each) so that a save allocates nothing per variable.
-	local s_keys, s_vals, s_olds, s_vers = {}, {}, {}, {}
+	local s_keys, s_vals, s_vers = {}, {}, {}
 	local s_n, s_ver                     -- count; one version or s_vers
 	local s_scalars = {}                 -- non-tables among them
 	-- Set by save_tx.
-	local s_new, s_lc
+	local s_lc, s_nested
 	-- Raised by save_tx to abort a transaction that would write nothing.
 	local UNCHANGED = setmetatable({}, { __name = "instate.unchanged" })
 
-	-- Drop the references to values and old bytes; mark the scalars clean
-	-- when clean is true.
+	-- Drop the references to values; mark the scalars clean when clean is
+	-- true.
 	local function save_clear(n, ns, clean)
-		local vals, olds, scalars = s_vals, s_olds, s_scalars
-		for i = 1, n do vals[i], olds[i] = nil, nil end
+		local vals, scalars = s_vals, s_scalars
+		for i = 1, n do vals[i] = nil end
 		for i = 1, ns do
 			if clean then scalars[i][DIRTY] = false end
 			scalars[i] = nil
 		end
-		s_new = nil
 	end
 
 	-- The store may run this more than once (map growth): it only touches
 	-- the store and the upvalues it sets.
 	local function save_tx(tx)
 		s_lc = last_commit(store)
-		local written, new = tx:namespace(ns_name, "state"):put_many(s_n, s_keys, s_vals, s_olds, s_ver)
+		local written, nested = tx:namespace(ns_name, "state"):put_many(s_n, s_keys, s_vals, s_ver)
+		s_nested = nested
 		if written == 0 then error(UNCHANGED, 0) end
-		s_new = new
 		return true
 	end
 
 	function instate.save_all()
 		need_store("save_all")
-		pending_val = nil
 		local list, n = order, norder
 		-- Every validate runs before anything is written.
 		if nvalidate > 0 then
@@ -508,7 +514,7 @@ return function(instate)
 				end
 			end
 		end
-		local keys, vals, olds, vers, scalars = s_keys, s_vals, s_olds, s_vers, s_scalars
+		local keys, vals, vers, scalars = s_keys, s_vals, s_vers, s_scalars
 		local perver = common_version == false
 		local m, ns = 0, 0
 		for i = 1, n do
@@ -518,11 +524,11 @@ return function(instate)
 			if v ~= UNREAD then
 				if type(v) == "table" then
 					m = m + 1
-					keys[m], vals[m], olds[m] = var.name, v, var[BYTES]
+					keys[m], vals[m] = var.name, v
 					if perver then vers[m] = var.version end
 				elseif var[DIRTY] then
 					m = m + 1
-					keys[m], vals[m], olds[m] = var.name, v, var[BYTES]
+					keys[m], vals[m] = var.name, v
 					if perver then vers[m] = var.version end
 					ns = ns + 1
 					scalars[ns] = var
@@ -532,7 +538,7 @@ return function(instate)
 		if m == 0 then return store:revision() end
 		s_n, s_ver = m, perver and vers or common_version
 		local ok, res, msg, code = pcall(store.transaction, store, save_tx)
-		local new, lc_in = s_new, s_lc
+		local lc_in = s_lc
 		if not ok and type(res) == "string" and res:find(" at value", 1, true) then
 			-- The store names a value by its key only when the key reads
 			-- well; find the variable and say which it is.
@@ -543,8 +549,9 @@ return function(instate)
 			end
 		end
 		if not ok then
-			-- UNCHANGED: every encoding equals the saved bytes.
-			save_clear(m, ns, res == UNCHANGED)
+			-- UNCHANGED: every record equals what the store holds (but
+			-- in a nested transaction that is not known to be committed).
+			save_clear(m, ns, res == UNCHANGED and not s_nested)
 			if res == UNCHANGED then return store:revision() end
 			if type(res) == "string" then
 				error(("instate.save_all: %s (nothing was saved)"):format(res), 2)
@@ -555,27 +562,18 @@ return function(instate)
 			save_clear(m, ns, false)
 			return nil, msg, code
 		end
+		-- Nested in a store transaction that may still abort, what was
+		-- written is not known to be saved: the scalars stay dirty, so the
+		-- next save compares them with the store again.
+		save_clear(m, ns, not s_nested)
 		local lc = last_commit(store)
-		if lc == lc_in then
-			-- Nested in a store transaction that may still abort: what was
-			-- written is not known to be saved, so the next save writes it
-			-- again.
-			for i in next, new do
-				local var = vars[keys[i]]
-				var[BYTES], var[DIRTY] = false, true
-			end
-			save_clear(m, ns, false)
-		else
-			for i, b in next, new do vars[keys[i]][BYTES] = b end
-			save_clear(m, ns, true)
-		end
 		-- Only declared variables were written, none of them still pending:
 		-- the cache stays good if ours was the only commit since it was read.
 		if pending then
 			if lc_in == scan_commit and lc == lc_in + 1 then
 				scan_commit = lc
 			else
-				pending, pending_ver, pending_val = nil, nil, nil
+				pending = nil
 			end
 		end
 		return store:revision()
@@ -602,16 +600,16 @@ return function(instate)
 			error(("instate.reload_all: never saved: %s (nothing was changed)")
 				:format(concat(missing, ", ")), 2)
 		end
-		local values, kept = {}, {}
+		local values, stored = {}, {}
 		for i = 1, n do
 			local var = list[i]
 			local v = decode_saved(var.name, got[i], "instate.reload_all")
-			values[i], kept[i] = restore(var, v, got[i], gotver[i], "instate.reload_all")
+			values[i], stored[i] = restore(var, v, gotver[i], "instate.reload_all")
 		end
 		for i = 1, n do
 			local var = list[i]
 			if undo then log_old(var) end
-			var[VALUE], var[BYTES], var[DIRTY], var[RESTORED] = values[i], kept[i] or false, kept[i] == nil, nil
+			var[VALUE], var[DIRTY], var[RESTORED] = values[i], not stored[i], nil
 		end
 		return true
 	end

@@ -420,6 +420,23 @@ static void test_records(void)
 	CHECK_RC(instate_del(t, ns, "zz", 2), INSTATE_NOTFOUND);
 	CHECK_RC(instate_get(t, ns, "a", 1, &b, &m), 0);
 	CHECK(b.len == 5 && memcmp(b.data, "alpha", 5) == 0 && m.version == 7 && m.expires_ms == 0);
+	/* IFCHANGED: an equal record (value, version, expiry) is left alone */
+	{
+		instate_meta v8 = { 0, 8 }, exp = { (int64_t)1 << 50, 7 };
+		CHECK_RC(instate_put(t, ns, "a", 1, "alpha", 5, &in, INSTATE_IFCHANGED), INSTATE_EXISTS);
+		CHECK_RC(instate_put(t, ns, "a", 1, "alphb", 5, &in, INSTATE_IFCHANGED), 0);
+		CHECK_RC(instate_put(t, ns, "a", 1, "alph", 4, &in, INSTATE_IFCHANGED), 0);
+		CHECK_RC(instate_put(t, ns, "a", 1, "alph", 4, &v8, INSTATE_IFCHANGED), 0);
+		CHECK_RC(instate_put(t, ns, "a", 1, "alph", 4, &exp, INSTATE_IFCHANGED), 0);
+		CHECK_RC(instate_put(t, ns, "a", 1, "alph", 4, &exp, INSTATE_IFCHANGED), INSTATE_EXISTS);
+		CHECK_RC(instate_put(t, ns, "new", 3, "", 0, NULL, INSTATE_IFCHANGED), 0);
+		CHECK_RC(instate_put(t, ns, "new", 3, "", 0, NULL, INSTATE_IFCHANGED), INSTATE_EXISTS);
+		CHECK_RC(instate_get(t, ns, "a", 1, &b, &m), 0);
+		CHECK(b.len == 4 && m.version == 7 && m.expires_ms == exp.expires_ms);
+		/* EXISTS did not fail the transaction */
+		CHECK_RC(instate_put(t, ns, "a", 1, "alpha", 5, &in, INSTATE_IFCHANGED), 0);
+		CHECK_RC(instate_del(t, ns, "new", 3), 0);
+	}
 	CHECK_RC(instate_txn_commit(t), 0);
 
 	CHECK_RC(instate_txn_begin(s, NULL, INSTATE_TXN_READ, &r), 0);
@@ -663,7 +680,11 @@ static void test_ttl_and_purge(void)
 		CHECK(m.expires_ms == T + 5000 && k.len == 5 && memcmp(k.data, "newer", 5) == 0);
 		CHECK_RC(instate_put(t, ns, "fresh", 5, "f", 1, &keep, INSTATE_KEEPEXPIRY), 0);
 		CHECK_RC(instate_get(t, ns, "fresh", 5, NULL, &m), 0);
-		CHECK(m.expires_ms == 0);
+		CHECK(m.expires_ms == 0);		/* an expired record is not equal to anything: IFCHANGED writes */
+		keep.expires_ms = T - 1;
+		CHECK_RC(instate_put(t, ns, "gone", 4, "g", 1, &keep, 0), 0);
+		CHECK_RC(instate_put(t, ns, "gone", 4, "g", 1, &keep, INSTATE_IFCHANGED), 0);
+		CHECK_RC(instate_del(t, ns, "gone", 4), INSTATE_NOTFOUND);
 	}
 	/* set_expiry: adds, changes and removes the expiry, keeps value and version */
 	CHECK_RC(instate_set_expiry(t, ns, "forever", 7, T + 2000), 0);
@@ -680,7 +701,7 @@ static void test_ttl_and_purge(void)
 	CHECK_RC(instate_txn_begin(s, NULL, 0, &t), 0);
 	n = 99;
 	CHECK_RC(instate_purge(t, &n), 0);
-	CHECK(n == 2); /* forever (now expired) and short2 */
+	CHECK(n == 3); /* forever (now expired), short2 and gone */
 	CHECK_RC(instate_purge(t, &n), 0);
 	CHECK(n == 0);
 	CHECK_RC(instate_txn_commit(t), 0);
