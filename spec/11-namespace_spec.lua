@@ -15,6 +15,29 @@ describe("namespace", function()
 
   it("has its name", function()
     assert.are.equal("items", ns.name)
+    assert.are.equal("instate.Namespace (items)", tostring(ns))
+    -- handles on other namespaces, of the store or of a transaction
+    local other = store:namespace("other")
+    assert.are.equal("other", other.name)
+    assert.are.equal("items", ns.name)
+    store:snapshot(function(tx)
+      local tns = tx:namespace("items")
+      assert.are.equal("items", tns.name)
+      assert.are.equal(ns.get, tns.get)   -- one set of methods
+    end)
+    assert.is_nil(ns.no_such_field)
+  end)
+
+  it("methods refuse what is not a namespace handle", function()
+    for _, bad in ipairs({ {}, store, "items", io.stdout }) do
+      assert.has_error(function() ns.get(bad, "k") end,
+        "bad argument #1 to 'get' (instate.Namespace expected, got " ..
+        (bad == store and "instate.Store" or bad == io.stdout and "FILE*" or type(bad)) .. ")")
+    end
+    -- a table dressed up with the namespace's metatable is still refused
+    local fake = setmetatable({}, getmetatable(ns))
+    assert.has_error(function() fake:get("k") end)
+    assert.has_error(function() ns.name = "renamed" end)
   end)
 
   describe("get/set/delete", function()

@@ -25,11 +25,10 @@ local function errmsg(fn, ...)
   return tostring(err)
 end
 
--- The methods of every namespace handle: the Namespace metatable's __index
--- is a C function whose first upvalue is the method table.
+-- The methods of every namespace handle: the __index of the Namespace
+-- class, which stands behind every namespace's own fields.
 local function ns_methods()
-  local mt = debug.getregistry()["instate.Namespace"]
-  local _, methods = debug.getupvalue(mt.__index, 1)
+  local methods = debug.getregistry()["instate.Namespace"].__index
   assert(type(methods) == "table" and methods.put_many, "no namespace method table")
   return methods
 end

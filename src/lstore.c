@@ -87,6 +87,22 @@ typedef struct lscratch {
 /* The error value that unwinds a transaction function for a re-run. */
 static const char retry_sentinel = 0;
 
+/*
+ * Namespace handles get one metatable per namespace name, so that both
+ * ns.name and method lookups are plain table lookups in the VM (a C __index
+ * function cost a call and a type check on every method call):
+ *
+ *   ns --metatable--> { __index = fields, __tostring, __name, [&ns_marker] }
+ *   fields = { name = "<name>" } --metatable--> registry[LINSTATE_NS_MT]
+ *   registry[LINSTATE_NS_MT] = { __index = methods, ... }
+ *
+ * The metatables are cached by name in a weak-valued registry table, and
+ * ns_marker (a light userdata key no script can forge) tells handles apart
+ * from other userdata.
+ */
+static const char ns_marker = 0;
+#define NS_MTS_KEY "instate.namespace_metatables"
+
 /* ------------------------------------------------------------------------ */
 /* Children                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -222,9 +238,24 @@ static ltxn *check_tx(lua_State *L, int idx)
 	return t;
 }
 
+/* The namespace handle at idx, open or not; raises a type error. */
+static lns *to_ns(lua_State *L, int idx)
+{
+	lns *n = lua_touserdata(L, idx);
+
+	if (n && lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+		int ok = lua_rawgetp(L, -1, &ns_marker) == LUA_TBOOLEAN;
+		lua_pop(L, 2);
+		if (ok)
+			return n;
+	}
+	luaL_typeerror(L, idx, LINSTATE_NS_MT);
+	return NULL;
+}
+
 static lns *check_ns(lua_State *L, int idx)
 {
-	lns *n = luaL_checkudata(L, idx, LINSTATE_NS_MT);
+	lns *n = to_ns(L, idx);
 	if (!n->ns)
 		luaL_error(L, "namespace is closed");
 	if (n->tx) {
@@ -575,6 +606,39 @@ static instate_ns *get_ns(lua_State *L, lstore *st, int nameidx, instate_ns_type
 	return ns;
 }
 
+static int l_ns_tostring(lua_State *L);
+
+/* Push the metatable of handles on namespace ns (see ns_marker). */
+static void push_ns_mt(lua_State *L, instate_ns *ns)
+{
+	size_t len;
+	const char *name = instate_ns_name(ns, &len);
+
+	lua_getfield(L, LUA_REGISTRYINDEX, NS_MTS_KEY);
+	lua_pushlstring(L, name, len);
+	if (lua_rawget(L, -2) == LUA_TTABLE) {
+		lua_remove(L, -2);
+		return;
+	}
+	lua_pop(L, 1);
+	lua_createtable(L, 0, 4);                  /* the metatable */
+	lua_createtable(L, 0, 1);                  /* its fields */
+	lua_pushlstring(L, name, len);
+	lua_setfield(L, -2, "name");
+	luaL_setmetatable(L, LINSTATE_NS_MT);      /* methods behind the fields */
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, l_ns_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pushliteral(L, LINSTATE_NS_MT);
+	lua_setfield(L, -2, "__name");
+	lua_pushboolean(L, 1);
+	lua_rawsetp(L, -2, &ns_marker);
+	lua_pushlstring(L, name, len);
+	lua_pushvalue(L, -2);
+	lua_rawset(L, -4);
+	lua_remove(L, -2);
+}
+
 /* Push a namespace userdata; owner (store or tx userdata) at owneridx. */
 static void push_ns(lua_State *L, instate_ns *ns, lstore *st, ltxn *tx, int owneridx)
 {
@@ -582,7 +646,8 @@ static void push_ns(lua_State *L, instate_ns *ns, lstore *st, ltxn *tx, int owne
 	n->ns = ns;
 	n->store = st;
 	n->tx = tx;
-	luaL_setmetatable(L, LINSTATE_NS_MT);
+	push_ns_mt(L, ns);
+	lua_setmetatable(L, -2);
 	lua_pushvalue(L, owneridx);
 	lcompat_setuservalue(L, -2, 1);
 }
@@ -1566,24 +1631,9 @@ static int l_iter_close(lua_State *L)
 	return 0;
 }
 
-static int l_ns_index(lua_State *L)
-{
-	lns *n = luaL_checkudata(L, 1, LINSTATE_NS_MT);
-	const char *k = lua_tostring(L, 2);
-	if (k && strcmp(k, "name") == 0) {
-		size_t len;
-		const char *name = instate_ns_name(n->ns, &len);
-		lua_pushlstring(L, name, len);
-		return 1;
-	}
-	lua_pushvalue(L, 2);
-	lua_rawget(L, lua_upvalueindex(1));
-	return 1;
-}
-
 static int l_ns_tostring(lua_State *L)
 {
-	lns *n = luaL_checkudata(L, 1, LINSTATE_NS_MT);
+	lns *n = to_ns(L, 1);
 	size_t len;
 	lua_pushfstring(L, "instate.Namespace (%s)", instate_ns_name(n->ns, &len));
 	return 1;
@@ -1684,7 +1734,7 @@ void linstate_open_store(lua_State *L)
 	new_class(L, LINSTATE_ITER_MT, iter_methods, scratch);
 	lua_pop(L, 1);
 
-	/* Namespace: methods in a table, __index a function (for ns.name). */
+	/* Namespace: the class behind every name's fields (see ns_marker). */
 	luaL_newmetatable(L, LINSTATE_NS_MT);
 	lua_newtable(L);
 	lua_pushvalue(L, scratch);
@@ -1710,11 +1760,14 @@ void linstate_open_store(lua_State *L)
 	lua_pushcclosure(L, l_iter_next, 1);
 	lua_pushcclosure(L, l_ns_get_all_objects, 2);
 	lua_setfield(L, -2, "get_all_objects");
-	lua_pushcclosure(L, l_ns_index, 1);
 	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, l_ns_tostring);
-	lua_setfield(L, -2, "__tostring");
 	lua_pop(L, 1);
+	lua_newtable(L);
+	lua_newtable(L);
+	lua_pushliteral(L, "v");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_setfield(L, LUA_REGISTRYINDEX, NS_MTS_KEY);
 
 	lua_newtable(L);
 	lua_newtable(L);
