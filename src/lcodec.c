@@ -70,6 +70,26 @@ typedef struct canon_ent {
 	uint32_t idx;
 } canon_ent;
 
+/* The decoder's string cache: direct-mapped, SCACHE_SLOTS slots, strings
+ * of 1..SCACHE_MAXLEN bytes. 40 is Lua's LUAI_MAXSHORTLEN: only short
+ * strings are interned, so only for them is the cached string the very
+ * object lua_pushlstring() would return. */
+#define SCACHE_BITS 8
+#define SCACHE_SLOTS (1u << SCACHE_BITS)
+#define SCACHE_MAXLEN 40
+
+/* One slot of the decoder's string cache (see dec_str): the string's bytes
+ * packed by str_words(), its length (0 = empty slot) and where its bytes
+ * live inside the Lua string, which the cache table keeps alive. pa, pb,
+ * plen: the last value string that missed here, not cached yet. */
+typedef struct scache_slot {
+	uint64_t a, b;
+	const char *s;
+	uint32_t len;
+	uint32_t plen;
+	uint64_t pa, pb;
+} scache_slot;
+
 typedef struct codec {
 	unsigned char *buf;
 	size_t len, cap;
@@ -93,6 +113,7 @@ typedef struct codec {
 	size_t ids_cap;
 	const char *root;
 	enc_frame frames[INSTATE_MP_MAX_DEPTH + 1];
+	scache_slot scache[SCACHE_SLOTS]; /* the decoder's, see dec_str() */
 } codec;
 
 #define BUF_KEEP (64u * 1024)   /* buffer bytes always worth keeping */
@@ -114,6 +135,30 @@ typedef struct codec {
 #define PROBE_SLACK (64u * 1024)
 #define PROBE_MAX 16
 
+/* For the few small functions on the hot path of every encoded or decoded
+ * item, where gcc's size heuristics would otherwise keep a call (and its
+ * register saves) around a dozen instructions. */
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
+
+/* Unaligned native-order loads (memcpy compiles to one move). */
+static inline uint64_t load64(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static inline uint32_t load32(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
 /* ===================================================================== */
 /* The per-state codec                                                   */
 
@@ -134,18 +179,17 @@ static int codec_gc(lua_State *L)
 	return 0;
 }
 
-/* The codec of this state, created on first use and kept in the registry. */
-static codec *get_codec(lua_State *L)
+/* Push the codec of this state, created on first use and kept in the
+ * registry. Its user value 1 is the table that keeps the strings of the
+ * decoder's string cache alive: slot i of scache is entry i + 1. */
+static codec *push_codec(lua_State *L)
 {
 	codec *c;
 
-	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key) == LUA_TUSERDATA) {
-		c = lua_touserdata(L, -1);
-		lua_pop(L, 1);
-		return c;
-	}
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key) == LUA_TUSERDATA)
+		return lua_touserdata(L, -1);
 	lua_pop(L, 1);
-	c = lcompat_newuserdata(L, sizeof *c, 0);
+	c = lcompat_newuserdata(L, sizeof *c, 1);
 	memset(c, 0, sizeof *c);
 	c->gen = 1;
 	if (luaL_newmetatable(L, CODEC_MT)) {
@@ -153,7 +197,18 @@ static codec *get_codec(lua_State *L)
 		lua_setfield(L, -2, "__gc");
 	}
 	lua_setmetatable(L, -2);
+	/* Sized once: every store is then in the array part, with no rehash. */
+	lua_createtable(L, SCACHE_SLOTS, 0);
+	lcompat_setuservalue(L, -2, 1);
+	lua_pushvalue(L, -1);
 	lua_rawsetp(L, LUA_REGISTRYINDEX, &codec_key);
+	return c;
+}
+
+static codec *get_codec(lua_State *L)
+{
+	codec *c = push_codec(L);
+	lua_pop(L, 1);
 	return c;
 }
 
@@ -502,11 +557,63 @@ static inline void copy_bytes(unsigned char *d, const char *s, size_t n)
 	} else if (n >= 4) {
 		memcpy(d, s, 4);
 		memcpy(d + n - 4, s + n - 4, 4);
-	} else {
-		size_t i;
-		for (i = 0; i < n; i++)
-			d[i] = (unsigned char)s[i];
+	} else if (n > 0) {
+		/* 1..3 bytes: first, middle and last cover them all, no loop */
+		d[0] = (unsigned char)s[0];
+		d[n >> 1] = (unsigned char)s[n >> 1];
+		d[n - 1] = (unsigned char)s[n - 1];
 	}
+}
+
+/* Whether s[0..n) is UTF-8. Most strings are short ASCII (keys, names):
+ * for n <= 16 two overlapping loads OR-ed together hold every byte, so
+ * one test of the high bits settles it without the byte loop; the rest
+ * take instate_mp_utf8_valid(). */
+static ALWAYS_INLINE int str_is_utf8(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	uint64_t w;
+
+	if (n > 16)
+		return instate_mp_utf8_valid(s, n);
+	if (n >= 8)
+		w = load64(u) | load64(u + n - 8);
+	else if (n >= 4)
+		w = load32(u) | load32(u + n - 4);
+	else if (n > 0)
+		w = u[0] | u[n >> 1] | u[n - 1];
+	else
+		return 1;
+	return (w & 0x8080808080808080ull) == 0 || instate_mp_utf8_valid(s, n);
+}
+
+/* Out of line: its message buffer would cost every caller a stack frame. */
+static void enc_fail_long(lua_State *L, codec *c, int depth, size_t n)
+{
+	char what[80];
+	snprintf(what, sizeof what, "cannot store a string of %lu bytes (4 GiB is the limit)",
+	         (unsigned long)n);
+	enc_fail(L, c, depth, what);
+}
+
+/* The string at idx. */
+static ALWAYS_INLINE void enc_string(lua_State *L, codec *c, int idx, int depth)
+{
+	size_t n;
+	const char *s = lua_tolstring(L, idx, &n);
+	unsigned char *p;
+
+	if (n > UINT32_MAX)
+		enc_fail_long(L, c, depth, n);
+	p = buf_reserve(L, c, n + 5);
+	/* Text as str, anything else as bin: strict readers reject a str
+	 * that is not UTF-8, and both decode to a Lua string. */
+	if (str_is_utf8(s, n))
+		p = instate_mp_put_str_header(p, (uint32_t)n);
+	else
+		p = instate_mp_put_bin_header(p, (uint32_t)n);
+	copy_bytes(p, s, n);
+	buf_commit(c, p + n);
 }
 
 /* The value at idx (absolute or negative) of Lua type t, at `depth`
@@ -532,26 +639,9 @@ static void enc_value(lua_State *L, codec *c, int idx, int t, int depth)
 			p = instate_mp_put_double(p, (double)lua_tonumber(L, idx));
 		buf_commit(c, p);
 		break;
-	case LUA_TSTRING: {
-		size_t n;
-		const char *s = lua_tolstring(L, idx, &n);
-		if (n > UINT32_MAX) {
-			char what[80];
-			snprintf(what, sizeof what, "cannot store a string of %lu bytes (4 GiB is the limit)",
-			         (unsigned long)n);
-			enc_fail(L, c, depth, what);
-		}
-		p = buf_reserve(L, c, n + 5);
-		/* Text as str, anything else as bin: strict readers reject a str
-		 * that is not UTF-8, and both decode to a Lua string. */
-		if (instate_mp_utf8_valid(s, n))
-			p = instate_mp_put_str_header(p, (uint32_t)n);
-		else
-			p = instate_mp_put_bin_header(p, (uint32_t)n);
-		copy_bytes(p, s, n);
-		buf_commit(c, p + n);
+	case LUA_TSTRING:
+		enc_string(L, c, idx, depth);
 		break;
-	}
 	case LUA_TTABLE:
 		enc_table(L, c, lua_absindex(L, idx), depth);
 		break;
@@ -594,13 +684,16 @@ static int enc_scalar_array(lua_State *L, codec *c, int idx, lua_Unsigned n, int
 	lua_pushnil(L);
 	fr->keyidx = lua_gettop(L);
 	while (lua_next(L, idx)) {
-		if (lua_type(L, -1) == LUA_TTABLE || !lua_isinteger(L, -2) ||
-		    lua_tointeger(L, -2) != expect) {
+		int vt = lua_type(L, -1);
+		if (vt == LUA_TTABLE || !lua_isinteger(L, -2) || lua_tointeger(L, -2) != expect) {
 			lua_pop(L, 2);
 			c->len = start;
 			return 0;
 		}
-		enc_value(L, c, -1, lua_type(L, -1), depth + 1);
+		if (vt == LUA_TSTRING)
+			enc_string(L, c, -1, depth + 1);
+		else
+			enc_value(L, c, -1, vt, depth + 1);
 		lua_pop(L, 1);
 		expect++;
 	}
@@ -758,7 +851,7 @@ static void enc_map(lua_State *L, codec *c, int idx, int depth, enc_frame *fr)
 	 * rare case of more than 15 pairs. */
 	size_t hpos = c->len, h, e0 = c->nent;
 	lua_Unsigned count = 0;
-	int kt, canon = c->canon;
+	int kt, vt, canon = c->canon;
 
 	buf_reserve(L, c, 1);
 	c->len++;
@@ -770,14 +863,22 @@ static void enc_map(lua_State *L, codec *c, int idx, int depth, enc_frame *fr)
 				ent_reserve(L, c, c->nent + 1);
 			c->ents[c->nent++].off = c->len;
 		}
+		/* String keys (nearly all of them) and values inline: no call,
+		 * no second dispatch in enc_value(). */
 		kt = lua_type(L, -2);
-		if (kt == LUA_TTABLE)
+		if (kt == LUA_TSTRING)
+			enc_string(L, c, -2, depth + 1);
+		else if (kt == LUA_TTABLE)
 			enc_table(L, c, fr->keyidx, depth + 1);
-		else if (kt == LUA_TNUMBER || kt == LUA_TSTRING || kt == LUA_TBOOLEAN)
+		else if (kt == LUA_TNUMBER || kt == LUA_TBOOLEAN)
 			enc_value(L, c, -2, kt, depth + 1);
 		else
 			enc_fail_type(L, c, depth, kt, " as a key");
-		enc_value(L, c, -1, lua_type(L, -1), depth + 1);
+		vt = lua_type(L, -1);
+		if (vt == LUA_TSTRING)
+			enc_string(L, c, -1, depth + 1);
+		else
+			enc_value(L, c, -1, vt, depth + 1);
 		lua_pop(L, 1);
 		count++;
 	}
@@ -910,7 +1011,9 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 		snprintf(what, sizeof what, "value nested deeper than %d levels", INSTATE_MP_MAX_DEPTH);
 		enc_fail(L, c, depth, what);
 	}
-	luaL_checkstack(L, 3, "value nested too deeply");
+	/* luaL_checkstack() inlined: its message, without a second call per table */
+	if (!lua_checkstack(L, 3))
+		luaL_error(L, "stack overflow (%s)", "value nested too deeply");
 	fr = &c->frames[depth];
 
 	n = lua_rawlen(L, idx);
@@ -990,14 +1093,108 @@ typedef struct dec {
 	instate_mp_reader r;
 	int graph;
 	int refs;         /* stack slot of the id -> table array, in a graph */
+	int cache;        /* stack slot of the string cache's table */
+	scache_slot *sc;  /* the string cache's slots */
 	uint64_t tables;  /* tables begun so far, in a graph */
 } dec;
 
+/* The n >= 1 bytes at s as two words, from loads that stay inside them:
+ * for n <= 16 the words hold every byte, so equal (n, a, b) means equal
+ * strings; longer strings also need their middle compared. */
+static inline void str_words(const unsigned char *s, uint32_t n, uint64_t *a, uint64_t *b)
+{
+	if (n >= 8) {
+		*a = load64(s);
+		*b = load64(s + n - 8);
+	} else if (n >= 4) {
+		*a = load32(s) | (uint64_t)load32(s + n - 4) << 32;
+		*b = 0;
+	} else {
+		*a = s[0] | (uint64_t)s[n >> 1] << 8 | (uint64_t)s[n - 1] << 16;
+		*b = 0;
+	}
+}
+
+/* The cache slot of the string with words a, b and length n. */
+static inline uint32_t str_slot(uint64_t a, uint64_t b, uint32_t n)
+{
+	return (uint32_t)(((a + n) * 0x9e3779b97f4a7c15ull ^ b * 0xc2b2ae3d27d4eb4full) >>
+	                  (64 - SCACHE_BITS));
+}
+
+/* dec_str() missed: push the string (1..SCACHE_MAXLEN bytes) and make it
+ * slot i's. */
+static void dec_str_miss(lua_State *L, dec *d, const unsigned char *s, uint32_t n, uint32_t i)
+{
+	scache_slot *sl;
+	uint64_t a, b;
+
+	lua_pushlstring(L, (const char *)s, n);
+	/* Fill the slot only after lua_pushlstring(): it may run a finalizer
+	 * that decodes, and so uses the cache, itself. */
+	str_words(s, n, &a, &b);
+	lua_pushvalue(L, -1);
+	lua_rawseti(L, d->cache, (lua_Integer)i + 1);
+	sl = &d->sc[i];
+	sl->a = a;
+	sl->b = b;
+	sl->s = lua_tostring(L, -1);
+	sl->len = n;
+}
+
+/* Push the string of n bytes at s, a map key if is_key.
+ *
+ * Decoded values repeat the same short strings (map keys above all) over
+ * and over, and lua_pushlstring() hashes every byte of each and looks it up
+ * in the intern table. So recently pushed short strings stay in a small
+ * direct-mapped cache: a hit costs two word loads, a multiply, a compare
+ * and an array read. The cache table (the codec's user value) references
+ * every cached string, so none is collected while a slot points into it;
+ * filling a slot overwrites it, table entry and all, so the cache never
+ * holds more than SCACHE_SLOTS strings. Short strings are interned: the
+ * cached string is the very object lua_pushlstring() would give.
+ *
+ * Keys are cached at once. A value string is cached only when it misses
+ * twice in a row in its slot: values are often unique (names, ids), and
+ * caching each one made decoding slower in wall time (measured: 5% on
+ * bench/codec.lua's per-variable decode) while it evicted the keys. */
+static ALWAYS_INLINE void dec_str(lua_State *L, dec *d, const unsigned char *s, uint32_t n,
+                                  int is_key)
+{
+	scache_slot *sl;
+	uint64_t a, b;
+	uint32_t i;
+
+	if (n - 1 >= SCACHE_MAXLEN) { /* empty (wraps) or long */
+		lua_pushlstring(L, (const char *)s, n);
+		return;
+	}
+	str_words(s, n, &a, &b);
+	i = str_slot(a, b, n);
+	sl = &d->sc[i];
+	if (sl->len == n && sl->a == a && sl->b == b &&
+	    (n <= 16 || memcmp(sl->s + 8, s + 8, n - 16) == 0)) {
+		lua_rawgeti(L, d->cache, (lua_Integer)i + 1);
+	} else if (is_key || (sl->plen == n && sl->pa == a && sl->pb == b)) {
+		dec_str_miss(L, d, s, n, i);
+	} else {
+		/* (pa, pb, plen) only admits: a false match merely caches */
+		sl->pa = a;
+		sl->pb = b;
+		sl->plen = n;
+		lua_pushlstring(L, (const char *)s, n);
+	}
+}
+
 static int dec_value(lua_State *L, dec *d, int depth, int is_key);
 
-static int dec_table(lua_State *L, dec *d, const instate_mp_item *it, size_t off, int depth)
+static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key);
+
+/* An array (map == 0) of n elements or a map of n pairs whose header began
+ * at byte off; its contents follow at d->r.pos. */
+static int dec_table(lua_State *L, dec *d, int map, uint32_t n, size_t off, int depth)
 {
-	uint32_t i, n = it->len;
+	uint32_t i;
 	int size = n > (uint32_t)INT_MAX ? INT_MAX : (int)n;
 
 	if (depth >= INSTATE_MP_MAX_DEPTH)
@@ -1005,24 +1202,24 @@ static int dec_table(lua_State *L, dec *d, const instate_mp_item *it, size_t off
 		                          INSTATE_MP_MAX_DEPTH);
 	if (!lua_checkstack(L, 4))
 		return instate_mp_corrupt(&d->r, off, "no Lua stack left for nesting");
-	if (it->type == INSTATE_MP_ARRAY)
-		lua_createtable(L, size, 0);
-	else
+	if (map)
 		lua_createtable(L, 0, size);
+	else
+		lua_createtable(L, size, 0);
 	if (d->graph) {
 		/* registered before its contents: they may refer back to it */
 		lua_pushvalue(L, -1);
 		lua_rawseti(L, d->refs, (lua_Integer)++d->tables);
 	}
-	if (it->type == INSTATE_MP_ARRAY) {
+	if (!map) {
 		for (i = 1; i <= n; i++) {
-			if (dec_value(L, d, depth + 1, 0))
+			if (dec_item(L, d, depth + 1, 0))
 				return INSTATE_CORRUPT;
 			lua_rawseti(L, -2, (lua_Integer)i);
 		}
 	} else {
 		for (i = 0; i < n; i++) {
-			if (dec_value(L, d, depth + 1, 1) || dec_value(L, d, depth + 1, 0))
+			if (dec_item(L, d, depth + 1, 1) || dec_item(L, d, depth + 1, 0))
 				return INSTATE_CORRUPT;
 			lua_rawset(L, -3);
 		}
@@ -1030,7 +1227,80 @@ static int dec_table(lua_State *L, dec *d, const instate_mp_item *it, size_t off
 	return 0;
 }
 
-/* Push the next value. A key may not be nil or NaN (Lua cannot hold it). */
+/* Push the next value: the forms game state is made of (fixint, fixstr,
+ * fixmap, fixarray, float, bool, nil) read here, inline in the table loop;
+ * anything else, and anything the fast path would have to report as
+ * corrupt, goes to dec_value(), so errors and offsets stay its own. */
+static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key)
+{
+	size_t off = d->r.pos, left = d->r.n - off;
+	const unsigned char *p = d->r.p + off;
+	unsigned c;
+	uint32_t n;
+
+	if (left == 0)
+		return dec_value(L, d, depth, is_key);
+	c = p[0];
+	if (c <= 0x7f) {
+		d->r.pos = off + 1;
+		lua_pushinteger(L, (lua_Integer)c);
+		return 0;
+	}
+	if (c >= 0xe0) {
+		d->r.pos = off + 1;
+		lua_pushinteger(L, (lua_Integer)c - 256);
+		return 0;
+	}
+	if (c >= 0xa0 && c <= 0xbf) {
+		n = c & 0x1f;
+		if (n < left) {
+			d->r.pos = off + 1 + n;
+			dec_str(L, d, p + 1, n, is_key);
+			return 0;
+		}
+	} else if (c <= 0x9f) {
+		n = c & 0x0f;
+		if (c <= 0x8f ? n <= (left - 1) / 2 : n <= left - 1) {
+			d->r.pos = off + 1;
+			return dec_table(L, d, c <= 0x8f, n, off, depth);
+		}
+	} else if (c == 0xcb && left > 8) {
+		uint64_t bits = load64(p + 1);
+		double v;
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		bits = __builtin_bswap64(bits);
+#else
+		{
+			int k;
+			for (bits = 0, k = 1; k <= 8; k++)
+				bits = bits << 8 | p[k];
+		}
+#endif
+		memcpy(&v, &bits, 8);
+		if (!is_key || v == v) {
+			d->r.pos = off + 9;
+			lua_pushnumber(L, (lua_Number)v);
+			return 0;
+		}
+	} else if (c == 0xca && left > 4) {
+		uint32_t bits = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+		float f;
+		memcpy(&f, &bits, 4);
+		if (!is_key || f == f) {
+			d->r.pos = off + 5;
+			lua_pushnumber(L, (lua_Number)(double)f);
+			return 0;
+		}
+	} else if (c == 0xc2 || c == 0xc3) {
+		d->r.pos = off + 1;
+		lua_pushboolean(L, c == 0xc3);
+		return 0;
+	}
+	return dec_value(L, d, depth, is_key);
+}
+
+/* Push the next value, any form. A key may not be nil or NaN (Lua cannot
+ * hold it). */
 static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 {
 	instate_mp_item it;
@@ -1042,7 +1312,7 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 	switch (it.type) {
 	case INSTATE_MP_STR:
 	case INSTATE_MP_BIN:
-		lua_pushlstring(L, (const char *)it.data, it.len);
+		dec_str(L, d, it.data, it.len, is_key);
 		return 0;
 	case INSTATE_MP_UINT:
 		/* above INT64_MAX: the integer with the same 64 bits, like string.unpack("J") */
@@ -1067,7 +1337,7 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 		return 0;
 	case INSTATE_MP_ARRAY:
 	case INSTATE_MP_MAP:
-		return dec_table(L, d, &it, off, depth);
+		return dec_table(L, d, it.type == INSTATE_MP_MAP, it.len, off, depth);
 	case INSTATE_MP_EXT:
 		if (instate_mp_check_ext(&d->r, off, &it, d->graph, d->tables, &id))
 			return INSTATE_CORRUPT;
@@ -1077,10 +1347,12 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 	return instate_mp_corrupt(&d->r, off, "unknown item");
 }
 
-int linstate_decode(lua_State *L, const char *p, size_t n)
+/* Decode n bytes at p and push the value (return 1) or the message
+ * (return 0). ud is the stack index of the codec (an upvalue), or 0 to
+ * fetch it from the registry; base is the caller's stack top. */
+static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n)
 {
 	dec d;
-	int base = lua_gettop(L);
 
 	d.r.p = (const unsigned char *)p;
 	d.r.n = n;
@@ -1091,20 +1363,33 @@ int linstate_decode(lua_State *L, const char *p, size_t n)
 	d.tables = 0;
 	if (instate_mp_begin(&d.r, &d.graph))
 		goto corrupt;
-	luaL_checkstack(L, 4, NULL);
+	luaL_checkstack(L, 6, NULL);
+	if (ud == 0) {
+		push_codec(L);
+		ud = lua_gettop(L);
+	}
+	d.sc = ((codec *)lua_touserdata(L, ud))->scache;
+	/* On the stack: lua_rawgeti() of a pseudo-index costs more. */
+	lcompat_getuservalue(L, ud, 1);
+	d.cache = lua_gettop(L);
 	if (d.graph) {
 		lua_newtable(L);
 		d.refs = lua_gettop(L);
 	}
 	if (dec_value(L, &d, 0, 0) || instate_mp_finish(&d.r))
 		goto corrupt;
-	if (d.graph)
-		lua_remove(L, d.refs);
+	lua_replace(L, base + 1);
+	lua_settop(L, base + 1);
 	return 1;
 corrupt:
 	lua_settop(L, base);
 	lua_pushstring(L, d.r.err);
 	return 0;
+}
+
+int linstate_decode(lua_State *L, const char *p, size_t n)
+{
+	return decode_with(L, 0, lua_gettop(L), p, n);
 }
 
 /* ===================================================================== */
@@ -1151,7 +1436,7 @@ static int l_decode(lua_State *L)
 
 	luaL_checktype(L, 1, LUA_TSTRING);
 	s = lua_tolstring(L, 1, &n);
-	if (linstate_decode(L, s, n))
+	if (decode_with(L, lua_upvalueindex(1), lua_gettop(L), s, n))
 		return 1;
 	lua_pushnil(L);
 	lua_insert(L, -2);
@@ -1166,7 +1451,8 @@ void linstate_open_codec(lua_State *L)
 	lua_pushliteral(L, "canonical");
 	lua_pushcclosure(L, l_encode, 2);
 	lua_setfield(L, -2, "encode");
-	lua_pushcfunction(L, l_decode);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
+	lua_pushcclosure(L, l_decode, 1);
 	lua_setfield(L, -2, "decode");
 	lua_pushinteger(L, INSTATE_MP_MAX_DEPTH);
 	lua_setfield(L, -2, "max_depth");
