@@ -350,3 +350,29 @@ describe("lifetimes", function()
     store:close()
   end)
 end)
+
+describe("handle checks", function()
+  it("every method refuses a handle of another class, naming the one it wanted", function()
+    local store = open()
+    local ns = store:namespace("items")
+    ns:set("k", 1)
+    local store_mt = getmetatable(store)
+    assert.has_error(function() store_mt.revision(ns) end,
+      "bad argument #1 to 'revision' (instate.Store expected, got instate.Namespace)")
+    assert.has_error(function() store_mt.revision({}) end,
+      "bad argument #1 to 'revision' (instate.Store expected, got table)")
+    store:transaction(function(tx)
+      local tx_mt = getmetatable(tx)
+      assert.has_error(function() tx_mt.namespace(store, "x") end,
+        "bad argument #1 to 'namespace' (instate.Transaction expected, got instate.Store)")
+      return true
+    end)
+    local step, it = ns:pairs()
+    assert.has_error(function() step(store) end,
+      "bad argument #1 to 'step' (instate.Iterator expected, got instate.Store)")
+    assert.are.equal("k", (step(it)))
+    -- a table carrying a class's metatable is not a handle
+    assert.has_error(function() store_mt.revision(setmetatable({}, store_mt)) end)
+    store:close()
+  end)
+end)

@@ -713,8 +713,6 @@ describe("defstate", function()
       assert.are.same({ 1 }, a:get())
       assert.are.same({ k = "v" }, b:get())
       assert.are.equal(3, n:get())
-      -- Declared variables are taken out of the start-up read.
-      assert.is_nil(built.a)
     end)
 
     it("leaves records of another version or that do not decode to the declaration", function()

@@ -103,6 +103,12 @@ static const char retry_sentinel = 0;
 static const char ns_marker = 0;
 #define NS_MTS_KEY "instate.namespace_metatables"
 
+/* The same kind of key in the other classes' metatables: checking a handle
+ * is then one lookup in its own metatable (luaL_checkudata looks the class
+ * up in the registry by name first), which counts on hot paths such as the
+ * iterator step and defstate's store:last_commit() per declaration. */
+static const char store_marker = 0, txn_marker = 0, iter_marker = 0;
+
 /* ------------------------------------------------------------------------ */
 /* Children                                                                 */
 /* ------------------------------------------------------------------------ */
@@ -217,9 +223,35 @@ static void store_close(lstore *st)
 /* Checks                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The handle at idx whose metatable holds marker (luaL_checkudata's
+ * contract, type error included). */
+static void *check_handle(lua_State *L, int idx, const char *marker, const char *tname)
+{
+	void *p = lua_touserdata(L, idx);
+
+	if (p && lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+		int ok = lua_rawgetp(L, -1, marker) == LUA_TBOOLEAN;
+		lua_pop(L, 2);
+		if (ok)
+			return p;
+	}
+	luaL_typeerror(L, idx, tname);
+	return NULL;
+}
+
+/* The namespace handle at idx, open or not; raises a type error. */
+static lns *to_ns(lua_State *L, int idx)
+{
+	return check_handle(L, idx, &ns_marker, LINSTATE_NS_MT);
+}
+
+#define to_store(L, idx) ((lstore *)check_handle((L), (idx), &store_marker, LINSTATE_STORE_MT))
+#define to_txn(L, idx) ((ltxn *)check_handle((L), (idx), &txn_marker, LINSTATE_TXN_MT))
+#define to_iter(L, idx) ((liter *)check_handle((L), (idx), &iter_marker, LINSTATE_ITER_MT))
+
 static lstore *check_lstore(lua_State *L, int idx)
 {
-	lstore *st = luaL_checkudata(L, idx, LINSTATE_STORE_MT);
+	lstore *st = to_store(L, idx);
 	if (!st->s)
 		luaL_error(L, "store is closed");
 	return st;
@@ -232,26 +264,12 @@ instate_store *linstate_checkstore(lua_State *L, int idx)
 
 static ltxn *check_tx(lua_State *L, int idx)
 {
-	ltxn *t = luaL_checkudata(L, idx, LINSTATE_TXN_MT);
+	ltxn *t = to_txn(L, idx);
 	if (!t->txn)
 		luaL_error(L, "transaction has ended");
 	return t;
 }
 
-/* The namespace handle at idx, open or not; raises a type error. */
-static lns *to_ns(lua_State *L, int idx)
-{
-	lns *n = lua_touserdata(L, idx);
-
-	if (n && lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
-		int ok = lua_rawgetp(L, -1, &ns_marker) == LUA_TBOOLEAN;
-		lua_pop(L, 2);
-		if (ok)
-			return n;
-	}
-	luaL_typeerror(L, idx, LINSTATE_NS_MT);
-	return NULL;
-}
 
 static lns *check_ns(lua_State *L, int idx)
 {
@@ -504,14 +522,14 @@ static int l_open(lua_State *L)
 
 static int l_store_close(lua_State *L)
 {
-	lstore *st = luaL_checkudata(L, 1, LINSTATE_STORE_MT);
+	lstore *st = to_store(L, 1);
 	store_close(st);
 	return 0;
 }
 
 static int l_store_tostring(lua_State *L)
 {
-	lstore *st = luaL_checkudata(L, 1, LINSTATE_STORE_MT);
+	lstore *st = to_store(L, 1);
 	if (st->s)
 		lua_pushfstring(L, "instate.Store (%s)", instate_store_path(st->s));
 	else
@@ -890,7 +908,7 @@ static int l_tx_namespace(lua_State *L)
 
 static int l_tx_close(lua_State *L)
 {
-	ltxn *t = luaL_checkudata(L, 1, LINSTATE_TXN_MT);
+	ltxn *t = to_txn(L, 1);
 	txn_abort_tree(t);
 	return 0;
 }
@@ -904,7 +922,7 @@ static int l_tx_revision(lua_State *L)
 
 static int l_tx_tostring(lua_State *L)
 {
-	ltxn *t = luaL_checkudata(L, 1, LINSTATE_TXN_MT);
+	ltxn *t = to_txn(L, 1);
 	lua_pushfstring(L, "instate.Transaction (%s)", !t->txn ? "ended"
 		: t->readonly ? "snapshot" : "write");
 	return 1;
@@ -1595,7 +1613,7 @@ static int l_ns_get_all_objects(lua_State *L)
 
 static int l_iter_next(lua_State *L)
 {
-	liter *it = luaL_checkudata(L, 1, LINSTATE_ITER_MT);
+	liter *it = to_iter(L, 1);
 	lscratch *sc = SCRATCH(L);
 	instate_meta meta;
 	int rc;
@@ -1627,7 +1645,7 @@ static int l_iter_next(lua_State *L)
 
 static int l_iter_close(lua_State *L)
 {
-	iter_close(luaL_checkudata(L, 1, LINSTATE_ITER_MT));
+	iter_close(to_iter(L, 1));
 	return 0;
 }
 
@@ -1705,9 +1723,12 @@ static const luaL_Reg iter_methods[] = {
 };
 
 /* New metatable `name` with methods (upvalue: scratch at -1 before call). */
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, int scratch)
+static void new_class(lua_State *L, const char *name, const char *marker,
+                      const luaL_Reg *methods, int scratch)
 {
 	luaL_newmetatable(L, name);
+	lua_pushboolean(L, 1);
+	lua_rawsetp(L, -2, marker);
 	lua_pushvalue(L, scratch);
 	luaL_setfuncs(L, methods, 1);
 	lua_pushvalue(L, -1);
@@ -1727,11 +1748,11 @@ void linstate_open_store(lua_State *L)
 	lua_setmetatable(L, -2);
 	scratch = lua_gettop(L);
 
-	new_class(L, LINSTATE_STORE_MT, store_methods, scratch);
+	new_class(L, LINSTATE_STORE_MT, &store_marker, store_methods, scratch);
 	lua_pop(L, 1);
-	new_class(L, LINSTATE_TXN_MT, txn_methods, scratch);
+	new_class(L, LINSTATE_TXN_MT, &txn_marker, txn_methods, scratch);
 	lua_pop(L, 1);
-	new_class(L, LINSTATE_ITER_MT, iter_methods, scratch);
+	new_class(L, LINSTATE_ITER_MT, &iter_marker, iter_methods, scratch);
 	lua_pop(L, 1);
 
 	/* Namespace: the class behind every name's fields (see ns_marker). */

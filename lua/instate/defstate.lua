@@ -99,8 +99,8 @@ return function(instate)
 	-- What setup read, used by the first defstate of each name: name ->
 	-- a variable built from a version 1 record, or false for a record to
 	-- read at declaration (another version, or corrupt); valid while
-	-- store:last_commit() is still scan_commit. A declaration takes its
-	-- variable out.
+	-- store:last_commit() is still scan_commit. Only names not declared yet
+	-- are ever looked up there.
 	local pending, scan_commit
 	-- Every declared variable has version common_version, or it is false.
 	local common_version
@@ -387,7 +387,7 @@ return function(instate)
 			var = pending[name]
 			if var then
 				if last_commit(store) == scan_commit then
-					pending[name] = nil
+					-- (left in pending: vars[name] answers from now on)
 					var[DEFAULT] = default
 					vars[name] = var
 					local n = norder + 1
