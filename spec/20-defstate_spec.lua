@@ -545,6 +545,38 @@ describe("defstate", function()
       assert.are.equal(1, count_encodes(instate.save_all))
     end)
 
+    it("after a restart looks only at the variables used since, however they were used", function()
+      local path = new_path()
+      assert(instate.setup(path))
+      for i = 1, 50 do instate.defstate("v" .. i, { i }) end
+      instate.save_all()
+      restart(path)
+      local v = {}
+      for i = 1, 50 do v[i] = instate.defstate("v" .. i, {}) end
+      assert.are.equal(0, count_encodes(instate.save_all))
+      v[1]:set({ "set" })                       -- set without a get
+      v[2]:get()[1] = "in place"                -- get, then edit
+      v[3]:update(function(t) t[2] = "upd" return t end)
+      v[4]:reset()                              -- back to the default {}
+      instate.transaction(function() v[5]:set(0) end)
+      assert.are.equal(5, count_encodes(instate.save_all))
+      restart(path)
+      for i = 1, 50 do v[i] = instate.defstate("v" .. i, {}) end
+      assert.are.same({ "set" }, v[1]:get())
+      assert.are.same({ "in place" }, v[2]:get())
+      assert.are.same({ 3, "upd" }, v[3]:get())
+      assert.are.same({}, v[4]:get())
+      assert.are.equal(0, v[5]:get())
+      -- reload_all hands every value out: each may be edited in place now
+      restart(path)
+      for i = 1, 50 do v[i] = instate.defstate("v" .. i, {}) end
+      instate.reload_all()
+      v[50]:get()[1] = "after reload"
+      assert.are.equal(49, count_encodes(instate.save_all))   -- every table; v5 is 0
+      restart(path)
+      assert.are.same({ "after reload" }, instate.defstate("v50", {}):get())
+    end)
+
     it("a set to an equal scalar costs one encoding, then none", function()
       assert(instate.setup(new_path()))
       local n = instate.defstate("n", 1)
