@@ -708,7 +708,7 @@ int instate_store_stats(instate_store *s, instate_stats *out)
 	pthread_rwlock_rdlock(&e->maplock);
 	mdb_env_info(e->env, &info);
 	out->map_size = info.me_mapsize;
-	out->used_bytes = (uint64_t)(info.me_last_pgno + 1) * e->page_size;
+	out->used_bytes = instate__used_bytes(e, &info);
 	rc = rtxn_begin(e, &mt);
 	if (rc == 0) {
 		rc = read_revision(e, mt, &out->revision);
@@ -748,7 +748,7 @@ int instate_store_reserve(instate_store *s, uint64_t bytes)
 	if (rc)
 		return rc;
 	mdb_env_info(e->env, &info);
-	used = (uint64_t)(info.me_last_pgno + 1) * e->page_size;
+	used = instate__used_bytes(e, &info);
 	/* LMDB's copy-on-write needs room for the old and the new pages. */
 	rc = bytes > UINT64_MAX / 2 - used ? INSTATE_MAP_FULL : instate__grow(e, used + bytes);
 	instate__slot_release(e);

@@ -192,34 +192,33 @@ static inline unsigned char *instate_mp_put_bin_header(unsigned char *p, uint32_
 	return instate_mp_be32(p + 1, len);
 }
 
-/** Header of an array of n elements: fixarray, array16 or array32. */
-static inline unsigned char *instate_mp_put_array_header(unsigned char *p, uint32_t n)
+/* A container header: the fix form (fix | n) up to 15, else code16 with a
+ * 16-bit count, else code16 + 1 with a 32-bit count. */
+static inline unsigned char *instate_mp_put_count_header(unsigned char *p, uint32_t n,
+                                                         unsigned fix, unsigned code16)
 {
 	if (n <= 15) {
-		*p = (unsigned char)(0x90 | n);
+		*p = (unsigned char)(fix | n);
 		return p + 1;
 	}
 	if (n <= 0xffff) {
-		*p = 0xdc;
+		*p = (unsigned char)code16;
 		return instate_mp_be16(p + 1, n);
 	}
-	*p = 0xdd;
+	*p = (unsigned char)(code16 + 1);
 	return instate_mp_be32(p + 1, n);
+}
+
+/** Header of an array of n elements: fixarray, array16 or array32. */
+static inline unsigned char *instate_mp_put_array_header(unsigned char *p, uint32_t n)
+{
+	return instate_mp_put_count_header(p, n, 0x90, 0xdc);
 }
 
 /** Header of a map of n key/value pairs: fixmap, map16 or map32. */
 static inline unsigned char *instate_mp_put_map_header(unsigned char *p, uint32_t n)
 {
-	if (n <= 15) {
-		*p = (unsigned char)(0x80 | n);
-		return p + 1;
-	}
-	if (n <= 0xffff) {
-		*p = 0xde;
-		return instate_mp_be16(p + 1, n);
-	}
-	*p = 0xdf;
-	return instate_mp_be32(p + 1, n);
+	return instate_mp_put_count_header(p, n, 0x80, 0xde);
 }
 
 /** Size of the map header instate_mp_put_map_header() writes for n pairs. */

@@ -105,6 +105,12 @@ void instate__slot_release(instate_env *e);
  */
 int instate__grow(instate_env *e, uint64_t need);
 
+/* Bytes of the map in use (up to the last page written), from info. */
+static inline uint64_t instate__used_bytes(const instate_env *e, const MDB_envinfo *info)
+{
+	return (uint64_t)(info->me_last_pgno + 1) * e->page_size;
+}
+
 /* Adopt a map grown by another process (after MDB_MAP_RESIZED). Caller
  * holds the writer slot and not the map lock. */
 int instate__adopt(instate_env *e);

@@ -362,7 +362,7 @@ static int begin_write(instate_txn *t)
 		return rc;
 	/* Grow ahead of need: the map is remapped only between transactions. */
 	mdb_env_info(e->env, &info);
-	if ((uint64_t)(info.me_last_pgno + 1) * 2 * e->page_size > info.me_mapsize)
+	if (instate__used_bytes(e, &info) * 2 > info.me_mapsize)
 		(void)instate__grow(e, (uint64_t)info.me_mapsize + 1);
 	/* No map lock here: remapping needs the writer slot, which this thread
 	 * holds, and taking it around LMDB's writer mutex would order the two

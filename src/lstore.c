@@ -1407,11 +1407,15 @@ static int l_ns_put_many(lua_State *L)
 /* Iterators                                                                */
 /* ------------------------------------------------------------------------ */
 
-static int ns_pairs(lua_State *L, int encoded)
+/*
+ * Push an iterator userdata over the records of n (the checked namespace
+ * at nsidx) that start with prefix: in n's transaction, or in a snapshot of
+ * its own that the userdata owns (so raising later leaks nothing). Returns
+ * it, or NULL after pushing nil, msg, code.
+ */
+static liter *iter_open(lua_State *L, lns *n, int nsidx, const char *prefix, size_t plen,
+                        int encoded)
 {
-	lns *n = check_ns(L, 1);
-	size_t plen = 0;
-	const char *prefix = luaL_optlstring(L, 2, NULL, &plen);
 	liter *it;
 	instate_txn *txn;
 	int rc;
@@ -1421,14 +1425,16 @@ static int ns_pairs(lua_State *L, int encoded)
 	it->store = n->store;
 	it->encoded = encoded;
 	luaL_setmetatable(L, LINSTATE_ITER_MT);
-	lua_pushvalue(L, 1);
+	lua_pushvalue(L, nsidx);
 	lcompat_setuservalue(L, -2, 1);
 	if (n->tx) {
 		txn = n->tx->txn;
 	} else {
 		rc = instate_txn_begin(n->store->s, NULL, INSTATE_TXN_READ, &it->own);
-		if (rc)
-			return linstate_fail(L, rc, "cannot iterate");
+		if (rc) {
+			linstate_fail(L, rc, "cannot iterate");
+			return NULL;
+		}
 		txn = it->own;
 		child_link(n->store, &it->link, iter_close_child);
 		it->linked = 1;
@@ -1437,13 +1443,25 @@ static int ns_pairs(lua_State *L, int encoded)
 	if (rc) {
 		it->cur = NULL;
 		iter_close(it);
-		return linstate_fail(L, rc, "cannot iterate");
+		linstate_fail(L, rc, "cannot iterate");
+		return NULL;
 	}
 	if (n->tx) {
 		it->tx = n->tx;
 		it->next_in_tx = n->tx->iters;
 		n->tx->iters = it;
 	}
+	return it;
+}
+
+static int ns_pairs(lua_State *L, int encoded)
+{
+	lns *n = check_ns(L, 1);
+	size_t plen = 0;
+	const char *prefix = luaL_optlstring(L, 2, NULL, &plen);
+
+	if (!iter_open(L, n, 1, prefix, plen, encoded))
+		return 3;
 	/* generic for: f, state, control, closing value */
 	lua_pushvalue(L, lua_upvalueindex(2));
 	lua_pushvalue(L, -2);
@@ -1477,6 +1495,9 @@ static int l_ns_get_all_encoded(lua_State *L)
 {
 	static const char *const names[] = { "decode", "version_default", NULL };
 	lscratch *sc = SCRATCH(L);
+	lns *n = check_ns(L, 1);
+	size_t plen = 0;
+	const char *prefix = luaL_optlstring(L, 2, NULL, &plen);
 	lua_Integer vdef = -1;
 	int decode = 0;
 	liter *it;
@@ -1489,45 +1510,37 @@ static int l_ns_get_all_encoded(lua_State *L)
 		decode = opt_bool(L, 3, "decode", 0);
 		vdef = opt_int(L, 3, "version_default", -1, 0, 0xffffffffLL);
 	}
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_pushvalue(L, lua_upvalueindex(2));
-	lua_pushcclosure(L, l_ns_pairs_encoded, 2);
-	lua_pushvalue(L, 1);
-	lua_pushvalue(L, 2);
-	lua_call(L, 2, 4);          /* 4 step, 5 it, 6 nil, 7 it */
-	lua_settop(L, 5);
-	if (!luaL_testudata(L, 5, LINSTATE_ITER_MT))
-		return 3;               /* nil, msg, code from pairs */
-	it = lua_touserdata(L, 5);
-	lua_newtable(L);            /* 6 bytes */
-	lua_newtable(L);            /* 7 versions */
-	lua_newtable(L);            /* 8 values */
+	if (!(it = iter_open(L, n, 1, prefix, plen, 1)))   /* 4 */
+		return 3;
+	lua_newtable(L);            /* 5 bytes */
+	lua_newtable(L);            /* 6 versions */
+	lua_newtable(L);            /* 7 values */
 	for (;;) {
 		instate_meta meta;
 		rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
 		if (rc)
 			break;
-		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 9 key */
-		lua_pushvalue(L, 9);
+		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 8 key */
+		lua_pushvalue(L, 8);
 		lua_pushlstring(L, sc->val.data, sc->val.len);
-		lua_rawset(L, 6);
+		lua_rawset(L, 5);
 		if ((lua_Integer)meta.version != vdef) {
-			lua_pushvalue(L, 9);
+			lua_pushvalue(L, 8);
 			lua_pushinteger(L, (lua_Integer)meta.version);
-			lua_rawset(L, 7);
+			lua_rawset(L, 6);
 		}
 		if (decode) {
 			if (linstate_decode(L, sc->val.data, sc->val.len))
-				lua_rawset(L, 8);   /* key 9, value 10 */
+				lua_rawset(L, 7);   /* key 8, value 9 */
 			else
 				lua_pop(L, 1);      /* the message */
 		}
-		lua_settop(L, 8);
+		lua_settop(L, 7);
 	}
 	iter_close(it);
 	if (rc != INSTATE_NOTFOUND)
 		return linstate_fail(L, rc, "cannot read");
-	lua_settop(L, decode ? 8 : 7);
+	lua_settop(L, decode ? 7 : 6);
 	return decode ? 3 : 2;
 }
 
@@ -1546,11 +1559,11 @@ static int l_ns_get_all_encoded(lua_State *L)
 static int l_ns_get_all_objects(lua_State *L)
 {
 	lscratch *sc = SCRATCH(L);
+	lns *n = check_ns(L, 1);
 	lua_Integer slot, version, count = 0;
 	int j, ntpl, narr, rc;
 	liter *it;
 
-	check_ns(L, 1);
 	luaL_checktype(L, 2, LUA_TTABLE);
 	luaL_checktype(L, 3, LUA_TTABLE);
 	slot = luaL_checkinteger(L, 4);
@@ -1560,53 +1573,46 @@ static int l_ns_get_all_objects(lua_State *L)
 	luaL_argcheck(L, ntpl <= 64, 3, "template longer than 64");
 	narr = ntpl > (int)slot ? ntpl : (int)slot;
 	lua_settop(L, 5);
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_pushvalue(L, lua_upvalueindex(2));
-	lua_pushcclosure(L, l_ns_pairs_encoded, 2);
-	lua_pushvalue(L, 1);
-	lua_call(L, 1, 4);          /* 6 step, 7 it, 8 nil, 9 it */
-	lua_settop(L, 7);
-	if (!luaL_testudata(L, 7, LINSTATE_ITER_MT))
-		return 3;               /* nil, msg, code from pairs */
-	it = lua_touserdata(L, 7);
-	lua_newtable(L);            /* 8 key -> object or false */
-	lua_pushliteral(L, "name"); /* 9 */
+	if (!(it = iter_open(L, n, 1, NULL, 0, 1)))   /* 6 */
+		return 3;
+	lua_newtable(L);            /* 7 key -> object or false */
+	lua_pushliteral(L, "name"); /* 8 */
 	for (;;) {
 		instate_meta meta;
 		rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
 		if (rc)
 			break;
-		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 10 key */
+		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 9 key */
 		if ((lua_Integer)meta.version == version &&
-		    linstate_decode(L, sc->val.data, sc->val.len)) {     /* 11 value */
-			lua_createtable(L, narr, 1);                        /* 12 */
+		    linstate_decode(L, sc->val.data, sc->val.len)) {     /* 10 value */
+			lua_createtable(L, narr, 1);                        /* 11 */
 			for (j = 1; j <= ntpl; j++) {
 				lua_rawgeti(L, 3, j);
-				lua_rawseti(L, 12, j);
+				lua_rawseti(L, 11, j);
 			}
-			lua_pushvalue(L, 11);
-			lua_rawseti(L, 12, slot);
+			lua_pushvalue(L, 10);
+			lua_rawseti(L, 11, slot);
+			lua_pushvalue(L, 8);
 			lua_pushvalue(L, 9);
-			lua_pushvalue(L, 10);
-			lua_rawset(L, 12);
+			lua_rawset(L, 11);
 			lua_pushvalue(L, 2);
-			lua_setmetatable(L, 12);
-			lua_pushvalue(L, 10);
-			lua_pushvalue(L, 12);
-			lua_rawset(L, 8);
+			lua_setmetatable(L, 11);
+			lua_pushvalue(L, 9);
+			lua_pushvalue(L, 11);
+			lua_rawset(L, 7);
 			count++;
 		} else {
-			/* another version, or corrupt (the message is at 11) */
-			lua_settop(L, 10);
+			/* another version, or corrupt (the message is at 10) */
+			lua_settop(L, 9);
 			lua_pushboolean(L, 0);
-			lua_rawset(L, 8);
+			lua_rawset(L, 7);
 		}
-		lua_settop(L, 9);
+		lua_settop(L, 8);
 	}
 	iter_close(it);
 	if (rc != INSTATE_NOTFOUND)
 		return linstate_fail(L, rc, "cannot read");
-	lua_settop(L, 8);
+	lua_settop(L, 7);
 	lua_pushinteger(L, count);
 	return 2;
 }
@@ -1712,6 +1718,8 @@ static const luaL_Reg ns_methods[] = {
 	{ "get_encoded", l_ns_get_encoded },
 	{ "set_encoded", l_ns_set_encoded },
 	{ "put_many", l_ns_put_many },
+	{ "get_all_encoded", l_ns_get_all_encoded },
+	{ "get_all_objects", l_ns_get_all_objects },
 	{ NULL, NULL }
 };
 
@@ -1771,16 +1779,6 @@ void linstate_open_store(lua_State *L)
 	lua_pushcclosure(L, l_iter_next, 1);
 	lua_pushcclosure(L, l_ns_pairs_encoded, 2);
 	lua_setfield(L, -2, "pairs_encoded");
-	lua_pushvalue(L, scratch);
-	lua_pushvalue(L, scratch);
-	lua_pushcclosure(L, l_iter_next, 1);
-	lua_pushcclosure(L, l_ns_get_all_encoded, 2);
-	lua_setfield(L, -2, "get_all_encoded");
-	lua_pushvalue(L, scratch);
-	lua_pushvalue(L, scratch);
-	lua_pushcclosure(L, l_iter_next, 1);
-	lua_pushcclosure(L, l_ns_get_all_objects, 2);
-	lua_setfield(L, -2, "get_all_objects");
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	lua_newtable(L);
