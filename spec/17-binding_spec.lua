@@ -376,3 +376,50 @@ describe("handle checks", function()
     store:close()
   end)
 end)
+
+describe("get_all_objects", function()
+  it("builds one object per record of the version asked for, false for the others", function()
+    local store = open()
+    local ns = store:namespace("v", "state")
+    ns:set_encoded("a", instate.encode({ 1 }), { version = 1 })
+    ns:set_encoded("b", instate.encode("two"), { version = 2 })
+    ns:set_encoded("p", instate.encode(5), { version = 1 })
+    local mt = {}
+    local objects, count = ns:get_all_objects(mt, { "x", false }, 4, 1)
+    assert.are.equal(2, count)
+    assert.is_false(objects.b)
+    assert.are.equal(mt, getmetatable(objects.a))
+    assert.are.same({ "x", false, nil, { 1 }, name = "a" }, setmetatable(objects.a, nil))
+    assert.are.same({ "x", false, nil, 5, name = "p" }, setmetatable(objects.p, nil))
+    store:close()
+  end)
+
+  it("refuses bad arguments by position", function()
+    local store = open()
+    local ns = store:namespace("v", "state")
+    assert.has_error(function() ns:get_all_objects(nil, {}, 1, 1) end,
+      "bad argument #1 to 'get_all_objects' (table expected, got nil)")
+    assert.has_error(function() ns:get_all_objects({}, {}, 0, 1) end,
+      "bad argument #3 to 'get_all_objects' (slot must be 1..64)")
+    assert.has_error(function() ns:get_all_objects({}, {}, 65, 1) end,
+      "bad argument #3 to 'get_all_objects' (slot must be 1..64)")
+    local long = {}
+    for i = 1, 65 do long[i] = i end
+    assert.has_error(function() ns:get_all_objects({}, long, 1, 1) end,
+      "bad argument #2 to 'get_all_objects' (template longer than 64)")
+    assert.has_error(function() ns:get_all_objects({}, {}, 1, "x") end,
+      "bad argument #4 to 'get_all_objects' (number expected, got string)")
+    store:close()
+    assert.has_error(function() ns:get_all_objects({}, {}, 1, 1) end, "store is closed")
+  end)
+end)
+
+describe("_newtable", function()
+  it("makes an empty table and refuses negative sizes", function()
+    assert.are.same({}, instate._newtable(10, 10))
+    assert.has_error(function() instate._newtable(-1, 0) end,
+      "bad argument #1 to '_newtable' (out of range)")
+    assert.has_error(function() instate._newtable(0, -1) end,
+      "bad argument #2 to '_newtable' (out of range)")
+  end)
+end)
