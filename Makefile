@@ -31,7 +31,7 @@ define need_packages
 	fi
 endef
 
-.PHONY: all build deps deps-bench deps-fuzz test demo sanitize bench fuzz valgrind install clean
+.PHONY: all build deps deps-bench deps-fuzz test demo sanitize bench fuzz faults valgrind install clean
 
 all: build
 
@@ -77,6 +77,15 @@ fuzz: deps-fuzz
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    $(FUZZ_BUILD)/corpus/$$name spec/fuzz/seeds/$$name || exit 1; \
 	done
+
+# Every fault point of every operation, with EIO and ENOSPC, once and
+# persistent, and every allocator point (make test runs a reduced set).
+faults: deps build
+	@LUA_CPATH="$(abspath $(BUILD))/lib/?.so;;" \
+	  LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+	  INSTATE_BUILD_DIR=$(abspath $(BUILD)) INSTATE_SOURCE_DIR=$(CURDIR) \
+	  INSTATE_FAULT_SHIM=$(abspath $(BUILD))/fault/libfaultshim.so \
+	  lua5.4 spec/fault/driver.lua --full
 
 valgrind: deps build
 	$(call need_packages,$(VALGRIND_DEPS))
