@@ -51,6 +51,34 @@ describe("fault injection", function()
     assert.equal("hit fdatasync 1\ncalls 1 hits 1\n", helpers.read_file(report))
   end)
 
+  it("the checks catch a mix, a lost commit, a wrong code and a swallowed fault", function()
+    local io = { calls = "io", errno = "ENOSPC", mode = "once" }
+    local old = { state = "old", revision = 7 }
+    local function checks(name, r, st)
+      local bad = driver.judge(name, io, r, st, old, "fdatasync")
+      local t = {}
+      for _, b in ipairs(bad) do t[#t + 1] = b.check .. ": " .. b.detail end
+      return t
+    end
+    local failed = { ok = true, res = { n = 3, nil, "cannot write: No space left on device", "NOSPACE" } }
+    local worked = { ok = true, res = { n = 1, true } }
+    assert.same({}, checks("transaction", failed, old))
+    assert.same({}, checks("transaction", failed, { state = "new", revision = 8 }))
+    assert.same({ "state: a mix: 3 old, 21 new" },
+      checks("transaction", failed, { state = "a mix: 3 old, 21 new", revision = 8 }))
+    assert.same({ "state: the store changed although the operation failed" },
+      checks("load", failed, { state = "new", revision = 8 }))
+    assert.same({ "state: old state at revision 8, was 7" },
+      checks("set", failed, { state = "old", revision = 8 }))
+    assert.same({ "swallowed: success reported although fdatasync failed with ENOSPC",
+                  "state: success reported but the new state was not committed" },
+      checks("set", worked, old))
+    assert.same({ "code: code IO, expected NOSPACE: cannot write: No space left on device" },
+      checks("set", { ok = true, res = { n = 3, nil, "cannot write: No space left on device", "IO" } },
+        old))
+    assert.same({ "raise: raised: CORRUPT" }, checks("set", { ok = false, res = { n = 1, "CORRUPT" } }, old))
+  end)
+
   for _, name in ipairs(require("fault.ops").names) do
     it(name .. " survives every fault point", function()
       local s = driver.run({ ops = { name }, configs = driver.configs(false), points = { alloc = 40 },

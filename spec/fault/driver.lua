@@ -51,6 +51,9 @@ local function child_cmd(env)
   return table.concat(parts, " ")
 end
 
+local SIGNALS = { [4] = "SIGILL", [6] = "SIGABRT", [7] = "SIGBUS", [8] = "SIGFPE",
+                  [9] = "SIGKILL", [11] = "SIGSEGV" }
+
 -- Run one step; the decoded result, or nil and what happened.
 local function step(work, env, ...)
   local result, errf = work .. ".result", work .. ".stderr"
@@ -62,10 +65,14 @@ local function step(work, env, ...)
   local data = read(result)
   local err = (read(errf) or ""):gsub("%s+$", "")
   if not ok or not data then
-    local why = how == "signal" and ("killed by signal " .. code)
-      or (code and code > 128 and ("killed by signal " .. (code - 128)))
+    local sig = how == "signal" and code or (code and code > 128 and code - 128) or nil
+    -- Under ASan a fault signal is reported, then aborts: name the signal.
+    local asan = err:match("AddressSanitizer: (%u+)")
+    if asan then sig = ({ SEGV = 11, BUS = 7 })[asan] or sig end
+    local why = sig and ("killed by " .. (SIGNALS[sig] or ("signal " .. sig)))
       or ("exit status " .. tostring(code))
-    return nil, why .. (err ~= "" and (": " .. err:sub(-300)) or "")
+    local summary = err:match("SUMMARY: [^\n]*") or err:sub(-300)
+    return nil, why .. (summary ~= "" and (": " .. summary) or "")
   end
   return assert(instate.decode(data))
 end
@@ -134,6 +141,8 @@ local function judge(name, cfg, r, st, st0, hit)
   end
   return bad, state
 end
+
+driver.judge = judge
 
 -- The report file: the call hit first ("hit NAME N").
 local function hit_call(path)

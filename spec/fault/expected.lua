@@ -21,7 +21,7 @@ return {
   { check = "message", detail = "^message repeats itself",
     reason = "break 14: messages repeat themselves (strerror twice)" },
   -- Found by this suite, not in the issue's list.
-  { op = "grow", hit = "mmap", check = "crash", detail = "signal 11",
+  { op = "grow", hit = "mmap", check = "crash", detail = "SIGSEGV",
     reason = "new: SIGSEGV when the growth ahead of need fails in mmap: instate_txn.c"
       .. " begin_write ignores instate__grow's error and mdb_txn_begin reads LMDB's NULL map" },
   { op = "save_all", calls = "alloc", check = "state", hit = "calloc",
