@@ -1167,7 +1167,7 @@ static void bomb(struct bytes *f, uint32_t vlen, uint64_t nrec, uint64_t cut,
 		for (j = off; j < 4 && j < off + n; j++)
 			raw[j - off] = start[j];
 		for (r = off < 4 ? 0 : (off - 4) / rlen; r < nrec && 4 + r * rlen < off + n; r++) {
-			unsigned char h[16];
+			unsigned char h[17];  /* snprintf's NUL lands in h[16] */
 			uint64_t at = 4 + r * rlen;
 			h[0] = 0x52;
 			h[1] = 0;
