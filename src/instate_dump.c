@@ -947,7 +947,7 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	}
 	/* The lock stays held through the rename (by a second descriptor of
 	 * the same open file), so that no cleaner takes the finished file. */
-	lockfd = dup(w.fd);
+	lockfd = fcntl(w.fd, F_DUPFD_CLOEXEC, 0);
 	if (close(w.fd) != 0) {
 		w.fd = -1;
 		rc = errno;
