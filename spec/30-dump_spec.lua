@@ -310,7 +310,9 @@ describe("store:dump / store:load", function()
     local n, msg, code = s:dump(dir .. "/missing/x.dump")
     assert.is_nil(n)
     assert.equal("NOTFOUND", code)
-    assert.matches("missing/x.dump", msg)
+    -- one message naming the path, the reason said once
+    assert.equal("dump " .. dir .. "/missing/x.dump: cannot create a temporary file: "
+      .. "No such file or directory", msg)
     -- a write failing half way: a child process under a file size limit
     local big = noise(3000)
     for i = 1, 300 do s:namespace("a"):set("big" .. i, big) end
@@ -332,6 +334,85 @@ describe("store:dump / store:load", function()
     assert.equal(old, helpers.read_file(path))
     assert.same({ "x.dump" }, dir_entries(sub))
     s = new_store(dir)
+  end)
+  it("removes the temporary files of killed dumps, keeping the old file meanwhile", function()
+    -- a store whose level-9 dump takes a while: time to be killed mid-write
+    local base = noise(65536, 3)
+    s:transaction(function(tx)
+      local ns = tx:namespace("big")
+      for i = 1, 12000 do
+        local o = (i * 7919) % 60000
+        ns:set(string.format("k%05d", i), base:sub(o + 1, o + 4096))
+      end
+    end)
+    local sub = dir .. "/out"
+    os.execute("mkdir " .. helpers.sh_quote(sub))
+    local path = sub .. "/x.dump"
+    s:namespace("small"):set("k", 1)
+    assert(s:dump(path, { namespaces = { "small" } }))
+    local old = helpers.read_file(path)
+    local child = dir .. "/child.lua"
+    helpers.write_file(child, [[
+      local instate = require "instate"
+      local s = assert(instate.open(arg[1]))
+      assert(s:dump(arg[2], { compression = 9 }))
+    ]])
+    -- start a dump, wait for a temporary file it made, kill -9 the process
+    local round = [[
+      D=$1; old=$(ls -A "$D" | grep '^x\.dump\..' || true)
+      ]] .. helpers.lua_cmd() .. [[ "$2" "$3" "$4" & pid=$!
+      i=0; new=
+      while [ $i -lt 4000 ]; do
+        new=$(ls -A "$D" | grep '^x\.dump\..' | grep -vxF "$old")
+        [ -n "$new" ] && break
+        i=$((i + 1)); sleep 0.005
+      done
+      kill -9 $pid; wait $pid 2>/dev/null
+      echo "$new"
+    ]]
+    local temps
+    for _ = 1, 4 do
+      local p = io.popen("sh -c " .. helpers.sh_quote(round) .. " sh " .. helpers.sh_quote(sub)
+        .. " " .. helpers.sh_quote(child) .. " " .. helpers.sh_quote(dir .. "/store") .. " "
+        .. helpers.sh_quote(path))
+      local made = p:read("l")
+      p:close()
+      assert.is_truthy(made and made:match("^x%.dump%.tmp%-%w%w%w%w%w%w$"), tostring(made))
+      -- the killed dump's file is all that is left: the previous one was removed
+      temps = dir_entries(sub)
+      assert.same({ "x.dump", made }, temps)
+      assert.equal(old, helpers.read_file(path))
+    end
+    local info = assert(s:dump(path, { compression = 1 }))
+    assert.equal(12001, info.records)
+    assert.same({ "x.dump" }, dir_entries(sub))
+    assert.equal(12001, assert(instate.dump_info(path)).records)
+  end)
+
+  it("never loads, deletes or overwrites the store's own files", function()
+    s:namespace("a"):set("k", "v")
+    local path = dir .. "/x.dump"
+    assert(s:dump(path))
+    for _, name in ipairs({ "data.mdb", "lock.mdb" }) do
+      local f = dir .. "/store/" .. name
+      local before = helpers.read_file(f)
+      assert.has_error(function() s:load(f, { on_corrupt = "delete" }) end,
+        "bad argument #1 to 'load' (load " .. f
+        .. ": this is the store's own data or lock file, not a dump)")
+      assert.has_error(function() s:dump(f) end, "bad argument #1 to 'dump' (dump " .. f
+        .. ": this is the store's own data or lock file)")
+      assert.is_truthy(helpers.read_file(f))
+      if name == "data.mdb" then assert.equal(before, helpers.read_file(f)) end
+    end
+    -- the same file by another name
+    os.execute("ln -s " .. helpers.sh_quote(dir .. "/store/data.mdb") .. " "
+      .. helpers.sh_quote(dir .. "/link.dump"))
+    assert.has_error(function() s:load(dir .. "/link.dump", { on_corrupt = "delete" }) end,
+      "bad argument #1 to 'load' (load " .. dir
+      .. "/link.dump: this is the store's own data or lock file, not a dump)")
+    assert.equal("v", s:namespace("a"):get("k"))
+    assert(s:load(path))
+    assert.equal("v", s:namespace("a"):get("k"))
   end)
 end)
 

@@ -185,20 +185,121 @@ describe("corrupt dumps", function()
     assert.is_nil(helpers.read_file(path))
   end)
 
-  it("rejects a malformed record value found at the last section", function()
-    local body = section("a", 1, { { "k", "\1" } }) .. section("b", 1, { { "k", "\xc1" } })
-    helpers.write_file(bad, craft(body, 2, 2))
-    local before = snapshot()
-    local r, msg, code = dst:load(bad)
+  it("loads values as bytes: the file layer does not read MessagePack", function()
+    local body = section("a", 1, { { "k", "\1" } }) ..
+      section("b", 1, { { "c1", "\xc1" }, { "empty", "" }, { "two", "\1\2" } })
+    helpers.write_file(bad, craft(body, 2, 4))
+    local info = assert(dst:load(bad))
+    assert.equal(4, info.records)
+    assert.equal(1, dst:namespace("a"):get("k"))
+    -- the codec finds them when they are read, naming the key
+    local ok, err = pcall(function() return dst:namespace("b"):get("c1") end)
+    local v, msg, code = dst:namespace("b"):get("c1")
+    if ok then
+      assert.is_nil(v)
+      assert.equal("CORRUPT", code)
+      assert.matches("c1", msg)
+    else
+      assert.matches("c1", err)
+    end
+    assert.equal(3, assert(instate.dump_info(bad)).section_list[2].records)
+  end)
+
+  it("bounds memory by max_bytes and the block size, whatever the file claims", function()
+    -- a zstd frame of 1 MiB of zeros in 41 bytes: 8 RLE blocks of 128 KiB
+    local z = { "\x28\xb5\x2f\xfd\xa0", string.pack("<I4", 1048576) }
+    for i = 1, 8 do z[#z + 1] = (i < 8 and "\x02\x00\x10" or "\x03\x00\x10") .. "\0" end
+    z = table.concat(z)
+    local function block(codec, raw_len, stored)
+      local h = string.pack(">BBI2I4I4", 0x42, codec, 0, raw_len, #stored)
+      return h .. string.pack(">I4", crc32c(stored, crc32c(h))) .. stored
+    end
+    -- one well-formed record of 200 MiB of zeros, in a file of about 11 KB
+    local n = 200
+    local first = string.pack(">BBs1", 0x53, 1, "a") .. string.pack(">BBI2I4", 0x52, 0, 1,
+      n * 1048576) .. "k"
+    local prefix = MAGIC .. string.pack(">I4", 1)
+    local h2 = string.pack(">I4I8i8", 0, 5, 1800000000000)
+    local parts = { prefix, string.pack(">I4", crc32c(prefix)), h2,
+      string.pack(">I4", crc32c(h2)), block(0, #first, first) }
+    local zb = block(1, 1048576, z)
+    for _ = 1, n do parts[#parts + 1] = zb end
+    local last = string.pack(">BI8", 0x54, 1)
+    parts[#parts + 1] = block(0, #last, last)
+    local so_far = table.concat(parts)
+    local t = string.pack(">BBBBI8I8I8I8", 0x45, 0, 0, 0, 1, 1, #first + n * 1048576 + #last,
+      #so_far + 40)
+    helpers.write_file(bad, so_far .. t .. string.pack(">I4", crc32c(t, crc32c(so_far))))
+    assert.is_true(#so_far < 12000)
+    -- in a child process: the growth of its peak memory (VmHWM) during each call
+    local out = helpers.run_lua([[
+      local instate = require "instate"
+      local function hwm()
+        local f = io.open("/proc/self/status")
+        local kb = tonumber(f:read("a"):match("VmHWM:%s*(%d+)"))
+        f:close()
+        return kb
+      end
+      local s = assert(instate.open(arg[2], { sync = "none" }))
+      local h0 = hwm()
+      local info, msg = instate.dump_info(arg[1])
+      io.write(tostring(info and info.records), " ", tostring(msg), "\n", hwm() - h0, "\n")
+      h0 = hwm()
+      local r, msg2, code = s:load(arg[1], { max_bytes = 1e6 })
+      io.write(tostring(r), " ", tostring(code), " ", tostring(msg2), "\n", hwm() - h0, "\n")
+    ]], bad, dir .. "/child-store")
+    local info_line, info_kb, load_line, load_kb = out:match("^(.-)\n(%d+)\n(.-)\n(%d+)\n$")
+    assert.is_truthy(info_line, out)
+    -- dump_info verifies it all and never holds the value
+    assert.equal("1 nil", info_line)
+    assert.is_true(tonumber(info_kb) < 16 * 1024, info_kb .. " KiB")
+    -- load refuses it at its first block, before reading the value
+    assert.equal("nil CORRUPT corrupt dump " .. bad .. " at byte 40: a record of 209715200 "
+      .. "value bytes would take the body past 16000000 bytes (16 x max_bytes 1000000) "
+      .. "(body byte 4): corrupt data", load_line)
+    assert.is_true(tonumber(load_kb) < 16 * 1024, load_kb .. " KiB")
+    -- a corrupt file, so the policy applies
+    assert.is_false(dst:load(bad, { max_bytes = 1e6, on_corrupt = "delete" }))
+    assert.is_nil(helpers.read_file(bad))
+  end)
+
+  it("never applies the file policy to the store's own errors", function()
+    assert(src:dump(path))
+    local good = helpers.read_file(path)
+    -- another process leaves a damaged entry for namespace "z" in dst's catalogue
+    -- (LMDB's own tool), so dst reports CORRUPT on it: the good file is kept
+    helpers.write_file(dir .. "/meta.txt", "ns:z\nxy\n")
+    assert.is_true(os.execute("mdb_load -T -s __meta -f " .. helpers.sh_quote(dir .. "/meta.txt")
+      .. " " .. helpers.sh_quote(dir .. "/dst")))
+    -- ("z" itself now reads as corrupt: the snapshot leaves it out)
+    local function state()
+      return { rev = dst:revision(), game = all(dst:namespace("game")),
+               other = all(dst:namespace("other")) }
+    end
+    local before = state()
+    for _, policy in ipairs({ "error", "ignore", "delete" }) do
+      local r, msg, code = dst:load(path, { on_corrupt = policy })
+      assert.is_nil(r, policy)
+      assert.equal("CORRUPT", code)
+      assert.equal("load " .. path .. ": the store failed on namespace \"z\": corrupt data", msg)
+      assert.equal(good, helpers.read_file(path))
+    end
+    assert.same(before, state())
+    -- a full store (max_size): MAP_FULL, the file kept
+    local big = assert(instate.open(dir .. "/big", { sync = "none" }))
+    local blob = string.rep("\0", 200000)
+    for i = 1, 20 do big:namespace("blobs"):set("b" .. i, blob .. i) end
+    local bigpath = dir .. "/big.dump"
+    assert(big:dump(bigpath))
+    big:close()
+    local small = assert(instate.open(dir .. "/small", { sync = "none", map_size = 1048576,
+      max_size = 1048576 }))
+    local r, msg, code = small:load(bigpath, { on_corrupt = "delete" })
     assert.is_nil(r)
-    assert.equal("CORRUPT", code)
-    assert.matches("malformed value in section \"b\"", msg)
-    assert.same(before, snapshot())
-    -- the crafted file itself is well formed apart from that value
-    helpers.write_file(bad, craft(section("a", 1, { { "k", "\1" } }) ..
-      section("b", 1, { { "k", "\2" } }), 2, 2))
-    assert(dst:load(bad))
-    assert.equal(2, dst:namespace("b"):get("k"))
+    assert.equal("MAP_FULL", code)
+    assert.matches("^load " .. bigpath:gsub("%p", "%%%0"), msg)
+    assert.is_truthy(helpers.read_file(bigpath))
+    small:close()
   end)
 
   it("rejects a section whose type clashes with the existing namespace", function()

@@ -468,7 +468,9 @@ typedef struct instate_dump_options {
 	size_t n_namespaces;             /**< entries in namespaces */
 	uint64_t max_record_bytes;       /**< larger records are left out; 0 = no cap */
 	uint64_t max_records_per_section;/**< first N records in key order; 0 = no cap */
-	uint64_t max_bytes;              /**< file size cap; 0 = no cap */
+	uint64_t max_bytes;              /**< file size cap, and the body (the bytes
+	                                      the file decompresses to) is kept to
+	                                      16 times it, as load bounds it; 0 = no cap */
 } instate_dump_options;
 
 /** What to do with a corrupt file in instate_load(). */
@@ -483,8 +485,14 @@ typedef struct instate_load_options {
 	int replace;                     /**< 0 merge (default), 1 replace */
 	const char *const *namespaces;   /**< sections to load; NULL = all */
 	size_t n_namespaces;
-	uint64_t max_bytes;              /**< a larger file is corrupt; 0 = no cap */
-	instate_on_corrupt on_corrupt;
+	uint64_t max_bytes;              /**< a larger file, or one decompressing to
+	                                      more than 16 times it, is corrupt; with
+	                                      it memory and bytes written are bounded
+	                                      whatever the file claims; 0 = no cap
+	                                      (the file is trusted: a record may be
+	                                      up to 4 GiB) */
+	instate_on_corrupt on_corrupt;   /**< applies to a corrupt file only, never
+	                                      to an error of the store */
 } instate_load_options;
 
 /** Results of instate_dump(), instate_load() and instate_dump_info(). */
@@ -498,6 +506,8 @@ typedef struct instate_dump_info {
 	int64_t created_ms;     /**< when the dump was written */
 	uint32_t format;        /**< the file's format version */
 	int deleted;            /**< load: the corrupt file was removed */
+	int file_corrupt;       /**< load: #INSTATE_CORRUPT is the file's (the policy
+	                             applied), not the store's */
 } instate_dump_info;
 
 void instate_dump_options_init(instate_dump_options *o);
@@ -506,15 +516,19 @@ void instate_load_options_init(instate_load_options *o);
 /**
  * @brief Write a consistent snapshot of the store to `path`.
  *
- * Writes a temporary file in the same directory, fsyncs it, renames it over
- * `path` and fsyncs the directory: a failure leaves any old file intact and
- * no temporary file behind.
+ * Writes a temporary file in the same directory (`<path>.tmp-XXXXXX`, locked
+ * with flock while written), fsyncs it, renames it over `path` and fsyncs
+ * the directory: a failure leaves any old file intact and no temporary file
+ * behind. Temporary files of `path` that dumps killed on the way left are
+ * removed first (unlocked ones only; docs/FORMAT.md 3.6).
  *
  * @param[out] info results (may be NULL).
  * @param[out] err a detailed message on failure (may be NULL), at most
- *   #INSTATE_ERRMSG_MAX bytes with its NUL.
- * @return 0, #INSTATE_INVALID (compression out of range), #INSTATE_LIMIT
- *   (even an empty dump exceeds max_bytes), or an errno.
+ *   #INSTATE_ERRMSG_MAX bytes with its NUL; it names the path and ends with
+ *   the reason.
+ * @return 0, #INSTATE_INVALID (compression out of range, or `path` is the
+ *   store's own data or lock file), #INSTATE_LIMIT (even an empty dump
+ *   exceeds max_bytes), or an errno.
  */
 int instate_dump(instate_store *s, const char *path, const instate_dump_options *opts,
                  instate_dump_info *info, char *err);
@@ -527,18 +541,27 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
  * expired are skipped; others keep their absolute expiry. After a load the
  * revision is above its old value and at least the dump's.
  *
+ * Memory is bounded by the block size and `max_bytes` whatever the file
+ * claims (docs/FORMAT.md 3.5). Values are opaque bytes: they load exactly as
+ * dumped, MessagePack or not.
+ *
  * @return 0, #INSTATE_NOTFOUND (no such file; the policy is not consulted),
- *   #INSTATE_CORRUPT (the message in `err` names the byte offset; with
- *   IGNORE/DELETE the caller reports "ignored"; info->deleted tells),
- *   #INSTATE_VERSION (newer format, whatever the policy), #INSTATE_BUSY,
- *   #INSTATE_MAP_FULL or an errno. The store is unchanged on any error.
+ *   #INSTATE_CORRUPT (the file's, info->file_corrupt set: the message in
+ *   `err` names the byte offset; with IGNORE/DELETE the caller reports
+ *   "ignored"; info->deleted tells; or the store's, info->file_corrupt 0:
+ *   the policy is not applied), #INSTATE_VERSION (newer format, whatever the
+ *   policy), #INSTATE_INVALID (`path` is the store's own data or lock file;
+ *   never deleted), #INSTATE_BUSY, #INSTATE_READONLY, #INSTATE_MAP_FULL or
+ *   an errno (the store's errors keep the file whatever the policy). The
+ *   store is unchanged on any error.
  */
 int instate_load(instate_store *s, const char *path, const instate_load_options *opts,
                  instate_dump_info *info, char *err);
 
 /**
  * @brief Read a dump's header and section list without loading it. The
- * whole file is verified (checksums), without keeping it in memory.
+ * whole file is verified (checksums, framing, lengths), holding at most one
+ * block in memory whatever the file claims.
  * @param[in] fn called per section with its name, type and record count
  *   (may be NULL); nonzero stops and is returned.
  * @return 0, #INSTATE_NOTFOUND, #INSTATE_CORRUPT, #INSTATE_VERSION or an errno.

@@ -3,18 +3,24 @@
  *
  * The format is docs/FORMAT.md section 3. Both directions stream: the
  * writer holds one block of body bytes and its compressed copy, the reader
- * one stored and one raw block plus the record being read, whatever the
- * size of the store or the file.
+ * one stored and one raw block plus the record being read (none for
+ * dump_info), whatever the size of the store or the file; load's max_bytes
+ * bounds the body a file may decompress to, so a hostile file cannot make a
+ * record, or the bytes written, larger than that. Values are opaque bytes:
+ * this file knows nothing of the value codec.
  */
+#define _DEFAULT_SOURCE /* flock */
 #include "instate_dump_int.h"
-#include "instate_mpack.h"
+#include "instate_store_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -35,6 +41,8 @@ static const unsigned char MAGIC[8] = {0x89, 'I', 'S', 'D', '\r', '\n', 0x1a, '\
 #define REC_FIXED 8           /* tag, rflags, key_len, value_len */
 #define SECTION_FIXED 12      /* tag, type, name_len; end tag and count */
 #define VALUE_CHUNK 1048576u  /* values are read in steps this large */
+#define TMP_INFIX ".tmp-"     /* temporary files are <path>.tmp-XXXXXX */
+#define TMP_RANDOM 6          /* mkstemp's XXXXXX */
 #define LOAD_ATTEMPTS 8       /* runs of a load whose map had to grow */
 #define SIZE_ATTEMPTS 4       /* compressed writes tried against max_bytes */
 #define HIST_BUCKETS 65536u
@@ -122,6 +130,44 @@ static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
 	if (c)
 		return c;
 	return alen < blen ? -1 : alen > blen;
+}
+
+/*
+ * *own = whether `st` is one of the store's own files: the data file it
+ * has open, the data file now at its path, or its lock file. load never
+ * reads nor deletes them, dump never writes over them: a dump path is a
+ * caller's string, and one pointing into the store must not destroy it.
+ */
+static int own_file(instate_store *s, const struct stat *st, int *own)
+{
+	const char *p = instate_store_path(s);
+	size_t n = strlen(p);
+	struct stat ps, fs;
+	dev_t dev;
+	ino_t ino;
+	char *q;
+	int i;
+
+	instate__store_data_id(s, &dev, &ino);
+	*own = st->st_dev == dev && st->st_ino == ino;
+	if (*own || stat(p, &ps) != 0)
+		return 0;
+	if (!(q = malloc(n + sizeof "/data.mdb")))
+		return ENOMEM;
+	memcpy(q, p, n);
+	/* A directory holds data.mdb and lock.mdb; a single-file store's
+	 * lock file is beside it (LMDB's MDB_NOSUBDIR layout). */
+	for (i = 0; i < 2 && !*own; i++) {
+		if (S_ISDIR(ps.st_mode))
+			memcpy(q + n, i ? "/lock.mdb" : "/data.mdb", sizeof "/data.mdb");
+		else if (i)
+			memcpy(q + n, "-lock", sizeof "-lock");
+		else
+			q[n] = '\0';
+		*own = stat(q, &fs) == 0 && fs.st_dev == st->st_dev && fs.st_ino == st->st_ino;
+	}
+	free(q);
+	return 0;
 }
 
 /* ===================================================================== */
@@ -581,23 +627,28 @@ done:
 
 /* ---- instate_dump() -------------------------------------------------- */
 
-static int fsync_dir_of(const char *path)
+/* The directory holding `path` (malloc'ed), or NULL if out of memory. */
+static char *dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 	char *dir;
-	int fd, rc = 0;
 
 	if (!slash)
-		dir = strdup(".");
-	else if (slash == path)
-		dir = strdup("/");
-	else {
-		dir = malloc((size_t)(slash - path) + 1);
-		if (dir) {
-			memcpy(dir, path, (size_t)(slash - path));
-			dir[slash - path] = '\0';
-		}
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	if ((dir = malloc((size_t)(slash - path) + 1)) != NULL) {
+		memcpy(dir, path, (size_t)(slash - path));
+		dir[slash - path] = '\0';
 	}
+	return dir;
+}
+
+static int fsync_dir_of(const char *path)
+{
+	char *dir = dir_of(path);
+	int fd, rc = 0;
+
 	if (!dir)
 		return ENOMEM;
 	fd = open(dir, O_RDONLY);
@@ -612,6 +663,135 @@ static int fsync_dir_of(const char *path)
 	return rc;
 }
 
+/* ---- temporary files ------------------------------------------------ */
+
+/* Whether `name` is base + infix + mkstemp's six letters or digits. */
+static int temp_name(const char *name, const char *base, size_t blen, const char *infix)
+{
+	size_t ilen = strlen(infix), i;
+
+	if (strncmp(name, base, blen) != 0 || strncmp(name + blen, infix, ilen) != 0)
+		return 0;
+	name += blen + ilen;
+	for (i = 0; i < TMP_RANDOM; i++) {
+		char c = name[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
+			return 0;
+	}
+	return name[TMP_RANDOM] == '\0';
+}
+
+/*
+ * Whether an unlocked file of a temporary name holds what a killed dump
+ * leaves: nothing, or the beginning of a dump. A name of the older pattern
+ * (<path>.XXXXXX, which a user's "<path>.backup" also matches) must in
+ * addition not be a whole dump.
+ */
+static int stale_content(int fd, const struct stat *st, int legacy)
+{
+	unsigned char m[sizeof MAGIC], t[INSTATE_DUMP_TRAILER_SIZE];
+
+	if (st->st_size == 0)
+		return !legacy;
+	if (pread(fd, m, sizeof m, 0) != (ssize_t)sizeof m || memcmp(m, MAGIC, sizeof m) != 0)
+		return 0;
+	if (!legacy || st->st_size < INSTATE_DUMP_HEADER_SIZE + INSTATE_DUMP_TRAILER_SIZE)
+		return 1;
+	if (pread(fd, t, sizeof t, st->st_size - (off_t)sizeof t) != (ssize_t)sizeof t)
+		return 0;
+	return !(t[0] == KIND_END && get64(t + 28) == (uint64_t)st->st_size);
+}
+
+/*
+ * Remove the temporary files that dumps of `path` killed before their
+ * rename left behind (docs/FORMAT.md 3.6). A dump holds an exclusive flock
+ * on its temporary file until it is renamed or removed, so a file of this
+ * target's pattern whose lock can be taken belongs to no live dump; it is
+ * removed if this user owns it and it holds nothing or a dump's beginning.
+ * Best effort: what cannot be read or removed is left.
+ */
+static void remove_stale_temps(const char *path)
+{
+	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+	size_t blen = strlen(base);
+	char *dir;
+	DIR *d;
+	struct dirent *de;
+
+	if (!blen || !(dir = dir_of(path)))
+		return;
+	d = opendir(dir);
+	free(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		struct stat st, now;
+		int legacy, fd;
+
+		if (temp_name(de->d_name, base, blen, TMP_INFIX))
+			legacy = 0;
+		else if (temp_name(de->d_name, base, blen, "."))
+			legacy = 1;
+		else
+			continue;
+		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		/* The name must still lead to the file locked and read: a live
+		 * dump re-creates its file if this one took it first. */
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+		    flock(fd, LOCK_EX | LOCK_NB) == 0 && stale_content(fd, &st, legacy) &&
+		    fstatat(dirfd(d), de->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+			unlinkat(dirfd(d), de->d_name, 0);
+		close(fd);
+	}
+	closedir(d);
+}
+
+/*
+ * Create the temporary file of `path` and lock it (remove_stale_temps()).
+ * Another dump's cleaning may take the new file between mkstemp and flock
+ * and remove it: then the name no longer leads to ours and another is made.
+ */
+static int make_temp(const char *path, char **tmp_out, int *fd_out)
+{
+	size_t n = strlen(path);
+	char *tmp = malloc(n + sizeof TMP_INFIX + TMP_RANDOM);
+	int attempt, fd = -1, rc = 0;
+
+	if (!tmp)
+		return ENOMEM;
+	for (attempt = 0; attempt < 8; attempt++) {
+		struct stat a, b;
+		memcpy(tmp, path, n);
+		memcpy(tmp + n, TMP_INFIX "XXXXXX", sizeof TMP_INFIX + TMP_RANDOM);
+		if ((fd = mkstemp(tmp)) < 0) {
+			rc = errno;
+			break;
+		}
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			if (fstat(fd, &a) == 0 && stat(tmp, &b) == 0 && a.st_dev == b.st_dev &&
+			    a.st_ino == b.st_ino)
+				break;
+		} else if (errno != EWOULDBLOCK && errno != EINTR) {
+			break;  /* a file system without flock: no cleaner can lock it either */
+		}
+		/* A cleaner holds or took it: it removes the file, we make another. */
+		close(fd);
+		fd = -1;
+		rc = EEXIST;
+	}
+	if (fd < 0) {
+		free(tmp);
+		return rc;
+	}
+	*tmp_out = tmp;
+	*fd_out = fd;
+	return 0;
+}
+
 int instate_dump(instate_store *s, const char *path, const instate_dump_options *opts,
                  instate_dump_info *info, char *err)
 {
@@ -620,9 +800,10 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	struct writer w;
 	struct plan plan;
 	char *tmp = NULL;
-	uint64_t overhead = 0, raw_budget = 0;
+	struct stat st;
+	uint64_t overhead = 0, raw_budget = 0, body_cap = 0;
 	size_t i;
-	int rc, attempt;
+	int rc, attempt, own, lockfd = -1;
 
 	if (err)
 		err[0] = '\0';
@@ -639,6 +820,14 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	if (!path || !*path) {
 		seterr(err, "empty dump path");
 		return INSTATE_INVALID;
+	}
+	if (stat(path, &st) == 0) {
+		if ((rc = own_file(s, &st, &own)) != 0)
+			return rc;
+		if (own) {
+			seterr(err, "dump %s: this is the store's own data or lock file", path);
+			return INSTATE_INVALID;
+		}
 	}
 	memset(&d, 0, sizeof d);
 	memset(&w, 0, sizeof w);
@@ -670,6 +859,10 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 			goto fail;
 		}
 		raw_budget = body - overhead;
+		/* The body is bounded as load bounds it, so that a dump made
+		 * with max_bytes M always loads with max_bytes M. */
+		body_cap = opts->max_bytes > UINT64_MAX / INSTATE_DUMP_BODY_RATIO
+		               ? UINT64_MAX : opts->max_bytes * INSTATE_DUMP_BODY_RATIO;
 		/* Raw: the first write is already the answer. Compressed: try
 		 * everything first (the plan stays inactive). */
 		if (!w.zlevel && (rc = plan_for_budget(&d, raw_budget, &plan)) != 0)
@@ -690,17 +883,9 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 			goto fail;
 		}
 	}
-	if (!(tmp = malloc(strlen(path) + 8))) {
-		rc = ENOMEM;
-		goto fail;
-	}
-	strcpy(tmp, path);
-	strcat(tmp, ".XXXXXX");
-	if ((w.fd = mkstemp(tmp)) < 0) {
-		rc = errno;
-		seterr(err, "dump %s: cannot create a temporary file: %s", path, strerror(rc));
-		free(tmp);
-		tmp = NULL;
+	remove_stale_temps(path);
+	if ((rc = make_temp(path, &tmp, &w.fd)) != 0) {
+		seterr(err, "dump %s: cannot create a temporary file: %s", path, instate_strerror(rc));
 		goto fail;
 	}
 
@@ -719,7 +904,7 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 				seterr(err, "dump %s: %s", path, instate_strerror(rc));
 			goto fail;
 		}
-		if (!opts->max_bytes || w.off <= opts->max_bytes)
+		if (!opts->max_bytes || (w.off <= opts->max_bytes && w.body_len <= body_cap))
 			break;
 		if (!w.zlevel || attempt >= SIZE_ATTEMPTS) {
 			/* The raw plan is exact arithmetic; failing it is a bug. */
@@ -739,6 +924,8 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 				                            &ok);
 				if (ok && body > overhead && body - overhead > raw_budget)
 					budget = body - overhead;
+				if (budget > body_cap - overhead)
+					budget = body_cap - overhead;
 			}
 			if (budget == raw_budget)
 				attempt = SIZE_ATTEMPTS - 1;
@@ -758,6 +945,9 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 		seterr(err, "dump %s: fsync: %s", path, strerror(rc));
 		goto fail;
 	}
+	/* The lock stays held through the rename (by a second descriptor of
+	 * the same open file), so that no cleaner takes the finished file. */
+	lockfd = fcntl(w.fd, F_DUPFD_CLOEXEC, 0);
 	if (close(w.fd) != 0) {
 		w.fd = -1;
 		rc = errno;
@@ -771,6 +961,9 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	}
 	free(tmp);
 	tmp = NULL;
+	if (lockfd >= 0)
+		close(lockfd);
+	lockfd = -1;
 	if ((rc = fsync_dir_of(path)) != 0) {
 		/* The file is in place; only its durability is in doubt. */
 		seterr(err, "dump %s: fsync of the directory: %s", path, strerror(rc));
@@ -788,12 +981,15 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	rc = 0;
 
 fail:
-	if (w.fd >= 0)
-		close(w.fd);
+	/* Removed while still locked: no cleaner ever sees it unlocked. */
 	if (tmp) {
 		unlink(tmp);
 		free(tmp);
 	}
+	if (w.fd >= 0)
+		close(w.fd);
+	if (lockfd >= 0)
+		close(lockfd);
 	if (rc && err && !err[0])
 		seterr(err, "dump %s: %s", path, instate_strerror(rc));
 	if (d.txn)
@@ -831,6 +1027,9 @@ struct reader {
 	uint32_t format, flags;
 	uint64_t revision;
 	int64_t created;
+	uint64_t max_bytes;            /* load's max_bytes, 0 = none */
+	uint64_t max_body;             /* body bytes allowed, 0 = any */
+	int file_corrupt;              /* r_corrupt() said why the file is corrupt */
 	char *err;
 };
 
@@ -847,6 +1046,9 @@ static int r_corrupt(struct reader *r, uint64_t at, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof what, fmt, ap);
 	va_end(ap);
+	/* The one place that finds the file corrupt: only then does load
+	 * apply the on_corrupt policy (a store error never does). */
+	r->file_corrupt = 1;
 	seterr(r->err, "corrupt dump%s%s at byte %llu: %s", r->path ? " " : "",
 	       r->path ? r->path : "", (unsigned long long)at, what);
 	return INSTATE_CORRUPT;
@@ -909,6 +1111,7 @@ static int r_rewind(struct reader *r)
 	r->block_off = 0;
 	r->body_pos = r->body_len = 0;
 	r->ended = 0;
+	r->file_corrupt = 0;
 	return 0;
 }
 
@@ -977,6 +1180,13 @@ static int r_block(struct reader *r)
 	if (codec == CODEC_RAW ? stored_len != raw_len : (stored_len == 0 || stored_len >= raw_len))
 		return r_corrupt(r, r->block_off, "bad stored length %u for %u bytes",
 		                 (unsigned)stored_len, (unsigned)raw_len);
+	/* Checked before decompressing: what a block claims is all it can
+	 * give (body_len never passes max_body). */
+	if (r->max_body && raw_len > r->max_body - r->body_len)
+		return r_corrupt(r, r->block_off,
+		                 "the body decompresses to more than %llu bytes (%u x max_bytes %llu)",
+		                 (unsigned long long)r->max_body, INSTATE_DUMP_BODY_RATIO,
+		                 (unsigned long long)r->max_bytes);
 	if (r_grow(&r->raw, &r->raw_cap, raw_len) != 0)
 		return ENOMEM;
 	if (codec == CODEC_ZSTD && r_grow(&r->stored, &r->stored_cap, stored_len) != 0)
@@ -1024,6 +1234,7 @@ static int r_more(struct reader *r, int *more)
 	return 0;
 }
 
+/* Read n body bytes into buf, or skip them if buf is NULL. */
 static int r_body(struct reader *r, void *buf, size_t n, const char *what)
 {
 	unsigned char *p = buf;
@@ -1040,10 +1251,12 @@ static int r_body(struct reader *r, void *buf, size_t n, const char *what)
 		take = r->rlen - r->rpos;
 		if (take > n)
 			take = n;
-		memcpy(p, r->raw + r->rpos, take);
+		if (p) {
+			memcpy(p, r->raw + r->rpos, take);
+			p += take;
+		}
 		r->rpos += (uint32_t)take;
 		r->body_pos += take;
-		p += take;
 		n -= take;
 	}
 	return 0;
@@ -1165,6 +1378,12 @@ static int parse_body(struct reader *r, const struct sink *k, void *ud, instate_
 					return r_corrupt(r, BODY_AT(r), "version 0 (body byte %llu)",
 					                 (unsigned long long)at);
 			}
+			if (r->max_body && (uint64_t)klen + vlen > r->max_body - r->body_pos)
+				return r_corrupt(r, BODY_AT(r),
+				                 "a record of %u value bytes would take the body past %llu "
+				                 "bytes (%u x max_bytes %llu) (body byte %llu)", (unsigned)vlen,
+				                 (unsigned long long)r->max_body, INSTATE_DUMP_BODY_RATIO,
+				                 (unsigned long long)r->max_bytes, (unsigned long long)at);
 			if ((rc = r_body(r, key, klen, "a key")) != 0)
 				return rc;
 			if (count && bytes_cmp(pkey, pklen, key, klen) >= 0)
@@ -1173,10 +1392,17 @@ static int parse_body(struct reader *r, const struct sink *k, void *ud, instate_
 				                 name, (unsigned long long)at);
 			memcpy(pkey, key, klen);
 			pklen = klen;
+			/* A value is opaque bytes (the store's, whatever codec made
+			 * them): its framing and the checksums are all there is to
+			 * check. Only a sink that takes records holds it. */
+			val->len = 0;
+			if (!k->record) {
+				if ((rc = r_body(r, NULL, vlen, "a value")) != 0)
+					return rc;
+			}
 			/* Grow with the bytes that actually arrive, never by the
 			 * length the file claims. */
-			val->len = 0;
-			for (done = 0; done < vlen;) {
+			for (done = 0; k->record && done < vlen;) {
 				size_t step = vlen - done < VALUE_CHUNK ? vlen - done : VALUE_CHUNK;
 				if (instate_buf_reserve(val, step) != 0)
 					return ENOMEM;
@@ -1185,19 +1411,10 @@ static int parse_body(struct reader *r, const struct sink *k, void *ud, instate_
 				done += step;
 				val->len = done;
 			}
-			{
-				size_t eoff = 0;
-				char emsg[INSTATE_MP_ERRMAX];
-				if (instate_mp_validate(vlen ? val->data : "", vlen, &eoff, emsg,
-				                        sizeof emsg) != 0)
-					return r_corrupt(r, BODY_AT(r),
-					                 "malformed value in section \"%s\" (body byte %llu): %s",
-					                 name, (unsigned long long)at, emsg);
-			}
 			count++;
 			records++;
 			if (k->record &&
-			    (rc = k->record(ud, r, key, klen, val->data, vlen, &m)) != 0)
+			    (rc = k->record(ud, r, key, klen, vlen ? val->data : "", vlen, &m)) != 0)
 				return rc;
 		}
 		sections++;
@@ -1258,9 +1475,8 @@ static void r_free(struct reader *r)
 	r->fd = -1;
 }
 
-static int r_open(struct reader *r, const char *path, uint64_t *size, char *err)
+static int r_open(struct reader *r, const char *path, struct stat *st, char *err)
 {
-	struct stat st;
 
 	memset(r, 0, sizeof *r);
 	r->err = err;
@@ -1275,20 +1491,19 @@ static int r_open(struct reader *r, const char *path, uint64_t *size, char *err)
 		seterr(err, "open %s: %s", path, strerror(e));
 		return e;
 	}
-	if (fstat(r->fd, &st) != 0) {
+	if (fstat(r->fd, st) != 0) {
 		int e = errno;
 		seterr(err, "stat %s: %s", path, strerror(e));
 		close(r->fd);
 		r->fd = -1;
 		return e;
 	}
-	if (!S_ISREG(st.st_mode)) {
+	if (!S_ISREG(st->st_mode)) {
 		seterr(err, "%s is not a regular file", path);
 		close(r->fd);
 		r->fd = -1;
 		return EISDIR;
 	}
-	*size = (uint64_t)st.st_size;
 	return 0;
 }
 
@@ -1339,14 +1554,14 @@ int instate_dump_info_read(const char *path,
                            void *ud, instate_dump_info *info, char *err)
 {
 	struct reader r;
-	uint64_t size;
+	struct stat st;
 	int rc;
 
 	if (err)
 		err[0] = '\0';
 	if (info)
 		memset(info, 0, sizeof *info);
-	if ((rc = r_open(&r, path, &size, err)) != 0)
+	if ((rc = r_open(&r, path, &st, err)) != 0)
 		return rc;
 	rc = info_run(&r, fn, ud, info);
 	r_free(&r);
@@ -1402,12 +1617,12 @@ static int load_section(void *ud, struct reader *r, const char *name, size_t len
 		                 "another type", name, type == INSTATE_NS_STATE ? "state" : "kv");
 	if (rc == INSTATE_INVALID)
 		return r_corrupt(r, r->block_off, "invalid section name \"%s\"", name);
-	if (rc)
+	if (rc == 0 && l->o->replace && (rc = instate_clear(l->txn, l->ns, NULL)) == INSTATE_NOTFOUND)
+		rc = 0;
+	if (rc) {
+		seterr(r->err, "load %s: the store failed on namespace \"%s\": %s", r->path, name,
+		       instate_strerror(rc));
 		return rc;
-	if (l->o->replace) {
-		rc = instate_clear(l->txn, l->ns, NULL);
-		if (rc && rc != INSTATE_NOTFOUND)
-			return rc;
 	}
 	l->sections++;
 	return 0;
@@ -1451,13 +1666,14 @@ static int load_once(instate_store *s, struct reader *r, const instate_load_opti
 	instate_buf_free(&val);
 	if (rc == 0 && r->revision > before)
 		rc = instate_txn_set_revision_min(l->txn, r->revision);
-	if (rc != 0) {
+	if (rc != 0)
 		instate_txn_abort(l->txn);
-		l->txn = NULL;
-		return rc;
-	}
-	rc = instate_txn_commit(l->txn);
+	else
+		rc = instate_txn_commit(l->txn);
 	l->txn = NULL;
+	/* What is not the file's is the store's (a write, the commit). */
+	if (rc && rc != INSTATE_RETRY && !r->file_corrupt && r->err && !r->err[0])
+		seterr(r->err, "load %s: the store failed: %s", r->path, instate_strerror(rc));
 	return rc;
 }
 
@@ -1467,8 +1683,9 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 	instate_load_options defaults;
 	struct reader r;
 	struct loader l;
+	struct stat st;
 	uint64_t size = 0, hint;
-	int rc, attempt;
+	int rc, attempt, own, file_corrupt;
 
 	if (err)
 		err[0] = '\0';
@@ -1482,8 +1699,23 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 		seterr(err, "bad on_corrupt policy %d", (int)opts->on_corrupt);
 		return INSTATE_INVALID;
 	}
-	if ((rc = r_open(&r, path, &size, err)) != 0)
+	if ((rc = r_open(&r, path, &st, err)) != 0)
 		return rc;
+	size = (uint64_t)st.st_size;
+	if ((rc = own_file(s, &st, &own)) != 0)
+		goto done;
+	if (own) {
+		seterr(err, "load %s: this is the store's own data or lock file, not a dump", path);
+		rc = INSTATE_INVALID;
+		goto done;
+	}
+	/* max_bytes bounds the file and, by INSTATE_DUMP_BODY_RATIO, what it
+	 * decompresses to: with the block size, that bounds the memory and
+	 * the bytes a load writes, whatever the file claims. */
+	r.max_bytes = opts->max_bytes;
+	if (opts->max_bytes)
+		r.max_body = opts->max_bytes > UINT64_MAX / INSTATE_DUMP_BODY_RATIO
+		                 ? UINT64_MAX : opts->max_bytes * INSTATE_DUMP_BODY_RATIO;
 	/* A newer format is VERSION even when it is also too large. */
 	if ((rc = r_header(&r)) != 0 || (rc = r_rewind(&r)) != 0)
 		goto done;
@@ -1523,8 +1755,13 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 	}
 
 done:
+	/* The policy is for a corrupt file, never for the store's errors (an
+	 * IO, MAP_FULL or a CORRUPT read of the store keeps the file). */
+	file_corrupt = rc == INSTATE_CORRUPT && r.file_corrupt;
 	r_free(&r);
-	if (rc == INSTATE_CORRUPT && opts->on_corrupt == INSTATE_CORRUPT_DELETE) {
+	if (file_corrupt && info)
+		info->file_corrupt = 1;
+	if (file_corrupt && opts->on_corrupt == INSTATE_CORRUPT_DELETE) {
 		if (unlink(path) == 0) {
 			if (info)
 				info->deleted = 1;

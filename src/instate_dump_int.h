@@ -18,6 +18,10 @@
 #define INSTATE_DUMP_BLOCK_MAX 1048576u     /* largest raw_len a reader accepts */
 #define INSTATE_DUMP_BLOCK_TARGET 262144u   /* raw_len this writer uses */
 
+/* With max_bytes M, a body (the bytes a file decompresses to) is bounded
+ * by this many times M, on both sides (docs/FORMAT.md 3.5 and 3.6). */
+#define INSTATE_DUMP_BODY_RATIO 16u
+
 /*
  * CRC-32C (Castagnoli) of n bytes at p, continuing from crc: start with
  * crc = 0, feed the previous result to continue a running checksum.

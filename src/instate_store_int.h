@@ -146,4 +146,14 @@ static inline uint64_t instate__get_u64(const unsigned char *p)
 	return (uint64_t)instate__get_u32(p) << 32 | instate__get_u32(p + 4);
 }
 
+/* ---- for the dump layer (instate_dump.c) ------------------------------ */
+
+/* Device and inode of the data file the store has open (the registry key):
+ * load and dump refuse the store's own files. */
+static inline void instate__store_data_id(const instate_store *s, dev_t *dev, ino_t *ino)
+{
+	*dev = s->env->dev;
+	*ino = s->env->ino;
+}
+
 #endif /* INSTATE_STORE_INT_H */

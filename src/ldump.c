@@ -95,6 +95,23 @@ static const char *const *opt_names(lua_State *L, int idx, size_t *n)
 	return names;
 }
 
+/*
+ * The context handed to linstate_fail(): the core's message, or the path.
+ * linstate_fail() appends the reason, so a message that already ends with
+ * it is cut there, and the reason is said once.
+ */
+static const char *fail_context(char *err, int rc, const char *path)
+{
+	const char *why = instate_strerror(rc);
+	size_t n = strlen(err), w = strlen(why);
+
+	if (!n)
+		return path;
+	if (n > w + 2 && memcmp(err + n - w - 2, ": ", 2) == 0 && memcmp(err + n - w, why, w) == 0)
+		err[n - w - 2] = '\0';
+	return err;
+}
+
 static void set_int(lua_State *L, const char *name, uint64_t v)
 {
 	lua_pushinteger(L, (lua_Integer)v);
@@ -130,8 +147,10 @@ static int l_store_dump(lua_State *L)
 		o.namespaces = opt_names(L, 3, &o.n_namespaces);
 	}
 	rc = instate_dump(s, path, &o, &info, err);
+	if (rc == INSTATE_INVALID)  /* the path is the store's own file */
+		luaL_argerror(L, 2, err);
 	if (rc)
-		return linstate_fail(L, rc, err[0] ? err : path);
+		return linstate_fail(L, rc, fail_context(err, rc, path));
 	lua_createtable(L, 0, 7);
 	set_int(L, "records", info.records);
 	set_int(L, "dropped", info.dropped);
@@ -186,14 +205,17 @@ static int l_store_load(lua_State *L)
 	}
 	rc = instate_load(s, path, &o, &info, err);
 	if (rc == INSTATE_NOTFOUND ||
-	    (rc == INSTATE_CORRUPT && o.on_corrupt != INSTATE_CORRUPT_ERROR)) {
-		/* Not an error by the caller's policy: false, and why. */
+	    (rc == INSTATE_CORRUPT && info.file_corrupt && o.on_corrupt != INSTATE_CORRUPT_ERROR)) {
+		/* Not an error by the caller's policy: false, and why. A store
+		 * error is never the file's: it is returned as is. */
 		lua_pushboolean(L, 0);
 		lua_pushstring(L, err[0] ? err : instate_strerror(rc));
 		return 2;
 	}
+	if (rc == INSTATE_INVALID)  /* the path is the store's own file */
+		luaL_argerror(L, 2, err);
 	if (rc)
-		return linstate_fail(L, rc, err[0] ? err : path);
+		return linstate_fail(L, rc, fail_context(err, rc, path));
 	lua_createtable(L, 0, 6);
 	set_int(L, "records", info.records);
 	set_int(L, "expired", info.expired);
@@ -253,7 +275,7 @@ static int l_dump_info(lua_State *L)
 	luaL_setmetatable(L, LDUMP_LIST_MT);
 	rc = instate_dump_info_read(path, add_section, sl, &info, err);
 	if (rc)
-		return linstate_fail(L, rc, err[0] ? err : path);
+		return linstate_fail(L, rc, fail_context(err, rc, path));
 	lua_createtable(L, 0, 8);
 	set_int(L, "format", info.format);
 	set_int(L, "revision", info.revision);

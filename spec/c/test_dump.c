@@ -6,18 +6,23 @@
  * whose checksums are recomputed so that the structural checks themselves
  * are reached. The second half runs dump and load on real stores.
  */
+#define _DEFAULT_SOURCE /* flock */
 #include "instate.h"
 #include "instate_dump_int.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <lmdb.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -428,26 +433,16 @@ static void test_structure(void)
 	frame(&f, &body, 64, 0, 1, 2);
 	EXPECT_CORRUPT("keys out of order");
 
+	/* Values are opaque bytes: what is not MessagePack is well formed. */
 	body.n = 0;
 	sec_start(&body, "a", 1);
-	rec(&body, "k", "\xc1", 1, 0, 0);
-	sec_end(&body, 1);
-	frame(&f, &body, 64, 0, 1, 1);
-	EXPECT_CORRUPT("malformed value");
-
-	body.n = 0;
-	sec_start(&body, "a", 1);
-	rec(&body, "k", "\x01\x02", 2, 0, 0);  /* two values */
-	sec_end(&body, 1);
-	frame(&f, &body, 64, 0, 1, 1);
-	EXPECT_CORRUPT("malformed value");
-
-	body.n = 0;
-	sec_start(&body, "a", 1);
-	rec(&body, "k", "", 0, 0, 0);
-	sec_end(&body, 1);
-	frame(&f, &body, 64, 0, 1, 1);
-	EXPECT_CORRUPT("malformed value");
+	rec(&body, "k1", "\xc1", 1, 0, 0);          /* never used */
+	rec(&body, "k2", "\x01\x02", 2, 0, 0);      /* two values */
+	rec(&body, "k3", "", 0, 0, 0);              /* none */
+	rec(&body, "k4", "\x92\x01", 2, 0, 0);      /* a truncated array */
+	sec_end(&body, 4);
+	frame(&f, &body, 64, 0, 1, 4);
+	CHECK_RC(info_mem(&f, err), 0);
 
 	body.n = 0;
 	sec_start(&body, "a", 1);
@@ -1081,6 +1076,543 @@ static void test_failed_dump_leaves_old_file(void)
 	instate_store_close(a);
 }
 
+
+/* ===================================================================== */
+/* Opaque values, hostile files, the store's own files, stale temps       */
+
+static int values_equal(instate_store *s, const char *ns, const char *key, const void *val,
+                        size_t len)
+{
+	instate_buf v = {0};
+	int ok = get(s, ns, key, &v, NULL) == 0 && v.len == len &&
+	         (len == 0 || memcmp(v.data, val, len) == 0);
+	instate_buf_free(&v);
+	return ok;
+}
+
+/* The file layer does not depend on the codec: any bytes round-trip. */
+static void test_opaque_values(void)
+{
+	static const struct { const char *key; const char *val; size_t len; } vals[] = {
+		{"c1", "\xc1", 1},             /* never used in MessagePack */
+		{"empty", "", 0},
+		{"nul", "\0\0\0", 3},
+		{"trunc", "\x92\x01", 2},      /* an array missing an element */
+		{"two", "\x01\x02", 2},        /* two values */
+		{"text", "hello, world", 12},
+		{"str32", "\xdb\xff\xff\xff\xff", 5},  /* a string longer than the file */
+	};
+	instate_store *a = open_store("op-a", 0), *b;
+	instate_dump_options o;
+	instate_dump_info info;
+	char err[INSTATE_ERRMSG_MAX], path[128], name[16];
+	size_t i, n = sizeof vals / sizeof *vals, blen = 600000;
+	unsigned char *big = malloc(blen);
+	uint32_t x = 7;
+	int level;
+
+	for (i = 0; i < blen; i++) {
+		x = x * 1103515245u + 12345u;
+		big[i] = (unsigned char)(i % 3 ? x >> 16 : 0xc1);
+	}
+	for (i = 0; i < n; i++)
+		put(a, "raw", INSTATE_NS_KV, vals[i].key, vals[i].val, vals[i].len, 0, 0);
+	put(a, "vars", INSTATE_NS_STATE, "big", big, blen, 4102444800000LL, 3);
+	snprintf(path, sizeof path, "%s/opaque.dump", tmpdir);
+	for (level = 0; level <= 9; level += level ? 8 : 1) {
+		instate_dump_options_init(&o);
+		o.compression = level;
+		CHECK_RC(instate_dump(a, path, &o, &info, err), 0);
+		CHECK(info.records == n + 1);
+		CHECK_RC(instate_dump_info_read(path, NULL, NULL, &info, err), 0);
+		CHECK(info.records == n + 1);
+		snprintf(name, sizeof name, "op-b%d", level);
+		b = open_store(name, 0);
+		CHECK_RC(instate_load(b, path, NULL, &info, err), 0);
+		CHECK(info.records == n + 1);
+		for (i = 0; i < n; i++)
+			CHECK(values_equal(b, "raw", vals[i].key, vals[i].val, vals[i].len));
+		CHECK(values_equal(b, "vars", "big", big, blen));
+		instate_store_close(b);
+	}
+	free(big);
+	instate_store_close(a);
+}
+
+/*
+ * A hostile file (docs/FORMAT.md 3.5): a section "a" of `nrec` records of
+ * `vlen` zero bytes each, then its end; the body cut after `cut` bytes if
+ * cut is nonzero (inside a record if it falls there). 1 MiB zstd blocks: a
+ * few dozen file bytes per MiB of body. block_off[i] gets the file offset
+ * of block i.
+ */
+static void bomb(struct bytes *f, uint32_t vlen, uint64_t nrec, uint64_t cut,
+                 uint64_t *block_off)
+{
+	static const unsigned char start[4] = {0x53, 1, 1, 'a'};
+	const size_t bs = INSTATE_DUMP_BLOCK_MAX;
+	const uint64_t rlen = 8 + 8 + (uint64_t)vlen, end_at = 4 + nrec * rlen;
+	uint64_t body_len = cut ? cut : end_at + 9, off = 0, r, j;
+	unsigned char *raw = malloc(bs), end[9];
+	size_t nb = 0;
+
+	end[0] = 0x54;
+	for (j = 0; j < 8; j++)
+		end[1 + j] = (unsigned char)(nrec >> (56 - 8 * j));
+	f->n = 0;
+	header(f, INSTATE_DUMP_FORMAT, 0, 1, 1);
+	while (off < body_len) {
+		size_t n = body_len - off < bs ? (size_t)(body_len - off) : bs;
+		memset(raw, 0, n);
+		for (j = off; j < 4 && j < off + n; j++)
+			raw[j - off] = start[j];
+		for (r = off < 4 ? 0 : (off - 4) / rlen; r < nrec && 4 + r * rlen < off + n; r++) {
+			unsigned char h[17];  /* snprintf's NUL lands in h[16] */
+			uint64_t at = 4 + r * rlen;
+			h[0] = 0x52;
+			h[1] = 0;
+			h[2] = 0;
+			h[3] = 8;
+			put32(h + 4, vlen);
+			snprintf((char *)h + 8, 9, "r%07u", (unsigned)r);
+			for (j = 0; j < 16; j++)
+				if (at + j >= off && at + j < off + n)
+					raw[at + j - off] = h[j];
+		}
+		for (j = 0; j < 9; j++)
+			if (end_at + j >= off && end_at + j < off + n)
+				raw[end_at + j - off] = end[j];
+		if (block_off)
+			block_off[nb] = f->n;
+		block(f, raw, n, 1, 0);
+		nb++;
+		off += n;
+	}
+	trailer(f, 1, nrec, body_len);
+	free(raw);
+}
+
+/* What a child process reports of one call. */
+struct peak {
+	int rc;
+	char err[INSTATE_ERRMSG_MAX];
+	long grew_kb;        /* VmHWM growth during the call */
+	long long wrote;     /* bytes written during the call (/proc/self/io wchar) */
+	uint64_t records;    /* records in the store "hostile" after the call */
+};
+
+static long long proc_field(const char *file, const char *field)
+{
+	char line[256];
+	long long v = -1;
+	size_t n = strlen(field);
+	FILE *p = fopen(file, "r");
+
+	if (!p)
+		return -1;
+	while (fgets(line, sizeof line, p))
+		if (strncmp(line, field, n) == 0) {
+			v = atoll(line + n);
+			break;
+		}
+	fclose(p);
+	return v;
+}
+
+struct hostile_call {
+	const char *path;
+	int load;            /* 1: instate_load into the store "hostile"; 0: dump_info */
+	uint64_t max_bytes;
+};
+
+/*
+ * Run the call in a child process (which opens the store itself: an LMDB
+ * environment is not used across fork) and measure its peak memory.
+ */
+static void in_child(const struct hostile_call *c, struct peak *out)
+{
+	int fds[2];
+	pid_t pid;
+	ssize_t k;
+	size_t got = 0;
+
+	memset(out, 0, sizeof *out);
+	out->rc = -1;
+	if (pipe(fds) != 0)
+		abort();
+	pid = fork();
+	if (pid == 0) {
+		struct peak p;
+		instate_store *s = NULL;
+		instate_dump_info info;
+		long long hwm0, w0;
+		int fd;
+		close(fds[0]);
+		memset(&p, 0, sizeof p);
+		if (c->load)
+			s = open_store("hostile", 0);
+		/* start the high-water mark from here (Linux >= 4.0) */
+		if ((fd = open("/proc/self/clear_refs", O_WRONLY)) >= 0) {
+			if (write(fd, "5", 1) != 1)
+				p.grew_kb = 0;
+			close(fd);
+		}
+		hwm0 = proc_field("/proc/self/status", "VmHWM:");
+		w0 = proc_field("/proc/self/io", "wchar:");
+		if (c->load) {
+			instate_load_options lo;
+			instate_load_options_init(&lo);
+			lo.max_bytes = c->max_bytes;
+			p.rc = instate_load(s, c->path, &lo, &info, p.err);
+		} else {
+			p.rc = instate_dump_info_read(c->path, NULL, NULL, &info, p.err);
+		}
+		p.grew_kb = (long)(proc_field("/proc/self/status", "VmHWM:") - hwm0);
+		p.wrote = proc_field("/proc/self/io", "wchar:") - w0;
+		if (s) {
+			p.records = count(s, "a");
+			instate_store_close(s);
+		}
+		if (write(fds[1], &p, sizeof p) != (ssize_t)sizeof p)
+			_exit(2);
+		_exit(0);
+	}
+	close(fds[1]);
+	while (got < sizeof *out && (k = read(fds[0], (char *)out + got, sizeof *out - got)) > 0)
+		got += (size_t)k;
+	close(fds[0]);
+	waitpid(pid, NULL, 0);
+	CHECK(got == sizeof *out);
+}
+
+/*
+ * Memory and bytes written are bounded by max_bytes and the block size,
+ * whatever the file claims: a body bounded by INSTATE_DUMP_BODY_RATIO times
+ * max_bytes, and values that are only checked (never held) by dump_info.
+ */
+static void test_hostile_files(void)
+{
+	struct bytes f = {0};
+	struct peak p;
+	struct hostile_call c;
+	uint64_t off[300], limit;
+	char path[128], want[64];
+
+	snprintf(path, sizeof path, "%s/bomb.dump", tmpdir);
+	c.path = path;
+
+	/* the same file shape, small: valid, and it loads */
+	bomb(&f, 512 * 1024, 2, 0, NULL);
+	write_file(path, &f);
+	c.load = 1;
+	c.max_bytes = 1000000;
+	in_child(&c, &p);
+	CHECK_RC(p.rc, 0);
+	CHECK(p.records == 2);
+
+	/* 256 MiB of records of 512 KiB in a file of a few dozen KB */
+	bomb(&f, 512 * 1024, 512, 0, off);
+	CHECK(f.n < 40000);
+	write_file(path, &f);
+	in_child(&c, &p);
+	CHECK_RC(p.rc, INSTATE_CORRUPT);
+	CHECK(strstr(p.err, "max_bytes") != NULL);
+	/* found in the block that takes the body past 16 x 1000000 bytes */
+	limit = INSTATE_DUMP_BODY_RATIO * c.max_bytes;
+	snprintf(want, sizeof want, "at byte %llu:",
+	         (unsigned long long)off[limit / INSTATE_DUMP_BLOCK_MAX]);
+	if (!strstr(p.err, want)) {
+		failures++;
+		fprintf(stderr, "%s:%d: \"%s\" lacks \"%s\"\n", __FILE__, __LINE__, p.err, want);
+	}
+	CHECK(p.grew_kb >= 0 && p.grew_kb < 64 * 1024);
+	CHECK(p.wrote >= 0 && p.wrote < 32 << 20);
+	CHECK(p.records == 2);  /* what the small file loaded, untouched */
+	fprintf(stderr, "a %zu-byte file of a 256 MiB body: load{max_bytes = 1e6} peak grew "
+	        "%ld KiB, wrote %lld bytes\n", f.n, p.grew_kb, p.wrote);
+
+	/* one record claiming 4 GiB, cut after 256 MiB */
+	bomb(&f, 0xfffffff0u, 1, 256u << 20, off);
+	write_file(path, &f);
+	c.load = 0;
+	in_child(&c, &p);
+	CHECK_RC(p.rc, INSTATE_CORRUPT);
+	CHECK(strstr(p.err, "ends inside a value") != NULL);
+	CHECK(p.grew_kb >= 0 && p.grew_kb < 16 * 1024);
+	fprintf(stderr, "a %zu-byte file claiming a 4 GiB value: dump_info peak grew %ld KiB\n",
+	        f.n, p.grew_kb);
+	c.load = 1;
+	in_child(&c, &p);
+	CHECK_RC(p.rc, INSTATE_CORRUPT);
+	CHECK(strstr(p.err, "at byte 40:") != NULL && strstr(p.err, "max_bytes") != NULL);
+	CHECK(p.grew_kb >= 0 && p.grew_kb < 16 * 1024);
+	free(f.p);
+}
+
+/* A dump made with max_bytes = M loads with max_bytes = M, however well it
+ * compresses: the writer bounds the body as the reader does. */
+static void test_max_bytes_body(void)
+{
+	instate_store *a = open_store("mb-a", 0), *b = open_store("mb-b", 0);
+	instate_dump_options o;
+	instate_load_options lo;
+	instate_dump_info info;
+	struct bytes f = {0};
+	unsigned char *zeros = calloc(1, 100000);
+	char err[INSTATE_ERRMSG_MAX], path[128], key[16];
+	uint64_t body;
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		snprintf(key, sizeof key, "z%03d", i);
+		put(a, "z", INSTATE_NS_KV, key, zeros, 100000, 0, 0);
+	}
+	snprintf(path, sizeof path, "%s/mb.dump", tmpdir);
+	instate_dump_options_init(&o);
+	o.max_bytes = 50000;
+	CHECK_RC(instate_dump(a, path, &o, &info, err), 0);
+	CHECK(info.bytes <= 50000 && info.dropped > 0 && info.records > 0);
+	CHECK_RC(read_file(path, &f), 0);
+	body = 0;
+	for (i = 0; i < 8; i++)
+		body = body << 8 | f.p[f.n - 40 + 20 + i];
+	CHECK(body <= INSTATE_DUMP_BODY_RATIO * 50000);
+	instate_load_options_init(&lo);
+	lo.max_bytes = 50000;
+	CHECK_RC(instate_load(b, path, &lo, &info, err), 0);
+	CHECK(count(b, "z") == info.records);
+	free(f.p);
+	free(zeros);
+	instate_store_close(a);
+	instate_store_close(b);
+}
+
+/*
+ * A store error is returned as is and never applies the file policy: here
+ * another process leaves a damaged namespace entry in the store's __meta,
+ * so the store reports CORRUPT for the section's namespace.
+ */
+static void test_store_error_keeps_file(void)
+{
+	instate_store *a = open_store("se-a", 0), *b = open_store("se-b", 0);
+	instate_load_options lo;
+	instate_dump_info info;
+	instate_options ro;
+	char err[INSTATE_ERRMSG_MAX], path[128], dir[128];
+	int status = -1;
+	pid_t pid;
+
+	put(a, "a", INSTATE_NS_KV, "k", "\x01", 1, 0, 0);
+	snprintf(path, sizeof path, "%s/se.dump", tmpdir);
+	CHECK_RC(instate_dump(a, path, NULL, &info, err), 0);
+	instate_store_close(a);
+	snprintf(dir, sizeof dir, "%s/se-b", tmpdir);
+	pid = fork();
+	if (pid == 0) {
+		MDB_env *env;
+		MDB_txn *t;
+		MDB_dbi dbi;
+		MDB_val k = {4, "ns:a"}, d = {2, "xy"};
+		int rc = mdb_env_create(&env);
+		if (!rc)
+			rc = mdb_env_set_maxdbs(env, 4);
+		if (!rc)
+			rc = mdb_env_open(env, dir, 0, 0600);
+		if (!rc)
+			rc = mdb_txn_begin(env, NULL, 0, &t);
+		if (!rc)
+			rc = mdb_dbi_open(t, "__meta", 0, &dbi);
+		if (!rc)
+			rc = mdb_put(t, dbi, &k, &d, 0);
+		if (!rc)
+			rc = mdb_txn_commit(t);
+		_exit(rc ? 1 : 0);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	instate_load_options_init(&lo);
+	lo.on_corrupt = INSTATE_CORRUPT_DELETE;
+	CHECK_RC(instate_load(b, path, &lo, &info, err), INSTATE_CORRUPT);
+	CHECK(access(path, F_OK) == 0 && !info.deleted && !info.file_corrupt);
+	CHECK(strstr(err, "corrupt dump") == NULL);
+	CHECK(strstr(err, "the store failed on namespace \"a\"") != NULL);
+	lo.on_corrupt = INSTATE_CORRUPT_IGNORE;
+	CHECK_RC(instate_load(b, path, &lo, &info, err), INSTATE_CORRUPT);
+	CHECK(!info.file_corrupt);
+	instate_store_close(b);
+
+	/* a read-only store: READONLY, the file kept */
+	instate_options_init(&ro);
+	ro.readonly = 1;
+	snprintf(dir, sizeof dir, "%s/se-a", tmpdir);
+	CHECK_RC(instate_store_open(dir, &ro, &a), 0);
+	lo.on_corrupt = INSTATE_CORRUPT_DELETE;
+	CHECK_RC(instate_load(a, path, &lo, &info, err), INSTATE_READONLY);
+	CHECK(access(path, F_OK) == 0 && !info.deleted);
+	instate_store_close(a);
+	/* and a corrupt file still follows the policy, saying so */
+	b = open_store("se-c", 0);
+	{
+		struct bytes g = {0};
+		char bad[128];
+		snprintf(bad, sizeof bad, "%s/se-bad.dump", tmpdir);
+		if (read_file(path, &g) != 0 || g.n < 100)
+			abort();
+		g.p[g.n / 2] ^= 1;
+		write_file(bad, &g);
+		CHECK_RC(instate_load(b, bad, &lo, &info, err), INSTATE_CORRUPT);
+		CHECK(info.file_corrupt && info.deleted && access(bad, F_OK) != 0);
+		free(g.p);
+	}
+	instate_store_close(b);
+}
+
+static int same_file(const char *p, const struct stat *was)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && st.st_ino == was->st_ino && st.st_size == was->st_size &&
+	       st.st_mtime == was->st_mtime;
+}
+
+static void own_files_of(instate_store *s, const char *data, const char *lock,
+                         const char *dump)
+{
+	instate_load_options lo;
+	instate_dump_info info;
+	struct stat sd, sl;
+	char err[INSTATE_ERRMSG_MAX];
+	const char *files[2];
+	int i;
+
+	files[0] = data;
+	files[1] = lock;
+	CHECK(stat(data, &sd) == 0 && stat(lock, &sl) == 0);
+	instate_load_options_init(&lo);
+	lo.on_corrupt = INSTATE_CORRUPT_DELETE;
+	for (i = 0; i < 2; i++) {
+		CHECK_RC(instate_load(s, files[i], &lo, &info, err), INSTATE_INVALID);
+		CHECK(strstr(err, files[i]) != NULL && strstr(err, "the store's own") != NULL);
+		CHECK(!info.deleted);
+		CHECK_RC(instate_dump(s, files[i], NULL, &info, err), INSTATE_INVALID);
+		CHECK(strstr(err, files[i]) != NULL && strstr(err, "the store's own") != NULL);
+	}
+	CHECK(same_file(data, &sd) && same_file(lock, &sl));
+	/* through a symbolic link, too */
+	unlink(dump);
+	CHECK(symlink(data, dump) == 0);
+	CHECK_RC(instate_load(s, dump, &lo, &info, err), INSTATE_INVALID);
+	CHECK_RC(instate_dump(s, dump, NULL, &info, err), INSTATE_INVALID);
+	CHECK(same_file(data, &sd));
+	unlink(dump);
+	CHECK(values_equal(s, "x", "k", "\x01", 1));
+	CHECK_RC(instate_dump(s, dump, NULL, &info, err), 0);
+	CHECK_RC(instate_load(s, dump, &lo, &info, err), 0);
+}
+
+/* load never reads (nor deletes) the store's own files; dump never writes
+ * over them. */
+static void test_own_files(void)
+{
+	instate_store *s = open_store("own", 0);
+	instate_options o;
+	char data[160], lock[200], dump[160], single[160];
+
+	put(s, "x", INSTATE_NS_KV, "k", "\x01", 1, 0, 0);
+	snprintf(data, sizeof data, "%s/own/data.mdb", tmpdir);
+	snprintf(lock, sizeof lock, "%s/own/lock.mdb", tmpdir);
+	snprintf(dump, sizeof dump, "%s/own.dump", tmpdir);
+	own_files_of(s, data, lock, dump);
+	instate_store_close(s);
+
+	instate_options_init(&o);
+	o.single_file = 1;
+	o.sync = INSTATE_SYNC_NONE;
+	snprintf(single, sizeof single, "%s/single.db", tmpdir);
+	CHECK_RC(instate_store_open(single, &o, &s), 0);
+	put(s, "x", INSTATE_NS_KV, "k", "\x01", 1, 0, 0);
+	snprintf(lock, sizeof lock, "%s-lock", single);
+	own_files_of(s, single, lock, dump);
+	instate_store_close(s);
+}
+
+static int exists(const char *dir, const char *name)
+{
+	char p[256];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	return access(p, F_OK) == 0;
+}
+
+static void put_file(const char *dir, const char *name, const void *data, size_t n)
+{
+	struct bytes b;
+	char p[256];
+	b.p = (unsigned char *)data;
+	b.n = n;
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	write_file(p, &b);
+}
+
+/*
+ * Temporary files left by killed dumps of this target are removed by the
+ * next dump; a temporary file a live dump holds (locked), other targets'
+ * and users' files are kept.
+ */
+static void test_stale_temps(void)
+{
+	instate_store *s = open_store("st-s", 0);
+	instate_dump_info info;
+	struct bytes whole = {0};
+	char err[INSTATE_ERRMSG_MAX], dir[128], path[160], live[200];
+	int fd, n;
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(dir, sizeof dir, "%s/st", tmpdir);
+	mkdir(dir, 0700);
+	snprintf(path, sizeof path, "%s/x.dump", dir);
+	put(s, "x", INSTATE_NS_KV, "k", "\x01", 1, 0, 0);
+	CHECK_RC(instate_dump(s, path, NULL, &info, err), 0);
+	CHECK_RC(read_file(path, &whole), 0);
+	put_file(dir, "x.dump.tmp-Ab12Cd", whole.p, 50);        /* killed mid-write */
+	put_file(dir, "x.dump.tmp-000000", "", 0);               /* killed at once */
+	put_file(dir, "x.dump.tmp-q9Zz0a", whole.p, whole.n);    /* killed before rename */
+	put_file(dir, "x.dump.Zz9Yy8", whole.p, 60);             /* an older version's */
+	put_file(dir, "x.dump.backup", whole.p, whole.n);        /* a user's copy */
+	put_file(dir, "x.dump.tmp-notes1", "my notes", 8);       /* not a dump */
+	put_file(dir, "y.dump.tmp-Ab12Cd", whole.p, 50);         /* another target's */
+	put_file(dir, "x.dump.tmp-Ab12C", whole.p, 50);          /* not the pattern */
+	put_file(dir, "x.dump.tmp-LiveOn", whole.p, 50);         /* a live dump's */
+	snprintf(live, sizeof live, "%s/x.dump.tmp-LiveOn", dir);
+	fd = open(live, O_RDWR);
+	CHECK(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0);
+
+	CHECK_RC(instate_dump(s, path, NULL, &info, err), 0);
+	CHECK(!exists(dir, "x.dump.tmp-Ab12Cd"));
+	CHECK(!exists(dir, "x.dump.tmp-000000"));
+	CHECK(!exists(dir, "x.dump.tmp-q9Zz0a"));
+	CHECK(!exists(dir, "x.dump.Zz9Yy8"));
+	CHECK(exists(dir, "x.dump.backup"));
+	CHECK(exists(dir, "x.dump.tmp-notes1"));
+	CHECK(exists(dir, "y.dump.tmp-Ab12Cd"));
+	CHECK(exists(dir, "x.dump.tmp-Ab12C"));
+	CHECK(exists(dir, "x.dump.tmp-LiveOn"));
+	CHECK(exists(dir, "x.dump"));
+	close(fd);
+	CHECK_RC(instate_dump(s, path, NULL, &info, err), 0);
+	CHECK(!exists(dir, "x.dump.tmp-LiveOn"));
+	/* what remains: the dump and the files that are not its temporaries */
+	n = 0;
+	if ((d = opendir(dir)) != NULL) {
+		while ((de = readdir(d)) != NULL)
+			n += de->d_name[0] != '.';
+		closedir(d);
+	}
+	CHECK(n == 5);
+	free(whole.p);
+	instate_store_close(s);
+}
+
 int main(void)
 {
 	char templ[] = "/tmp/instate-test-dump.XXXXXX";
@@ -1105,6 +1637,12 @@ int main(void)
 	test_map_growth();
 	test_caps();
 	test_failed_dump_leaves_old_file();
+	test_opaque_values();
+	test_hostile_files();
+	test_max_bytes_body();
+	test_store_error_keeps_file();
+	test_own_files();
+	test_stale_temps();
 	rm_rf(tmpdir);
 
 	printf("%d checks, %d failures\n", checks, failures);
