@@ -18,8 +18,6 @@ return {
     reason = "break 2: raise sites throw the code, not the message (tx:namespace on ENOMEM)" },
   { op = "save_all", check = "raise", detail = "^raised: instate%.save_all: [A-Z_]+ %(nothing was saved%)$",
     reason = "break 2: save_all raises a runtime failure (put_many raises the bare code)" },
-  { check = "message", detail = "^message repeats itself",
-    reason = "break 14: messages repeat themselves (strerror twice)" },
   -- Found by this suite, not in the issue's list.
   { op = "grow", hit = "mmap", check = "crash", detail = "SIGSEGV",
     reason = "new: SIGSEGV when the growth ahead of need fails in mmap: instate_txn.c"
@@ -28,8 +26,4 @@ return {
     detail = "^the store changed although the operation failed$",
     reason = "new: save_all returns nil, msg, \"IO\" after its transaction committed, when"
       .. " the store:revision() read that follows the commit fails (defstate.lua)" },
-  { op = "load", calls = "alloc", mode = "persist", check = "state",
-    detail = "^the store changed although the operation failed$",
-    reason = "new: load raises \"not enough memory\" after its transaction committed: ldump.c"
-      .. " builds the info table after instate_load returns" },
 }
