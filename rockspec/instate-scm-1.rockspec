@@ -40,6 +40,7 @@ build = {
             "src/instate_dump.c",
             "src/instate_env.c",
             "src/instate_error.c",
+            "src/instate_meta.c",
             "src/instate_mpack.c",
             "src/instate_txn.c",
             "src/lcodec.c",
