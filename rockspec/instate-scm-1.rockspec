@@ -43,6 +43,7 @@ build = {
             "src/instate_meta.c",
             "src/instate_mpack.c",
             "src/instate_txn.c",
+            "src/lcheck.c",
             "src/lcodec.c",
             "src/lcore.c",
             "src/ldump.c",

@@ -51,7 +51,7 @@ for name in nss:
         for k, v in txn.cursor():
             flags = v[0]
             assert flags & 0x04, "record without checksum"
-            assert int.from_bytes(v[1:5], "big") == crc32c(v[:1] + v[5:]), "bad checksum"
+            assert int.from_bytes(v[1:5], "big") == crc32c(k + v[:1] + v[5:]), "bad checksum"
             pos, expires, version = 5, 0, 0
             if flags & 0x01:
                 expires = int.from_bytes(v[pos:pos + 8], "big"); pos += 8

@@ -765,7 +765,7 @@ describe("defstate", function()
     -- well-formed record header with its checksum, then the value bytes
     -- (docs/FORMAT.md, section 2).
     local function write_raw(path, name, value_bytes, version)
-      local hex = helpers.record_bytes(value_bytes, nil, version):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+      local hex = helpers.record_bytes(name, value_bytes, nil, version):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
       local script = helpers.tmpdir() .. "/write_raw.py"
       helpers.write_file(script, [[
 import sys, lmdb

@@ -106,16 +106,17 @@ function helpers.crc32c(s)
   return c ~ 0xFFFFFFFF
 end
 
---- The bytes of a store record (docs/FORMAT.md section 2): flags, CRC-32C,
--- then the expiry and version when given, then the payload. For writing
--- records behind the store's back.
-function helpers.record_bytes(payload, expires_ms, version)
+--- The bytes of a store record of key `key` (docs/FORMAT.md section 2):
+-- flags, CRC-32C (of the key, the flags and what follows the CRC), then the
+-- expiry and version when given, then the payload. For writing records
+-- behind the store's back.
+function helpers.record_bytes(key, payload, expires_ms, version)
   local flags, rest = 0x04, ""
   if expires_ms then flags, rest = flags | 0x01, rest .. string.pack(">i8", expires_ms) end
   if version then flags, rest = flags | 0x02, rest .. string.pack(">I4", version) end
   rest = rest .. payload
-  return string.char(flags) .. string.pack(">I4", helpers.crc32c(string.char(flags) .. rest))
-    .. rest
+  return string.char(flags)
+    .. string.pack(">I4", helpers.crc32c(key .. string.char(flags) .. rest)) .. rest
 end
 
 return helpers

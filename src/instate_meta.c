@@ -152,16 +152,20 @@ int instate__meta_ns_count(MDB_txn *mt, MDB_dbi meta, uint64_t *n)
 /* Record headers                                                         */
 
 /*
- * The checksum covers every byte of the record but its own four: the flags
- * byte, then everything from offset 5 (expiry, version, payload). So a flip
- * of a flag bit, which changes where the fields are, is caught too.
+ * The checksum covers the key and every byte of the record but its own
+ * four: the key, the flags byte, then everything from offset 5 (expiry,
+ * version, payload). So a flip of a flag bit, which changes where the
+ * fields are, is caught, and so is a damaged key when it is met in a walk
+ * (a lookup by the right key cannot find it).
  */
-static uint32_t rec_crc(const unsigned char *p, size_t n)
+static uint32_t rec_crc(const void *key, size_t klen, const unsigned char *p, size_t n)
 {
-	return instate_crc32c(instate_crc32c(0, p, 1), p + 5, n - 5);
+	uint32_t c = instate_crc32c(0, key, klen);
+
+	return instate_crc32c(instate_crc32c(c, p, 1), p + 5, n - 5);
 }
 
-int instate__rec_parse(const MDB_val *d, int legacy, instate__rec *r)
+int instate__rec_parse(const MDB_val *k, const MDB_val *d, int legacy, instate__rec *r)
 {
 	const unsigned char *p = d->mv_data;
 	size_t n = d->mv_size, off = 1;
@@ -193,7 +197,8 @@ int instate__rec_parse(const MDB_val *d, int legacy, instate__rec *r)
 		r->m.version = instate__get_u32(p + off);
 		off += 4;
 	}
-	if ((f & INSTATE_REC_CRC) && rec_crc(p, n) != instate__get_u32(p + 1))
+	if ((f & INSTATE_REC_CRC) &&
+	    rec_crc(k->mv_data, k->mv_size, p, n) != instate__get_u32(p + 1))
 		return INSTATE_CORRUPT;
 	r->payload = p + off;
 	r->plen = n - off;
@@ -219,9 +224,9 @@ size_t instate__rec_header(unsigned char *h, int64_t expires_ms, uint32_t versio
 	return off;
 }
 
-void instate__rec_seal(unsigned char *p, size_t n)
+void instate__rec_seal(unsigned char *p, size_t n, const void *key, size_t klen)
 {
-	instate__put_u32(p + 1, rec_crc(p, n));
+	instate__put_u32(p + 1, rec_crc(key, klen, p, n));
 }
 
 /* ===================================================================== */
@@ -248,7 +253,7 @@ static int upgrade_db(MDB_txn *mt, const char *name, instate_buf *b)
 	for (rc = mdb_cursor_get(mc, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(mc, &k, &d, MDB_NEXT)) {
 		if ((d.mv_size && (((const unsigned char *)d.mv_data)[0] & INSTATE_REC_CRC)) ||
-		    instate__rec_parse(&d, 1, &r) || k.mv_size > sizeof key)
+		    instate__rec_parse(&k, &d, 1, &r) || k.mv_size > sizeof key)
 			continue;
 		hl = instate__rec_header(h, r.m.expires_ms, r.m.version);
 		b->len = 0;
@@ -259,8 +264,8 @@ static int upgrade_db(MDB_txn *mt, const char *name, instate_buf *b)
 		/* Both copied out of the page first: the put moves nodes. */
 		memcpy(b->data, h, hl);
 		memcpy(b->data + hl, r.payload, r.plen);
-		instate__rec_seal((unsigned char *)b->data, hl + r.plen);
 		memcpy(key, k.mv_data, k.mv_size);
+		instate__rec_seal((unsigned char *)b->data, hl + r.plen, key, k.mv_size);
 		k.mv_data = key;
 		d.mv_data = b->data;
 		d.mv_size = hl + r.plen;

@@ -106,20 +106,20 @@ typedef struct instate__rec {
 } instate__rec;
 
 /*
- * Parse and verify the record value d: 0, or INSTATE_CORRUPT for unknown
- * flag bits, lengths that do not fit, a checksum that does not match, or
- * (unless legacy) no checksum at all. legacy: the store is of format 1
- * (opened read-only, not yet upgraded), whose records may lack one.
+ * Parse and verify the record of key k and value d: 0, or INSTATE_CORRUPT
+ * for unknown flag bits, lengths that do not fit, a checksum that does not
+ * match, or (unless legacy) no checksum at all. legacy: the store is of
+ * format 1 (opened read-only, not yet upgraded), whose records may lack one.
  */
-int instate__rec_parse(const MDB_val *d, int legacy, instate__rec *r);
+int instate__rec_parse(const MDB_val *k, const MDB_val *d, int legacy, instate__rec *r);
 
 /* Write the header of a record into h (INSTATE_REC_HDR_MAX bytes), its
  * checksum left blank; returns its length. */
 size_t instate__rec_header(unsigned char *h, int64_t expires_ms, uint32_t version);
 
-/* Fill in the checksum of a record whose header and payload are in place
- * at p (n bytes). */
-void instate__rec_seal(unsigned char *p, size_t n);
+/* Fill in the checksum of the record of key `key` whose header and
+ * payload are in place at p (n bytes). */
+void instate__rec_seal(unsigned char *p, size_t n, const void *key, size_t klen);
 
 /*
  * Upgrade a store of an older format to INSTATE_STORE_FORMAT in one write

@@ -59,9 +59,9 @@ struct instate_cursor {
 
 /* Parse and verify a record (instate_meta.c has the bytes). A store still
  * of format 1 (read-only, not upgraded) may hold records without checksum. */
-static int rec_read(const instate_txn *t, const MDB_val *d, instate__rec *r)
+static int rec_read(const instate_txn *t, const MDB_val *k, const MDB_val *d, instate__rec *r)
 {
-	return instate__rec_parse(d, t->e->format < INSTATE_STORE_FORMAT, r);
+	return instate__rec_parse(k, d, t->e->format < INSTATE_STORE_FORMAT, r);
 }
 
 static int expired(const instate_meta *m, int64_t now)
@@ -648,7 +648,7 @@ int instate_get(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
 		rc = INSTATE_NOTFOUND;
 	} else if ((rc = mdb_get(t->mt, dbi, &k, &d)) != 0) {
 		rc = instate__mdb_err(rc);
-	} else if ((rc = rec_read(t, &d, &r)) == 0) {
+	} else if ((rc = rec_read(t, &k, &d, &r)) == 0) {
 		if (expired_now(&r.m))
 			rc = INSTATE_NOTFOUND;
 		else if (val)
@@ -668,7 +668,7 @@ static int get_live(instate_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *d, instate
 
 	if (rc)
 		return rc;
-	if ((rc = rec_read(t, d, r)) != 0)
+	if ((rc = rec_read(t, k, d, r)) != 0)
 		return rc;
 	return expired_now(&r->m) ? MDB_NOTFOUND : 0;
 }
@@ -735,7 +735,7 @@ int instate_put(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
 			memcpy(d.mv_data, h, hl);
 			if (vlen)
 				memcpy((char *)d.mv_data + hl, val, vlen);
-			instate__rec_seal(d.mv_data, d.mv_size);
+			instate__rec_seal(d.mv_data, d.mv_size, key, klen);
 		}
 	}
 	UNLOCK(t->e);
@@ -795,7 +795,7 @@ int instate_set_expiry(instate_txn *t, instate_ns *ns, const void *key, size_t k
 			if (rc == 0) {
 				memcpy(d.mv_data, h, hl);
 				memcpy((char *)d.mv_data + hl, copy, n);
-				instate__rec_seal(d.mv_data, d.mv_size);
+				instate__rec_seal(d.mv_data, d.mv_size, key, klen);
 			}
 			free(copy);
 		}
@@ -823,7 +823,7 @@ static int scan(instate_txn *t, MDB_dbi dbi, int only_expired, int del, int leni
 		return rc;
 	while ((rc = mdb_cursor_get(mc, &k, &d, op)) == 0) {
 		op = MDB_NEXT;
-		if ((rc = rec_read(t, &d, &r)) != 0) {
+		if ((rc = rec_read(t, &k, &d, &r)) != 0) {
 			if (!lenient)
 				break;
 			rc = 0;
@@ -1053,7 +1053,7 @@ static int check_db(instate_txn *t, const instate__nsent *ent, bad_rec ***tail,
 	for (rc = mdb_cursor_get(mc, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(mc, &k, &d, MDB_NEXT)) {
 		info->records++;
-		if (rec_read(t, &d, &r) != 0) {
+		if (rec_read(t, &k, &d, &r) != 0) {
 			info->corrupt++;
 			if ((rc = bad_push(tail, ent->name, ent->len, k.mv_data, k.mv_size)))
 				break;
@@ -1200,7 +1200,7 @@ static int cursor_step(instate_cursor *c, MDB_val *k, MDB_val *d, instate__rec *
 		op = MDB_NEXT;
 		if (k->mv_size < c->plen || memcmp(k->mv_data, c->prefix, c->plen) != 0)
 			return MDB_NOTFOUND;
-		if ((rc = rec_read(t, d, r)) != 0)
+		if ((rc = rec_read(t, k, d, r)) != 0)
 			return rc; /* k is the damaged record's key */
 		if (!expired(&r->m, now))
 			return 0;

@@ -159,10 +159,12 @@ static void be64(unsigned char *p, uint64_t v)
 	be32(p + 4, (uint32_t)v);
 }
 
-/* The record checksum: CRC-32C of the flags byte and bytes 5.. */
-static uint32_t rec_crc(const unsigned char *p, size_t n)
+/* The record checksum: CRC-32C of the key, the flags byte and bytes 5.. */
+static uint32_t rec_crc(const char *key, const unsigned char *p, size_t n)
 {
-	return instate_crc32c(instate_crc32c(0, p, 1), p + 5, n - 5);
+	uint32_t c = instate_crc32c(0, key, strlen(key));
+
+	return instate_crc32c(instate_crc32c(c, p, 1), p + 5, n - 5);
 }
 
 /* Change one record in a closed store: flip byte `at` (xor mask), or with
@@ -333,7 +335,7 @@ static void test_bad_headers(void)
 		/* a right checksum where there is room for one: only the lengths
 		 * are wrong */
 		if (bad[i].n >= 5 && (r[0] & 0x04))
-			be32(r + 1, rec_crc(r, bad[i].n));
+			be32(r + 1, rec_crc(key, r, bad[i].n));
 		raw_put(env, "n", key, strlen(key), r, bad[i].n);
 		mdb_env_close(env);
 		s = open_store("hdr", 0);
@@ -347,6 +349,21 @@ static void test_bad_headers(void)
 		}
 		CHECK(v.len == 0);
 		CHECK_RC(get1(s, ns, "ok", &v, NULL), 0);
+		instate_store_close(s);
+	}
+
+	/* a sound record under another key: the checksum covers the key */
+	{
+		MDB_env *env = raw_open("hdr", 0);
+		unsigned char *p = raw_get(env, "n", "ok", &n);
+		CHECK(p != NULL);
+		if (p)
+			raw_put(env, "n", "oj", 2, p, n);
+		free(p);
+		mdb_env_close(env);
+		s = open_store("hdr", 0);
+		CHECK_RC(get1(s, ns_of(s, "n"), "oj", &v, NULL), INSTATE_CORRUPT);
+		CHECK_RC(get1(s, ns_of(s, "n"), "ok", &v, NULL), 0);
 		instate_store_close(s);
 	}
 
@@ -513,14 +530,14 @@ static void test_format1(void)
 	free(p);
 	for (i = 0; i < 5; i++) {
 		p = raw_get(env, "a", keys[i], &n);
-		CHECK(p && n >= 5 && (p[0] & 0x04) && get_be32(p + 1) == rec_crc(p, n));
+		CHECK(p && n >= 5 && (p[0] & 0x04) && get_be32(p + 1) == rec_crc(keys[i], p, n));
 		free(p);
 	}
 	p = raw_get(env, "a", "k3", &n);
 	CHECK(p && n == 19 && p[0] == 0x07 && memcmp(p + 17, "v3", 2) == 0);
 	free(p);
 	p = raw_get(env, "s", "big", &n);
-	CHECK(p && n == 20005 && p[0] == 0x04 && get_be32(p + 1) == rec_crc(p, n));
+	CHECK(p && n == 20005 && p[0] == 0x04 && get_be32(p + 1) == rec_crc("big", p, n));
 	free(p);
 	p = raw_get(env, "a", "kbad", &n);
 	CHECK(p && n == 2 && p[0] == 0x01); /* left as it was: still corrupt */
@@ -563,7 +580,7 @@ static void test_format1_growth(void)
 	instate_store_close(s);
 	env = raw_open("f1grow", 0);
 	p = raw_get(env, "s", "bulk00000", &n);
-	CHECK(p && n == 205 && p[0] == 0x04 && get_be32(p + 1) == rec_crc(p, n));
+	CHECK(p && n == 205 && p[0] == 0x04 && get_be32(p + 1) == rec_crc("bulk00000", p, n));
 	free(p);
 	mdb_env_close(env);
 	instate_buf_free(&v);

@@ -948,15 +948,11 @@ static int other_process_writes(const char *dir)
 	uint32_t crc;
 	int i, rc;
 
-	/* flags: checksum, no expiry, no version; the CRC-32C of the flags
-	 * byte and the payload, big-endian (docs/FORMAT.md section 2) */
+	/* flags: checksum, no expiry, no version; then the CRC-32C of the key,
+	 * the flags byte and the payload, big-endian (docs/FORMAT.md section 2) */
 	rec[0] = 0x04;
 	memset(rec + 5, 'p', sizeof rec - 5);
-	crc = instate_crc32c(instate_crc32c(0, rec, 1), rec + 5, sizeof rec - 5);
-	rec[1] = (unsigned char)(crc >> 24);
-	rec[2] = (unsigned char)(crc >> 16);
-	rec[3] = (unsigned char)(crc >> 8);
-	rec[4] = (unsigned char)crc;
+
 	if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) ||
 	    mdb_env_set_mapsize(env, 64 << 20) || mdb_env_open(env, dir, 0, 0600))
 		return 1;
@@ -984,6 +980,12 @@ static int other_process_writes(const char *dir)
 		snprintf(key, sizeof key, "p%04d", i);
 		k.mv_data = key;
 		k.mv_size = strlen(key);
+		crc = instate_crc32c(instate_crc32c(instate_crc32c(0, key, k.mv_size), rec, 1),
+		                     rec + 5, sizeof rec - 5);
+		rec[1] = (unsigned char)(crc >> 24);
+		rec[2] = (unsigned char)(crc >> 16);
+		rec[3] = (unsigned char)(crc >> 8);
+		rec[4] = (unsigned char)crc;
 		d.mv_data = rec;
 		d.mv_size = sizeof rec;
 		if (mdb_put(t, dbi, &k, &d, 0))
