@@ -5,7 +5,6 @@
  * files never read or write these bytes themselves.
  */
 #include "instate_store_int.h"
-#include "instate_dump_int.h" /* instate_crc32c() */
 
 #include <errno.h>
 #include <string.h>
@@ -160,9 +159,7 @@ int instate__meta_ns_count(MDB_txn *mt, MDB_dbi meta, uint64_t *n)
  */
 static uint32_t rec_crc(const void *key, size_t klen, const unsigned char *p, size_t n)
 {
-	uint32_t c = instate_crc32c(0, key, klen);
-
-	return instate_crc32c(instate_crc32c(c, p, 1), p + 5, n - 5);
+	return instate__crc32c_record(key, klen, p, n);
 }
 
 int instate__rec_parse(const MDB_val *k, const MDB_val *d, int legacy, instate__rec *r)

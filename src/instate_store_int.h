@@ -117,6 +117,10 @@ int instate__rec_parse(const MDB_val *k, const MDB_val *d, int legacy, instate__
  * checksum left blank; returns its length. */
 size_t instate__rec_header(unsigned char *h, int64_t expires_ms, uint32_t version);
 
+/* The CRC-32C of a record: of the key, the flags byte p[0] and p[5..n)
+ * (instate_crc32c.c; n >= 5). */
+uint32_t instate__crc32c_record(const void *key, size_t klen, const unsigned char *p, size_t n);
+
 /* Fill in the checksum of the record of key `key` whose header and
  * payload are in place at p (n bytes). */
 void instate__rec_seal(unsigned char *p, size_t n, const void *key, size_t klen);
