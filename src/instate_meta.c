@@ -202,6 +202,66 @@ int instate__rec_parse(const MDB_val *k, const MDB_val *d, int legacy, instate__
 	return 0;
 }
 
+/*
+ * LMDB checks neither a node's key size nor its data size against the page
+ * that holds it, so one flipped bit there hands out a pointer and a length
+ * that run past the page, and past the file: reading them would be SIGBUS.
+ * In a read transaction every page is in the map at a multiple of the page
+ * size, so the leaf page holding the node is the page of the key's first
+ * byte. This knows LMDB 0.9's page header (MDB_page in mdb.c: pgno at 0,
+ * flags u16 at 10, overflow page count u32 at 12, 16 bytes in all; data
+ * format 1, unchanged through 0.9.x); with another LMDB it checks nothing.
+ */
+#if MDB_VERSION_MAJOR == 0 && MDB_VERSION_MINOR == 9
+#define LMDB_PAGEHDR 16
+#define LMDB_P_LEAF 0x02
+#define LMDB_P_OVERFLOW 0x04
+
+static unsigned page_flags(const unsigned char *page)
+{
+	uint16_t f;
+
+	memcpy(&f, page + 10, 2);
+	return f;
+}
+
+int instate__rec_in_page(const MDB_val *k, const MDB_val *d, size_t psize)
+{
+	const unsigned char *key, *val, *page;
+	uintptr_t mask = ~(uintptr_t)(psize - 1);
+	uint32_t pages;
+	unsigned f;
+
+	if (k) {
+		/* A key from a cursor lies in its node, in the leaf page. */
+		key = k->mv_data;
+		page = (const unsigned char *)((uintptr_t)key & mask);
+		if (!(page_flags(page) & LMDB_P_LEAF) || key < page + LMDB_PAGEHDR ||
+		    k->mv_size > (size_t)(page + psize - key))
+			return INSTATE_CORRUPT;
+	}
+	if (!d || d->mv_size == 0)
+		return 0; /* nothing to read (it may start at the page's end) */
+	val = d->mv_data;
+	page = (const unsigned char *)((uintptr_t)val & mask);
+	f = page_flags(page);
+	if (f & LMDB_P_LEAF)
+		return val >= page + LMDB_PAGEHDR && d->mv_size <= (size_t)(page + psize - val)
+		       ? 0 : INSTATE_CORRUPT;
+	/* On overflow pages: the data follows the first one's header. */
+	if (!(f & LMDB_P_OVERFLOW) || val != page + LMDB_PAGEHDR)
+		return INSTATE_CORRUPT;
+	memcpy(&pages, page + 12, 4);
+	return pages && d->mv_size <= (uint64_t)pages * psize - LMDB_PAGEHDR ? 0 : INSTATE_CORRUPT;
+}
+#else
+int instate__rec_in_page(const MDB_val *k, const MDB_val *d, size_t psize)
+{
+	(void)k; (void)d; (void)psize;
+	return 0;
+}
+#endif
+
 size_t instate__rec_header(unsigned char *h, int64_t expires_ms, uint32_t version)
 {
 	size_t off = 5;

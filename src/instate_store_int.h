@@ -113,6 +113,15 @@ typedef struct instate__rec {
  */
 int instate__rec_parse(const MDB_val *k, const MDB_val *d, int legacy, instate__rec *r);
 
+/*
+ * In a read transaction: INSTATE_CORRUPT when the value LMDB handed out (and
+ * the key, if k is not NULL: a key a cursor returned, which points into the
+ * page) does not lie inside the leaf or overflow pages it must come from,
+ * i.e. LMDB's node header holding their sizes is damaged; 0 otherwise.
+ * d may be NULL to check the key alone. psize: the environment's page size.
+ */
+int instate__rec_in_page(const MDB_val *k, const MDB_val *d, size_t psize);
+
 /* Write the header of a record into h (INSTATE_REC_HDR_MAX bytes), its
  * checksum left blank; returns its length. */
 size_t instate__rec_header(unsigned char *h, int64_t expires_ms, uint32_t version);

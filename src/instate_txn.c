@@ -61,7 +61,28 @@ struct instate_cursor {
  * of format 1 (read-only, not upgraded) may hold records without checksum. */
 static int rec_read(const instate_txn *t, const MDB_val *k, const MDB_val *d, instate__rec *r)
 {
+	if (t->rdonly && instate__rec_in_page(NULL, d, t->e->page_size))
+		return INSTATE_CORRUPT;
 	return instate__rec_parse(k, d, t->e->format < INSTATE_STORE_FORMAT, r);
+}
+
+/* The same for a record a cursor returned: its key points into the page
+ * too. A write txn's dirty pages are heap copies, not in the map: the page
+ * bounds are checked in read txns only. */
+static int rec_read_cursor(const instate_txn *t, const MDB_val *k, const MDB_val *d,
+                           instate__rec *r)
+{
+	if (t->rdonly && instate__rec_in_page(k, d, t->e->page_size))
+		return INSTATE_CORRUPT;
+	return instate__rec_parse(k, d, t->e->format < INSTATE_STORE_FORMAT, r);
+}
+
+/* Whether a cursor's key can be copied and reported: its size comes from
+ * LMDB's node header, which no checksum covers. */
+static int key_sane(const instate_txn *t, const MDB_val *k)
+{
+	return k->mv_size >= 1 && k->mv_size <= INSTATE_KEY_MAX &&
+	       !(t->rdonly && instate__rec_in_page(k, NULL, t->e->page_size));
 }
 
 static int expired(const instate_meta *m, int64_t now)
@@ -823,7 +844,7 @@ static int scan(instate_txn *t, MDB_dbi dbi, int only_expired, int del, int leni
 		return rc;
 	while ((rc = mdb_cursor_get(mc, &k, &d, op)) == 0) {
 		op = MDB_NEXT;
-		if ((rc = rec_read(t, &k, &d, &r)) != 0) {
+		if ((rc = rec_read_cursor(t, &k, &d, &r)) != 0) {
 			if (!lenient)
 				break;
 			rc = 0;
@@ -1008,10 +1029,12 @@ int instate_ns_list(instate_txn *t,
 typedef struct bad_rec {
 	struct bad_rec *next;
 	size_t nslen, klen;
+	int record;         /* 1: a record (key may be empty), 0: the ns entry */
 	char bytes[];       /* namespace name, NUL, key */
 } bad_rec;
 
-static int bad_push(bad_rec ***tail, const char *ns, size_t nslen, const void *key, size_t klen)
+static int bad_push(bad_rec ***tail, const char *ns, size_t nslen, int record,
+                    const void *key, size_t klen)
 {
 	bad_rec *b = malloc(sizeof *b + nslen + 1 + klen);
 
@@ -1020,6 +1043,7 @@ static int bad_push(bad_rec ***tail, const char *ns, size_t nslen, const void *k
 	b->next = NULL;
 	b->nslen = nslen;
 	b->klen = klen;
+	b->record = record;
 	memcpy(b->bytes, ns, nslen);
 	b->bytes[nslen] = '\0';
 	if (klen)
@@ -1053,9 +1077,11 @@ static int check_db(instate_txn *t, const instate__nsent *ent, bad_rec ***tail,
 	for (rc = mdb_cursor_get(mc, &k, &d, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(mc, &k, &d, MDB_NEXT)) {
 		info->records++;
-		if (rec_read(t, &k, &d, &r) != 0) {
+		if (!key_sane(t, &k))
+			k.mv_size = 0; /* a damaged key: reported as the empty key */
+		if (k.mv_size == 0 || rec_read_cursor(t, &k, &d, &r) != 0) {
 			info->corrupt++;
-			if ((rc = bad_push(tail, ent->name, ent->len, k.mv_data, k.mv_size)))
+			if ((rc = bad_push(tail, ent->name, ent->len, 1, k.mv_data, k.mv_size)))
 				break;
 		}
 	}
@@ -1090,7 +1116,7 @@ int instate_store_check(instate_store *s,
 			if (ent.bad || ent.badname) {
 				/* The entry itself: reported with no key. */
 				info.corrupt++;
-				if ((rc = bad_push(&tail, ent.name, ent.len, NULL, 0)))
+				if ((rc = bad_push(&tail, ent.name, ent.len, 0, NULL, 0)))
 					break;
 			}
 			if (!ent.badname && (rc = check_db(t, &ent, &tail, &info)))
@@ -1106,7 +1132,8 @@ int instate_store_check(instate_store *s,
 	for (b = bad; b; b = bad) {
 		bad = b->next;
 		if (rc == 0 && fn) {
-			rc2 = fn(ud, b->bytes, b->nslen, b->klen ? b->bytes + b->nslen + 1 : NULL, b->klen);
+			rc2 = fn(ud, b->bytes, b->nslen, b->record ? b->bytes + b->nslen + 1 : NULL,
+			         b->klen);
 			if (rc2)
 				rc = rc2;
 		}
@@ -1198,9 +1225,13 @@ static int cursor_step(instate_cursor *c, MDB_val *k, MDB_val *d, instate__rec *
 		if (rc)
 			return rc;
 		op = MDB_NEXT;
+		if (!key_sane(t, k)) {
+			k->mv_size = 0; /* no key to report */
+			return INSTATE_CORRUPT;
+		}
 		if (k->mv_size < c->plen || memcmp(k->mv_data, c->prefix, c->plen) != 0)
 			return MDB_NOTFOUND;
-		if ((rc = rec_read(t, k, d, r)) != 0)
+		if ((rc = rec_read_cursor(t, k, d, r)) != 0)
 			return rc; /* k is the damaged record's key */
 		if (!expired(&r->m, now))
 			return 0;
@@ -1224,7 +1255,10 @@ int instate_cursor_next(instate_cursor *c, instate_buf *key, instate_buf *val,
 		return INSTATE_NOTFOUND;
 	RDLOCK(c->txn->e);
 	rc = cursor_step(c, &k, &d, &r);
-	if (rc == 0 || rc == INSTATE_CORRUPT) {
+	if (rc == INSTATE_CORRUPT && k.mv_size == 0) {
+		/* Its key is damaged too: reported without one. */
+		key->len = 0;
+	} else if (rc == 0 || rc == INSTATE_CORRUPT) {
 		/* A damaged record is reported with its key, and the next call
 		 * steps past it. */
 		c->klen = k.mv_size;
