@@ -455,14 +455,15 @@ typedef struct instate_check_info {
  * of __meta, in one read snapshot.
  *
  * Costs one pass over the data (a cursor step and a CRC-32C per record; on
- * the order of 10 ms per 100k small records): cheap enough at start-up.
+ * the order of 3-20 ms per 100k small records): cheap enough at start-up.
  * Damaged records are collected during the walk, then reported to `fn`
  * once the snapshot has ended, so `fn` may use the store.
  *
  * @param[in] fn called per damaged record with its namespace's name (NUL-
- *   terminated) and length, and its key and length; for a damaged
- *   namespace entry of __meta (a malformed value, an unknown type byte)
- *   key is NULL and klen 0. May be NULL. A nonzero return stops the
+ *   terminated) and length, and its key and length (klen 0, key not
+ *   NULL, when the key's own size in LMDB's node is damaged); for a
+ *   damaged namespace entry of __meta (a malformed value, an unknown type
+ *   byte) key is NULL and klen 0. May be NULL. A nonzero return stops the
  *   reports and is returned. fn must return (a Lua binding calls it in
  *   protected mode): the list of reports is freed after the last call.
  * @param[out] out counts (may be NULL), filled even when fn stops early.
