@@ -243,6 +243,9 @@ int instate__rec_in_page(const MDB_val *k, const MDB_val *d, size_t psize)
 	if (!d || d->mv_size == 0)
 		return 0; /* nothing to read (it may start at the page's end) */
 	val = d->mv_data;
+	if (k && ((uintptr_t)val & mask) == ((uintptr_t)k->mv_data & mask))
+		/* in the key's leaf page, checked above: the common case */
+		return d->mv_size <= (size_t)(page + psize - val) ? 0 : INSTATE_CORRUPT;
 	page = (const unsigned char *)((uintptr_t)val & mask);
 	f = page_flags(page);
 	if (f & LMDB_P_LEAF)
