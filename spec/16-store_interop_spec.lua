@@ -19,6 +19,13 @@ local function unhex(h) return (h:gsub("..", function(x) return string.char(tonu
 --   rec <ns name hex> <key hex> <flags> <expires_ms> <version> <value hex> <repacked hex>
 local READER = [[
 import sys, lmdb, msgpack
+def crc32c(b):
+    c = 0xFFFFFFFF
+    for x in b:
+        c ^= x
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    return c ^ 0xFFFFFFFF
 path = sys.argv[1]
 env = lmdb.open(path, readonly=True, lock=False, max_dbs=64, subdir=True)
 names = []
@@ -43,12 +50,14 @@ for name in nss:
     with env.begin(db=db) as txn:
         for k, v in txn.cursor():
             flags = v[0]
-            pos, expires, version = 1, 0, 0
+            assert flags & 0x04, "record without checksum"
+            assert int.from_bytes(v[1:5], "big") == crc32c(k + v[:1] + v[5:]), "bad checksum"
+            pos, expires, version = 5, 0, 0
             if flags & 0x01:
                 expires = int.from_bytes(v[pos:pos + 8], "big"); pos += 8
             if flags & 0x02:
                 version = int.from_bytes(v[pos:pos + 4], "big"); pos += 4
-            assert flags & ~0x03 == 0, "unknown record flags %x" % flags
+            assert flags & ~0x07 == 0, "unknown record flags %x" % flags
             body = v[pos:]
             obj = msgpack.unpackb(body, raw=True, strict_map_key=False)
             again = msgpack.packb(obj, use_bin_type=True)
@@ -129,7 +138,7 @@ describe("store interop with python3-lmdb and python3-msgpack", function()
   it("keeps the format version and the revision in __meta", function()
     local meta = {}
     for _, c in ipairs(find("^meta (%a+) (%d+)$")) do meta[c[1]] = tonumber(c[2]) end
-    assert.are.equal(1, meta.format)
+    assert.are.equal(2, meta.format)
     local store = assert(instate.open(path, { readonly = true }))
     assert.are.equal(store:revision(), meta.revision)
     store:close()
@@ -163,7 +172,7 @@ describe("store interop with python3-lmdb and python3-msgpack", function()
       for key, v in pairs(expect) do
         local r = recs[nsname] and recs[nsname][key]
         assert.is_not_nil(r, nsname .. "/" .. key)
-        assert.are.equal(0, r.flags, key)
+        assert.are.equal(4, r.flags, key)
         -- the value bytes are exactly the codec's output
         assert.are.equal(hex(instate.encode(v)), hex(r.body), key)
         -- python's decoding of them is the same value
@@ -176,13 +185,13 @@ describe("store interop with python3-lmdb and python3-msgpack", function()
       assert.are.equal(n + extra[nsname], have, nsname)
     end
     local items = recs.items
-    assert.are.same({ flags = 1, expires = T0 + 60000, version = 0 },
+    assert.are.same({ flags = 5, expires = T0 + 60000, version = 0 },
       { flags = items.timed.flags, expires = items.timed.expires, version = items.timed.version })
     assert.are.equal("soon", instate.decode(items.timed.repacked))
-    assert.are.same({ flags = 2, expires = 0, version = 7 },
+    assert.are.same({ flags = 6, expires = 0, version = 7 },
       { flags = items.versioned.flags, expires = items.versioned.expires,
         version = items.versioned.version })
-    assert.are.same({ flags = 3, expires = T0 + 2000, version = 3 },
+    assert.are.same({ flags = 7, expires = T0 + 2000, version = 3 },
       { flags = items.both.flags, expires = items.both.expires, version = items.both.version })
     assert.are.same({ 1 }, instate.decode(items.both.repacked))
     assert.is_nil(items.deleted)

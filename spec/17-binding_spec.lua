@@ -159,15 +159,16 @@ end)
 
 describe("a corrupt stored value", function()
   -- Written behind the store's back with python3-lmdb: a valid record
-  -- header followed by the never-used MessagePack byte c1.
+  -- header (checksum included) followed by the never-used MessagePack byte c1.
   local function corrupt(dir, key)
+    local rec = helpers.record_bytes(key, "\xc1"):gsub(".", function(c) return ("\\x%02x"):format(c:byte()) end)
     local py = ([[
 import lmdb
 env = lmdb.open(%q, max_dbs=8)
 db = env.open_db(b"n")
 with env.begin(write=True) as txn:
-    txn.put(%q.encode("latin-1"), b"\x00\xc1", db=db)
-]]):format(dir, key)
+    txn.put(%q.encode("latin-1"), b"%s", db=db)
+]]):format(dir, key, rec)
     local f = assert(io.popen("/usr/bin/python3 - 2>&1", "w"))
     f:write(py)
     assert.is_true(f:close())

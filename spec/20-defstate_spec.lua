@@ -761,12 +761,11 @@ describe("defstate", function()
     end)
 
     -- Write a record behind the store's back, straight into LMDB (the
-    -- store refuses to write bytes that are not a valid encoding): header
-    -- byte 0 (no expiry, no version) or 2 + a big-endian version, then the
-    -- value bytes (docs/FORMAT.md, section 2).
+    -- store refuses to write bytes that are not a valid encoding): a
+    -- well-formed record header with its checksum, then the value bytes
+    -- (docs/FORMAT.md, section 2).
     local function write_raw(path, name, value_bytes, version)
-      local header = version and "\2" .. string.pack(">I4", version) or "\0"
-      local hex = (header .. value_bytes):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+      local hex = helpers.record_bytes(name, value_bytes, nil, version):gsub(".", function(c) return ("%02x"):format(c:byte()) end)
       local script = helpers.tmpdir() .. "/write_raw.py"
       helpers.write_file(script, [[
 import sys, lmdb

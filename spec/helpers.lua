@@ -90,4 +90,33 @@ function helpers.float_bits(x)
   return (string.unpack("<i8", string.pack("<d", x)))
 end
 
+local crc_table
+--- CRC-32C (Castagnoli) of a string, as the store and dump files use it.
+function helpers.crc32c(s)
+  if not crc_table then
+    crc_table = {}
+    for i = 0, 255 do
+      local c = i
+      for _ = 1, 8 do c = (c & 1 ~= 0) and ((c >> 1) ~ 0x82F63B78) or (c >> 1) end
+      crc_table[i] = c
+    end
+  end
+  local c = 0xFFFFFFFF
+  for i = 1, #s do c = crc_table[(c ~ s:byte(i)) & 0xff] ~ (c >> 8) end
+  return c ~ 0xFFFFFFFF
+end
+
+--- The bytes of a store record of key `key` (docs/FORMAT.md section 2):
+-- flags, CRC-32C (of the key, the flags and what follows the CRC), then the
+-- expiry and version when given, then the payload. For writing records
+-- behind the store's back.
+function helpers.record_bytes(key, payload, expires_ms, version)
+  local flags, rest = 0x04, ""
+  if expires_ms then flags, rest = flags | 0x01, rest .. string.pack(">i8", expires_ms) end
+  if version then flags, rest = flags | 0x02, rest .. string.pack(">I4", version) end
+  rest = rest .. payload
+  return string.char(flags)
+    .. string.pack(">I4", helpers.crc32c(key .. string.char(flags) .. rest)) .. rest
+end
+
 return helpers

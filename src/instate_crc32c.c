@@ -1,5 +1,6 @@
 /*
- * instate_crc32c.c - CRC-32C (Castagnoli), the checksum of dump files.
+ * instate_crc32c.c - CRC-32C (Castagnoli), the checksum of dump files and
+ * of store records.
  *
  * CRC-32C rather than zlib's CRC-32 because it detects more errors at these
  * block sizes, is what iSCSI, ext4 and LevelDB use, and x86 computes it in
@@ -9,6 +10,7 @@
  * the same results; the tests compare them.
  */
 #include "instate_dump_int.h"
+#include "instate_store_int.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -94,14 +96,12 @@ static uint32_t crc_sw(uint32_t crc, const unsigned char *p, size_t n)
 }
 
 #ifdef HAVE_HW
-/* The instruction works on little-endian words, which x86 loads natively. */
+/* The instruction works on little-endian words, which x86 loads natively,
+ * aligned or not: no byte-at-a-time lead-in (record keys and values are
+ * short and rarely aligned, and each crc32 waits for the previous one). */
 __attribute__((target("sse4.2")))
 static uint32_t crc_hw(uint32_t crc, const unsigned char *p, size_t n)
 {
-	while (n && ((uintptr_t)p & 7)) {
-		crc = _mm_crc32_u8(crc, *p++);
-		n--;
-	}
 #if defined(__x86_64__)
 	{
 		uint64_t c = crc;
@@ -128,9 +128,19 @@ static uint32_t crc_hw(uint32_t crc, const unsigned char *p, size_t n)
 }
 #endif
 
+static int table_ready; /* set (release) once table_init has run */
+
+static void table_init_once(void)
+{
+	table_init();
+	__atomic_store_n(&table_ready, 1, __ATOMIC_RELEASE);
+}
+
 uint32_t instate_crc32c(uint32_t crc, const void *data, size_t n)
 {
-	pthread_once(&table_once, table_init);
+	/* Called per record read: skip the pthread_once call once set up. */
+	if (!__atomic_load_n(&table_ready, __ATOMIC_ACQUIRE))
+		pthread_once(&table_once, table_init_once);
 #ifdef HAVE_HW
 	if (use_hw)
 		return ~crc_hw(~crc, data, n);
@@ -138,15 +148,43 @@ uint32_t instate_crc32c(uint32_t crc, const void *data, size_t n)
 	return ~crc_sw(~crc, data, n);
 }
 
+#ifdef HAVE_HW
+__attribute__((target("sse4.2")))
+static uint32_t rec_hw(const unsigned char *key, size_t klen, const unsigned char *p, size_t n)
+{
+	uint32_t c = crc_hw(0xFFFFFFFFu, key, klen);
+
+	c = _mm_crc32_u8(c, p[0]);
+	return ~crc_hw(c, p + 5, n - 5);
+}
+#endif
+
+/* The checksum of a store record (instate_meta.c says which bytes), in one
+ * call: it runs on every record read and written. */
+uint32_t instate__crc32c_record(const void *key, size_t klen, const unsigned char *p, size_t n)
+{
+	uint32_t c;
+
+	if (!__atomic_load_n(&table_ready, __ATOMIC_ACQUIRE))
+		pthread_once(&table_once, table_init_once);
+#ifdef HAVE_HW
+	if (use_hw)
+		return rec_hw(key, klen, p, n);
+#endif
+	c = crc_sw(0xFFFFFFFFu, key, klen);
+	c = crc_sw(c, p, 1);
+	return ~crc_sw(c, p + 5, n - 5);
+}
+
 uint32_t instate_crc32c_portable(uint32_t crc, const void *data, size_t n)
 {
-	pthread_once(&table_once, table_init);
+	pthread_once(&table_once, table_init_once);
 	return ~crc_sw(~crc, data, n);
 }
 
 int instate_crc32c_hardware(void)
 {
-	pthread_once(&table_once, table_init);
+	pthread_once(&table_once, table_init_once);
 	return use_hw;
 }
 
@@ -160,7 +198,7 @@ uint32_t instate_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t n2)
 	uint32_t p = 1u << 31; /* x^0 */
 	unsigned k = 3;        /* x^(2^3) = x^8: one byte */
 
-	pthread_once(&table_once, table_init);
+	pthread_once(&table_once, table_init_once);
 	while (n2) {
 		if (n2 & 1)
 			p = multmodp(x2n[k & 31], p);

@@ -246,11 +246,11 @@ int instate__refresh(instate_env *e)
 {
 	MDB_txn *mt;
 	MDB_cursor *mc;
-	MDB_val k = { INSTATE_META_NSPREFIX_LEN, INSTATE_META_NSPREFIX }, d;
+	instate__nsent ent;
 	uint32_t nsid;
 	instate_ns *ns, **opened = NULL;
 	size_t nopened = 0, i;
-	int rc, op = MDB_SET_RANGE, o;
+	int rc, o;
 
 	if (e->wtxn_live)
 		return 0;
@@ -264,25 +264,16 @@ int instate__refresh(instate_env *e)
 		mdb_txn_abort(mt);
 		return rc;
 	}
-	while ((rc = mdb_cursor_get(mc, &k, &d, op)) == 0) {
-		const char *key = k.mv_data;
-		op = MDB_NEXT;
-		if (k.mv_size < INSTATE_META_NSPREFIX_LEN ||
-		    memcmp(key, INSTATE_META_NSPREFIX, INSTATE_META_NSPREFIX_LEN) != 0) {
-			rc = MDB_NOTFOUND;
-			break;
-		}
-		if (d.mv_size != 5 || k.mv_size == INSTATE_META_NSPREFIX_LEN ||
-		    k.mv_size > INSTATE_META_NSPREFIX_LEN + INSTATE_NSNAME_MAX ||
-		    memchr(key, 0, k.mv_size)) {
-			rc = MDB_CORRUPTED;
-			break;
-		}
-		rc = instate__ns_lookup(e, key + INSTATE_META_NSPREFIX_LEN,
-		                        k.mv_size - INSTATE_META_NSPREFIX_LEN, &ns);
+	for (rc = instate__meta_ns_seek(mc, NULL, 0, &ent); rc == 0;
+	     rc = instate__meta_ns_next(mc, &ent)) {
+		/* A damaged entry does not close the store: its namespace reads
+		 * as corrupt when asked for (instate_ns_get), the others work. */
+		if (ent.badname)
+			continue;
+		rc = instate__ns_lookup(e, ent.name, ent.len, &ns);
 		if (rc)
 			break;
-		__atomic_store_n(&ns->type, ((const unsigned char *)d.mv_data)[4], __ATOMIC_RELAXED);
+		__atomic_store_n(&ns->type, ent.type, __ATOMIC_RELAXED);
 		rc = ns_open_dbi(e, mt, ns, &o);
 		if (rc)
 			break;
@@ -346,12 +337,11 @@ static void env_free(instate_env *e)
 	free(e);
 }
 
-/* Open __meta, initialising a new store; check the layout version. */
+/* Open __meta, initialising a new store; check the layout version, and
+ * upgrade an older one at its first read-write open. */
 static int env_init_meta(instate_env *e)
 {
 	MDB_txn *mt;
-	MDB_val k, d;
-	unsigned char buf[8];
 	uint32_t format;
 	int rc, retried = 0;
 
@@ -378,23 +368,7 @@ again:
 		rc = meta_u32(mt, e->meta, INSTATE_META_FORMAT, &format);
 		if (rc == 0 && format == 0) {
 			/* First read-write open: an empty store at revision 0. */
-			k.mv_data = INSTATE_META_FORMAT; k.mv_size = strlen(INSTATE_META_FORMAT);
-			d.mv_data = buf; d.mv_size = 4;
-			instate__put_u32(buf, INSTATE_STORE_FORMAT);
-			rc = mdb_put(mt, e->meta, &k, &d, 0);
-			if (rc == 0) {
-				k.mv_data = INSTATE_META_REVISION;
-				k.mv_size = strlen(INSTATE_META_REVISION);
-				d.mv_size = 8;
-				instate__put_u64(buf, 0);
-				rc = mdb_put(mt, e->meta, &k, &d, 0);
-			}
-			if (rc == 0) {
-				k.mv_data = INSTATE_META_NSID; k.mv_size = strlen(INSTATE_META_NSID);
-				d.mv_size = 4;
-				instate__put_u32(buf, 0);
-				rc = mdb_put(mt, e->meta, &k, &d, 0);
-			}
+			rc = instate__meta_init(mt, e->meta);
 			format = INSTATE_STORE_FORMAT;
 		}
 		if (rc)
@@ -414,7 +388,18 @@ again:
 		mdb_txn_abort(mt);
 		return INSTATE_VERSION;
 	}
-	return instate__mdb_err(mdb_txn_commit(mt));
+	/* Committed, not aborted: that keeps the __meta handle open. */
+	rc = instate__mdb_err(mdb_txn_commit(mt));
+	if (rc)
+		return rc;
+	e->format = format;
+	if (format < INSTATE_STORE_FORMAT && !e->readonly) {
+		rc = instate__meta_upgrade(e->env, e->meta, e->max_size);
+		if (rc)
+			return rc;
+		e->format = INSTATE_STORE_FORMAT;
+	}
+	return 0;
 fail:
 	mdb_txn_abort(mt);
 	return instate__mdb_err(rc);
@@ -699,10 +684,8 @@ int instate_store_stats(instate_store *s, instate_stats *out)
 	instate_env *e = s->env;
 	MDB_envinfo info;
 	MDB_txn *mt;
-	MDB_cursor *mc;
-	MDB_val k = { INSTATE_META_NSPREFIX_LEN, INSTATE_META_NSPREFIX }, d;
 	uint64_t lines = 0;
-	int rc, op = MDB_SET_RANGE;
+	int rc;
 
 	memset(out, 0, sizeof *out);
 	pthread_rwlock_rdlock(&e->maplock);
@@ -712,17 +695,8 @@ int instate_store_stats(instate_store *s, instate_stats *out)
 	rc = rtxn_begin(e, &mt);
 	if (rc == 0) {
 		rc = read_revision(e, mt, &out->revision);
-		if (rc == 0 && (rc = instate__mdb_err(mdb_cursor_open(mt, e->meta, &mc))) == 0) {
-			while (mdb_cursor_get(mc, &k, &d, op) == 0) {
-				op = MDB_NEXT;
-				if (k.mv_size <= INSTATE_META_NSPREFIX_LEN ||
-				    memcmp(k.mv_data, INSTATE_META_NSPREFIX,
-				           INSTATE_META_NSPREFIX_LEN) != 0)
-					break;
-				out->namespaces++;
-			}
-			mdb_cursor_close(mc);
-		}
+		if (rc == 0)
+			rc = instate__mdb_err(instate__meta_ns_count(mt, e->meta, &out->namespaces));
 		mdb_txn_abort(mt);
 	}
 	pthread_rwlock_unlock(&e->maplock);
@@ -765,7 +739,8 @@ int instate_ns_get(instate_store *s, const char *name, size_t len,
 	instate_ns *ns = NULL;
 	MDB_txn *mt;
 	MDB_val k, d;
-	char key[INSTATE_META_NSPREFIX_LEN + INSTATE_NSNAME_MAX];
+	char key[INSTATE_META_NSKEY_MAX];
+	instate__nsent ent;
 	int rc, opened = 0;
 
 	if (out)
@@ -775,10 +750,8 @@ int instate_ns_get(instate_store *s, const char *name, size_t len,
 		return INSTATE_INVALID;
 	if (type != INSTATE_NS_ANY && type != INSTATE_NS_KV && type != INSTATE_NS_STATE)
 		return INSTATE_INVALID;
-	memcpy(key, INSTATE_META_NSPREFIX, INSTATE_META_NSPREFIX_LEN);
-	memcpy(key + INSTATE_META_NSPREFIX_LEN, name, len);
 	k.mv_data = key;
-	k.mv_size = INSTATE_META_NSPREFIX_LEN + len;
+	k.mv_size = instate__meta_ns_key(key, name, len);
 
 	pthread_rwlock_rdlock(&e->maplock);
 	rc = rtxn_begin(e, &mt);
@@ -792,14 +765,10 @@ int instate_ns_get(instate_store *s, const char *name, size_t len,
 		goto done;
 	rc = mdb_get(mt, e->meta, &k, &d);
 	if (rc == 0) {
-		int stored;
-		if (d.mv_size != 5) {
-			rc = INSTATE_CORRUPT;
+		if ((rc = instate__meta_ns_parse(&k, &d, &ent)) != 0)
 			goto done;
-		}
-		stored = ((const unsigned char *)d.mv_data)[4];
-		__atomic_store_n(&ns->type, stored, __ATOMIC_RELAXED);
-		if (type != INSTATE_NS_ANY && (int)type != stored) {
+		__atomic_store_n(&ns->type, ent.type, __ATOMIC_RELAXED);
+		if (type != INSTATE_NS_ANY && (int)type != ent.type) {
 			rc = INSTATE_TYPE;
 			goto done;
 		}

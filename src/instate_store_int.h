@@ -1,7 +1,8 @@
 /*
  * instate_store_int.h - internals shared by the store core's files
  * (instate_env.c: environments, registry, namespaces, map growth;
- * instate_txn.c: transactions, records, cursors). Not installed: the public
+ * instate_txn.c: transactions, records, cursors, the store check;
+ * instate_meta.c: the bytes of __meta and of record headers). Not installed: the public
  * API is instate.h and the on-disk layout is docs/FORMAT.md section 2.
  */
 #ifndef INSTATE_STORE_INT_H
@@ -14,7 +15,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* ---- __meta keys and record headers (docs/FORMAT.md section 2) -------- */
+/* ---- __meta keys and record headers (docs/FORMAT.md section 2) --------
+ * Everything that knows the bytes of __meta and of a record header lives in
+ * instate_meta.c; the other core files call the functions below. */
 
 #define INSTATE_META_DB "__meta"
 #define INSTATE_META_FORMAT "format"     /* u32 BE: INSTATE_STORE_FORMAT */
@@ -22,10 +25,122 @@
 #define INSTATE_META_NSID "nsid"         /* u32 BE: last namespace id given */
 #define INSTATE_META_NSPREFIX "ns:"      /* "ns:" name -> u32 BE id, u8 type */
 #define INSTATE_META_NSPREFIX_LEN 3
+#define INSTATE_META_NSKEY_MAX (INSTATE_META_NSPREFIX_LEN + INSTATE_NSNAME_MAX)
+#define INSTATE_META_NSENTRY_SIZE 5
 
 #define INSTATE_REC_EXPIRES 0x01 /* an 8-byte BE expiry in ms follows */
 #define INSTATE_REC_VERSION 0x02 /* a 4-byte BE version follows */
-#define INSTATE_REC_HDR_MAX 13
+#define INSTATE_REC_CRC     0x04 /* a 4-byte BE CRC-32C follows the flags */
+#define INSTATE_REC_HDR_MAX 17
+
+/* Big-endian helpers: the one set every core file uses. */
+static inline void instate__put_u32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
+}
+static inline uint32_t instate__get_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void instate__put_u64(unsigned char *p, uint64_t v)
+{
+	instate__put_u32(p, (uint32_t)(v >> 32));
+	instate__put_u32(p + 4, (uint32_t)v);
+}
+static inline uint64_t instate__get_u64(const unsigned char *p)
+{
+	return (uint64_t)instate__get_u32(p) << 32 | instate__get_u32(p + 4);
+}
+
+/* Read a big-endian u32 or u64 (size 4 or 8) from __meta: 0 if absent,
+ * MDB_CORRUPTED if the stored size differs, or an LMDB error. */
+int instate__meta_get(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t *out);
+
+/* Write a big-endian u32 or u64 (size 4 or 8) into __meta; an LMDB code. */
+int instate__meta_put(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t v);
+
+/* Write the __meta keys of a new, empty store (format, revision 0, nsid 0). */
+int instate__meta_init(MDB_txn *mt, MDB_dbi meta);
+
+/* The __meta key of namespace `name` into key (INSTATE_META_NSKEY_MAX
+ * bytes); returns its length. */
+size_t instate__meta_ns_key(char *key, const char *name, size_t len);
+
+/* One namespace entry of __meta, as read. name points into the map (valid
+ * while the transaction and the map lock are). */
+typedef struct instate__nsent {
+	const char *name;
+	size_t len;
+	uint32_t id;
+	int type;      /* INSTATE_NS_KV or INSTATE_NS_STATE when bad == 0 */
+	int bad;       /* INSTATE_CORRUPT: the value is malformed (size, type) */
+	int badname;   /* the key is not a valid namespace name (too long, NUL) */
+} instate__nsent;
+
+/* The value of a namespace entry (INSTATE_META_NSENTRY_SIZE bytes). */
+void instate__meta_ns_encode(unsigned char *v, uint32_t id, instate_ns_type type);
+
+/* Parse one entry (key with its "ns:" prefix, and value) into *ent. Returns
+ * 0, or INSTATE_CORRUPT (also set in ent->bad) for a malformed value. */
+int instate__meta_ns_parse(const MDB_val *k, const MDB_val *d, instate__nsent *ent);
+
+/*
+ * The one walker over the namespace entries of __meta, in name order.
+ * Position mc (a cursor on __meta) at the first entry whose name sorts after
+ * `after` (alen bytes; alen 0 = the first entry), or step to the next one,
+ * and parse it into *ent. Returns 0 (ent->bad may be set), MDB_NOTFOUND
+ * after the last entry, or an LMDB error.
+ */
+int instate__meta_ns_seek(MDB_cursor *mc, const char *after, size_t alen, instate__nsent *ent);
+int instate__meta_ns_next(MDB_cursor *mc, instate__nsent *ent);
+
+/* The number of namespace entries of __meta (an LMDB code). */
+int instate__meta_ns_count(MDB_txn *mt, MDB_dbi meta, uint64_t *n);
+
+/* A record as read: the parsed header and where the payload is. */
+typedef struct instate__rec {
+	instate_meta m;
+	const unsigned char *payload;
+	size_t plen;
+} instate__rec;
+
+/*
+ * Parse and verify the record of key k and value d: 0, or INSTATE_CORRUPT
+ * for unknown flag bits, lengths that do not fit, a checksum that does not
+ * match, or (unless legacy) no checksum at all. legacy: the store is of
+ * format 1 (opened read-only, not yet upgraded), whose records may lack one.
+ */
+int instate__rec_parse(const MDB_val *k, const MDB_val *d, int legacy, instate__rec *r);
+
+/*
+ * In a read transaction: INSTATE_CORRUPT when the value LMDB handed out (and
+ * the key, if k is not NULL: a key a cursor returned, which points into the
+ * page) does not lie inside the leaf or overflow pages it must come from,
+ * i.e. LMDB's node header holding their sizes is damaged; 0 otherwise.
+ * d may be NULL to check the key alone. psize: the environment's page size.
+ */
+int instate__rec_in_page(const MDB_val *k, const MDB_val *d, size_t psize);
+
+/* Write the header of a record into h (INSTATE_REC_HDR_MAX bytes), its
+ * checksum left blank; returns its length. */
+size_t instate__rec_header(unsigned char *h, int64_t expires_ms, uint32_t version);
+
+/* The CRC-32C of a record: of the key, the flags byte p[0] and p[5..n)
+ * (instate_crc32c.c; n >= 5). */
+uint32_t instate__crc32c_record(const void *key, size_t klen, const unsigned char *p, size_t n);
+
+/* Fill in the checksum of the record of key `key` whose header and
+ * payload are in place at p (n bytes). */
+void instate__rec_seal(unsigned char *p, size_t n, const void *key, size_t klen);
+
+/*
+ * Upgrade a store of an older format to INSTATE_STORE_FORMAT in one write
+ * transaction (every record rewritten with a checksum), growing the map up
+ * to max_size as needed. Called at the first read-write open, before the
+ * environment is shared. Returns an instate code.
+ */
+int instate__meta_upgrade(MDB_env *env, MDB_dbi meta, uint64_t max_size);
 
 /* ---- namespaces ------------------------------------------------------- */
 
@@ -57,6 +172,7 @@ typedef struct instate_env {
 	unsigned max_namespaces;  /* live namespaces allowed (from the first open) */
 	size_t page_size;
 	MDB_dbi meta;
+	uint32_t format;          /* store format read at open (1: not upgraded, read-only) */
 
 	/* env mutex: the namespace table, every mdb_dbi_open, wtxn_live */
 	pthread_mutex_t mu;
@@ -88,10 +204,6 @@ struct instate_store {
 
 /* LMDB return code -> instate code (positive errno passes through). */
 int instate__mdb_err(int rc);
-
-/* Read a big-endian u32 or u64 (size 4 or 8) from __meta: 0 if absent,
- * MDB_CORRUPTED if the stored size differs, or an LMDB error. */
-int instate__meta_get(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t *out);
 
 /* Writer slot: 0, or INSTATE_BUSY if this thread holds it; waits otherwise. */
 int instate__slot_acquire(instate_env *e);
@@ -125,26 +237,6 @@ int instate__refresh(instate_env *e);
 
 /* Find or add the namespace object `name` (e->mu held). ENOMEM. */
 int instate__ns_lookup(instate_env *e, const char *name, size_t len, instate_ns **out);
-
-/* Big-endian helpers. */
-static inline void instate__put_u32(unsigned char *p, uint32_t v)
-{
-	p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
-	p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
-}
-static inline uint32_t instate__get_u32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static inline void instate__put_u64(unsigned char *p, uint64_t v)
-{
-	instate__put_u32(p, (uint32_t)(v >> 32));
-	instate__put_u32(p + 4, (uint32_t)v);
-}
-static inline uint64_t instate__get_u64(const unsigned char *p)
-{
-	return (uint64_t)instate__get_u32(p) << 32 | instate__get_u32(p + 4);
-}
 
 /* ---- for the dump layer (instate_dump.c) ------------------------------ */
 

@@ -57,51 +57,32 @@ struct instate_cursor {
 /* ===================================================================== */
 /* Record headers                                                         */
 
-static int rec_parse(const MDB_val *d, instate_meta *m, const unsigned char **payload,
-                     size_t *plen)
+/* Parse and verify a record (instate_meta.c has the bytes). A store still
+ * of format 1 (read-only, not upgraded) may hold records without checksum. */
+static int rec_read(const instate_txn *t, const MDB_val *k, const MDB_val *d, instate__rec *r)
 {
-	const unsigned char *p = d->mv_data;
-	size_t n = d->mv_size, off = 1;
-
-	m->expires_ms = 0;
-	m->version = 0;
-	if (n < 1 || (p[0] & ~(INSTATE_REC_EXPIRES | INSTATE_REC_VERSION)))
+	if (t->rdonly && instate__rec_in_page(NULL, d, t->e->page_size))
 		return INSTATE_CORRUPT;
-	if (p[0] & INSTATE_REC_EXPIRES) {
-		if (n < off + 8)
-			return INSTATE_CORRUPT;
-		m->expires_ms = (int64_t)instate__get_u64(p + off);
-		off += 8;
-	}
-	if (p[0] & INSTATE_REC_VERSION) {
-		if (n < off + 4)
-			return INSTATE_CORRUPT;
-		m->version = instate__get_u32(p + off);
-		off += 4;
-	}
-	if (payload)
-		*payload = p + off;
-	if (plen)
-		*plen = n - off;
-	return 0;
+	return instate__rec_parse(k, d, t->e->format < INSTATE_STORE_FORMAT, r);
 }
 
-static size_t rec_header(unsigned char *h, int64_t expires_ms, uint32_t version)
+/* The same for a record a cursor returned: its key points into the page
+ * too. A write txn's dirty pages are heap copies, not in the map: the page
+ * bounds are checked in read txns only. */
+static int rec_read_cursor(const instate_txn *t, const MDB_val *k, const MDB_val *d,
+                           instate__rec *r)
 {
-	size_t off = 1;
+	if (t->rdonly && instate__rec_in_page(k, d, t->e->page_size))
+		return INSTATE_CORRUPT;
+	return instate__rec_parse(k, d, t->e->format < INSTATE_STORE_FORMAT, r);
+}
 
-	h[0] = 0;
-	if (expires_ms) {
-		h[0] |= INSTATE_REC_EXPIRES;
-		instate__put_u64(h + off, (uint64_t)expires_ms);
-		off += 8;
-	}
-	if (version) {
-		h[0] |= INSTATE_REC_VERSION;
-		instate__put_u32(h + off, version);
-		off += 4;
-	}
-	return off;
+/* Whether a cursor's key can be copied and reported: its size comes from
+ * LMDB's node header, which no checksum covers. */
+static int key_sane(const instate_txn *t, const MDB_val *k)
+{
+	return k->mv_size >= 1 && k->mv_size <= INSTATE_KEY_MAX &&
+	       !(t->rdonly && instate__rec_in_page(k, NULL, t->e->page_size));
 }
 
 static int expired(const instate_meta *m, int64_t now)
@@ -124,46 +105,6 @@ static int buf_set(instate_buf *b, const void *p, size_t n)
 		memcpy(b->data, p, n);
 	b->len = n;
 	return 0;
-}
-
-/* ===================================================================== */
-/* Meta helpers                                                           */
-
-int instate__meta_get(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t *out)
-{
-	MDB_val k = { strlen(key), (void *)key }, d;
-	int rc = mdb_get(mt, meta, &k, &d);
-
-	*out = 0;
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return rc;
-	if (d.mv_size != size)
-		return MDB_CORRUPTED;
-	*out = size == 8 ? instate__get_u64(d.mv_data) : instate__get_u32(d.mv_data);
-	return 0;
-}
-
-static int meta_put_u(MDB_txn *mt, MDB_dbi meta, const char *key, size_t size, uint64_t v)
-{
-	MDB_val k = { strlen(key), (void *)key }, d;
-	unsigned char buf[8];
-
-	if (size == 8)
-		instate__put_u64(buf, v);
-	else
-		instate__put_u32(buf, (uint32_t)v);
-	d.mv_data = buf;
-	d.mv_size = size;
-	return mdb_put(mt, meta, &k, &d, 0);
-}
-
-static size_t ns_meta_key(char *key, const instate_ns *ns)
-{
-	memcpy(key, INSTATE_META_NSPREFIX, INSTATE_META_NSPREFIX_LEN);
-	memcpy(key + INSTATE_META_NSPREFIX_LEN, ns->name, ns->len);
-	return INSTATE_META_NSPREFIX_LEN + ns->len;
 }
 
 /* ===================================================================== */
@@ -264,6 +205,11 @@ static int write_result(instate_txn *t, int rc)
 {
 	if (rc == MDB_MAP_FULL)
 		return txn_map_full(t);
+	/* A damaged record (INSTATE_CORRUPT from instate__rec_parse, not
+	 * LMDB's MDB_CORRUPTED) leaves the LMDB txn sound: the caller may
+	 * delete or overwrite it and go on. */
+	if (rc == INSTATE_CORRUPT)
+		return rc;
 	rc = instate__mdb_err(rc);
 	if (rc && rc != INSTATE_INVALID && rc != INSTATE_EXISTS && rc != INSTATE_NOTFOUND &&
 	    !t->err)
@@ -502,7 +448,7 @@ static int commit_top(instate_txn *t)
 
 	detach_cursors(t);
 	RDLOCK(e);
-	rc = meta_put_u(t->mt, e->meta, INSTATE_META_REVISION, 8, t->revision);
+	rc = instate__meta_put(t->mt, e->meta, INSTATE_META_REVISION, 8, t->revision);
 	if (rc == 0)
 		rc = mdb_txn_commit(t->mt);
 	else
@@ -626,27 +572,6 @@ static int made_push(instate_txn *t, instate_ns *ns, int opened)
 	return 0;
 }
 
-/* Live namespaces: the "ns:" entries of __meta (map lock held). */
-static int ns_count_live(instate_txn *t, uint64_t *n)
-{
-	MDB_cursor *mc;
-	MDB_val k = { INSTATE_META_NSPREFIX_LEN, INSTATE_META_NSPREFIX }, d;
-	int rc, op = MDB_SET_RANGE;
-
-	*n = 0;
-	if ((rc = mdb_cursor_open(t->mt, t->e->meta, &mc)))
-		return rc;
-	while ((rc = mdb_cursor_get(mc, &k, &d, op)) == 0) {
-		op = MDB_NEXT;
-		if (k.mv_size <= INSTATE_META_NSPREFIX_LEN ||
-		    memcmp(k.mv_data, INSTATE_META_NSPREFIX, INSTATE_META_NSPREFIX_LEN) != 0)
-			break;
-		(*n)++;
-	}
-	mdb_cursor_close(mc);
-	return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
-}
-
 /*
  * Make sure the namespace exists in this write txn: its LMDB database and
  * its __meta entry. Checked once per top-level txn (ns->checked). Returns
@@ -656,8 +581,9 @@ static int ns_prepare(instate_txn *t, instate_ns *ns, MDB_dbi *dbi)
 {
 	instate_env *e = t->e;
 	instate_txn *top;
-	char key[INSTATE_META_NSPREFIX_LEN + INSTATE_NSNAME_MAX];
-	unsigned char v[5];
+	char key[INSTATE_META_NSKEY_MAX];
+	unsigned char v[INSTATE_META_NSENTRY_SIZE];
+	instate__nsent ent;
 	MDB_val k, d;
 	uint64_t live;
 	int rc, st, exists;
@@ -668,15 +594,15 @@ static int ns_prepare(instate_txn *t, instate_ns *ns, MDB_dbi *dbi)
 		return 0;
 	}
 	k.mv_data = key;
-	k.mv_size = ns_meta_key(key, ns);
+	k.mv_size = instate__meta_ns_key(key, ns->name, ns->len);
 	rc = mdb_get(t->mt, e->meta, &k, &d);
 	if (rc && rc != MDB_NOTFOUND)
 		return rc;
 	exists = rc == 0;
 	if (exists) {
-		if (d.mv_size != 5)
-			return MDB_CORRUPTED;
-		__atomic_store_n(&ns->type, ((const unsigned char *)d.mv_data)[4], __ATOMIC_RELAXED);
+		if ((rc = instate__meta_ns_parse(&k, &d, &ent)) != 0)
+			return rc;
+		__atomic_store_n(&ns->type, ent.type, __ATOMIC_RELAXED);
 	}
 	if (st == NS_DBI_NONE) {
 		/* Recorded first, so that an abort always forgets the handle. */
@@ -694,23 +620,23 @@ static int ns_prepare(instate_txn *t, instate_ns *ns, MDB_dbi *dbi)
 			return rc;
 	}
 	if (!exists) {
-		rc = ns_count_live(t, &live);
+		rc = instate__meta_ns_count(t->mt, e->meta, &live);
 		if (rc)
 			return rc;
 		if (live >= e->max_namespaces)
 			return INSTATE_NAMESPACES_FULL;
 		k.mv_data = key;
-		k.mv_size = ns_meta_key(key, ns);
+		k.mv_size = instate__meta_ns_key(key, ns->name, ns->len);
 		top = txn_top(t);
 		if (top->nsid == UINT32_MAX)
 			return INSTATE_NAMESPACES_FULL;
-		rc = meta_put_u(t->mt, e->meta, INSTATE_META_NSID, 4, (uint64_t)top->nsid + 1);
+		rc = instate__meta_put(t->mt, e->meta, INSTATE_META_NSID, 4, (uint64_t)top->nsid + 1);
 		if (rc)
 			return rc;
-		instate__put_u32(v, top->nsid + 1);
-		v[4] = (unsigned char)__atomic_load_n(&ns->type, __ATOMIC_RELAXED);
+		instate__meta_ns_encode(v, top->nsid + 1,
+		                        (instate_ns_type)__atomic_load_n(&ns->type, __ATOMIC_RELAXED));
 		d.mv_data = v;
-		d.mv_size = 5;
+		d.mv_size = sizeof v;
 		rc = mdb_put(t->mt, e->meta, &k, &d, 0);
 		if (rc)
 			return rc;
@@ -729,11 +655,9 @@ static int ns_prepare(instate_txn *t, instate_ns *ns, MDB_dbi *dbi)
 int instate_get(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
                 instate_buf *val, instate_meta *meta)
 {
-	instate_meta m;
+	instate__rec r;
 	MDB_val k = { klen, (void *)key }, d;
 	MDB_dbi dbi;
-	const unsigned char *p;
-	size_t n;
 	int rc;
 
 	if ((rc = check_key(key, klen)) || !ns || (t && ns->env != t->e))
@@ -745,28 +669,29 @@ int instate_get(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
 		rc = INSTATE_NOTFOUND;
 	} else if ((rc = mdb_get(t->mt, dbi, &k, &d)) != 0) {
 		rc = instate__mdb_err(rc);
-	} else if ((rc = rec_parse(&d, &m, &p, &n)) == 0) {
-		if (expired_now(&m))
+	} else if ((rc = rec_read(t, &k, &d, &r)) == 0) {
+		if (expired_now(&r.m))
 			rc = INSTATE_NOTFOUND;
 		else if (val)
-			rc = buf_set(val, p, n);
+			rc = buf_set(val, r.payload, r.plen);
 		if (rc == 0 && meta)
-			*meta = m;
+			*meta = r.m;
 	}
 	UNLOCK(t->e);
 	return rc;
 }
 
-/* Read a live record for a write: 0 found live, MDB_NOTFOUND otherwise. */
-static int get_live(instate_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *d, instate_meta *m)
+/* Read a live record for a write: 0 found live, MDB_NOTFOUND otherwise,
+ * INSTATE_CORRUPT (d still set) for a damaged one. */
+static int get_live(instate_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *d, instate__rec *r)
 {
 	int rc = mdb_get(t->mt, dbi, k, d);
 
 	if (rc)
 		return rc;
-	if (rec_parse(d, m, NULL, NULL))
-		return MDB_CORRUPTED;
-	return expired_now(m) ? MDB_NOTFOUND : 0;
+	if ((rc = rec_read(t, k, d, r)) != 0)
+		return rc;
+	return expired_now(&r->m) ? MDB_NOTFOUND : 0;
 }
 
 static int write_check(instate_txn *t, instate_ns *ns, const void *key, size_t klen)
@@ -784,7 +709,7 @@ int instate_put(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
                 const void *val, size_t vlen, const instate_meta *meta, unsigned flags)
 {
 	unsigned char h[INSTATE_REC_HDR_MAX];
-	instate_meta old;
+	instate__rec old;
 	MDB_val k = { klen, (void *)key }, d;
 	MDB_dbi dbi;
 	int64_t exp = meta ? meta->expires_ms : 0;
@@ -800,23 +725,30 @@ int instate_put(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
 	rc = ns_prepare(t, ns, &dbi);
 	if (rc == 0 && flags) {
 		int live = (rc = get_live(t, dbi, &k, &d, &old)) == 0;
-		if (live && (flags & INSTATE_NOOVERWRITE)) {
+		if (rc == INSTATE_CORRUPT && flags == INSTATE_IFCHANGED) {
+			/* A damaged record is not an equal one: overwrite it. The
+			 * other flags need its expiry or liveness, which it lost. */
+			rc = 0;
+		} else if (live && (flags & INSTATE_NOOVERWRITE)) {
 			rc = MDB_KEYEXIST;
 		} else if (live || rc == MDB_NOTFOUND) {
 			if (flags & INSTATE_KEEPEXPIRY)
-				exp = live ? old.expires_ms : 0;
+				exp = live ? old.m.expires_ms : 0;
 			rc = 0;
-			/* d still points at the live record, in the map */
+			/* d still points at the live record, in the map, verified:
+			 * equal bytes but the checksum's mean an equal checksum. */
 			if (live && (flags & INSTATE_IFCHANGED)) {
-				hl = rec_header(h, exp, meta ? meta->version : 0);
-				if (d.mv_size == hl + vlen && memcmp(d.mv_data, h, hl) == 0 &&
+				hl = instate__rec_header(h, exp, meta ? meta->version : 0);
+				if (d.mv_size == hl + vlen &&
+				    *(const unsigned char *)d.mv_data == h[0] &&
+				    memcmp((const char *)d.mv_data + 5, h + 5, hl - 5) == 0 &&
 				    (vlen == 0 || memcmp((char *)d.mv_data + hl, val, vlen) == 0))
 					rc = MDB_KEYEXIST;
 			}
 		}
 	}
 	if (rc == 0) {
-		hl = rec_header(h, exp, meta ? meta->version : 0);
+		hl = instate__rec_header(h, exp, meta ? meta->version : 0);
 		d.mv_size = hl + vlen;
 		d.mv_data = NULL;
 		rc = mdb_put(t->mt, dbi, &k, &d, MDB_RESERVE);
@@ -824,6 +756,7 @@ int instate_put(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
 			memcpy(d.mv_data, h, hl);
 			if (vlen)
 				memcpy((char *)d.mv_data + hl, val, vlen);
+			instate__rec_seal(d.mv_data, d.mv_size, key, klen);
 		}
 	}
 	UNLOCK(t->e);
@@ -832,7 +765,7 @@ int instate_put(instate_txn *t, instate_ns *ns, const void *key, size_t klen,
 
 int instate_del(instate_txn *t, instate_ns *ns, const void *key, size_t klen)
 {
-	instate_meta old;
+	instate__rec old;
 	MDB_val k = { klen, (void *)key }, d;
 	MDB_dbi dbi;
 	int rc;
@@ -842,7 +775,8 @@ int instate_del(instate_txn *t, instate_ns *ns, const void *key, size_t klen)
 	RDLOCK(t->e);
 	if (!ns_dbi(t, ns, &dbi))
 		rc = MDB_NOTFOUND;
-	else if ((rc = get_live(t, dbi, &k, &d, &old)) == 0)
+	/* A damaged record is deleted too: that is how it is got rid of. */
+	else if ((rc = get_live(t, dbi, &k, &d, &old)) == 0 || rc == INSTATE_CORRUPT)
 		rc = mdb_del(t->mt, dbi, &k, NULL);
 	UNLOCK(t->e);
 	return write_result(t, rc);
@@ -852,10 +786,9 @@ int instate_set_expiry(instate_txn *t, instate_ns *ns, const void *key, size_t k
                        int64_t expires_ms)
 {
 	unsigned char h[INSTATE_REC_HDR_MAX];
-	instate_meta old;
+	instate__rec old;
 	MDB_val k = { klen, (void *)key }, d;
 	MDB_dbi dbi;
-	const unsigned char *p;
 	unsigned char *copy = NULL;
 	size_t n, hl;
 	int rc;
@@ -871,18 +804,19 @@ int instate_set_expiry(instate_txn *t, instate_ns *ns, const void *key, size_t k
 		rc = get_live(t, dbi, &k, &d, &old);
 	if (rc == 0) {
 		/* The old value lives in the map: copy it out before the put. */
-		rec_parse(&d, &old, &p, &n);
+		n = old.plen;
 		copy = malloc(n ? n : 1);
 		if (!copy) {
 			rc = ENOMEM;
 		} else {
-			memcpy(copy, p, n);
-			hl = rec_header(h, expires_ms, old.version);
+			memcpy(copy, old.payload, n);
+			hl = instate__rec_header(h, expires_ms, old.m.version);
 			d.mv_size = hl + n;
 			rc = mdb_put(t->mt, dbi, &k, &d, MDB_RESERVE);
 			if (rc == 0) {
 				memcpy(d.mv_data, h, hl);
 				memcpy((char *)d.mv_data + hl, copy, n);
+				instate__rec_seal(d.mv_data, d.mv_size, key, klen);
 			}
 			free(copy);
 		}
@@ -892,12 +826,15 @@ int instate_set_expiry(instate_txn *t, instate_ns *ns, const void *key, size_t k
 }
 
 /* Count (and with del, delete) records of one db: all live ones, or with
- * only_expired the expired ones. Map lock held. */
-static int scan(instate_txn *t, MDB_dbi dbi, int only_expired, int del, uint64_t *n)
+ * only_expired the expired ones. A damaged record stops it with
+ * INSTATE_CORRUPT unless lenient (clear counts it as removed). Map lock
+ * held. */
+static int scan(instate_txn *t, MDB_dbi dbi, int only_expired, int del, int lenient,
+                uint64_t *n)
 {
 	MDB_cursor *mc;
 	MDB_val k, d;
-	instate_meta m;
+	instate__rec r;
 	int64_t now = instate_clock_now();
 	int rc, op = MDB_FIRST;
 
@@ -907,12 +844,13 @@ static int scan(instate_txn *t, MDB_dbi dbi, int only_expired, int del, uint64_t
 		return rc;
 	while ((rc = mdb_cursor_get(mc, &k, &d, op)) == 0) {
 		op = MDB_NEXT;
-		if (rec_parse(&d, &m, NULL, NULL)) {
-			rc = MDB_CORRUPTED;
-			break;
-		}
-		if (expired(&m, now) != only_expired)
+		if ((rc = rec_read_cursor(t, &k, &d, &r)) != 0) {
+			if (!lenient)
+				break;
+			rc = 0;
+		} else if (expired(&r.m, now) != only_expired) {
 			continue;
+		}
 		(*n)++;
 		if (del && (rc = mdb_cursor_del(mc, 0)) != 0)
 			break;
@@ -933,7 +871,7 @@ int instate_count(instate_txn *t, instate_ns *ns, uint64_t *out)
 		return rc;
 	RDLOCK(t->e);
 	if (ns_dbi(t, ns, &dbi))
-		rc = instate__mdb_err(scan(t, dbi, 0, 0, out));
+		rc = instate__mdb_err(scan(t, dbi, 0, 0, 0, out));
 	UNLOCK(t->e);
 	return rc;
 }
@@ -951,7 +889,7 @@ int instate_clear(instate_txn *t, instate_ns *ns, uint64_t *removed)
 	RDLOCK(t->e);
 	if (ns_dbi(t, ns, &dbi)) {
 		if (removed)
-			rc = scan(t, dbi, 0, 0, &n);
+			rc = scan(t, dbi, 0, 0, 1, &n);
 		if (rc == 0)
 			rc = mdb_drop(t->mt, dbi, 0);
 	}
@@ -964,7 +902,7 @@ int instate_clear(instate_txn *t, instate_ns *ns, uint64_t *removed)
 
 int instate_drop(instate_txn *t, instate_ns *ns, int *existed)
 {
-	char key[INSTATE_META_NSPREFIX_LEN + INSTATE_NSNAME_MAX];
+	char key[INSTATE_META_NSKEY_MAX];
 	MDB_val k, d;
 	MDB_dbi dbi;
 	int rc, found = 0;
@@ -974,7 +912,7 @@ int instate_drop(instate_txn *t, instate_ns *ns, int *existed)
 	if ((rc = write_check(t, ns, "k", 1)))
 		return rc;
 	k.mv_data = key;
-	k.mv_size = ns_meta_key(key, ns);
+	k.mv_size = instate__meta_ns_key(key, ns->name, ns->len);
 	RDLOCK(t->e);
 	rc = mdb_get(t->mt, t->e->meta, &k, &d);
 	if (rc == 0) {
@@ -998,11 +936,11 @@ int instate_purge(instate_txn *t, uint64_t *removed)
 {
 	instate_env *e;
 	instate_ns *ns;
+	instate__nsent ent;
 	MDB_cursor *mc;
-	MDB_val k = { INSTATE_META_NSPREFIX_LEN, INSTATE_META_NSPREFIX }, d;
 	MDB_dbi dbi;
 	uint64_t n, total = 0;
-	int rc, op = MDB_SET_RANGE;
+	int rc;
 
 	if (removed)
 		*removed = 0;
@@ -1017,19 +955,15 @@ int instate_purge(instate_txn *t, uint64_t *removed)
 		UNLOCK(e);
 		return write_result(t, rc);
 	}
-	while ((rc = mdb_cursor_get(mc, &k, &d, op)) == 0) {
-		op = MDB_NEXT;
-		if (k.mv_size <= INSTATE_META_NSPREFIX_LEN ||
-		    memcmp(k.mv_data, INSTATE_META_NSPREFIX, INSTATE_META_NSPREFIX_LEN) != 0) {
-			rc = MDB_NOTFOUND;
-			break;
-		}
+	for (rc = instate__meta_ns_seek(mc, NULL, 0, &ent); rc == 0;
+	     rc = instate__meta_ns_next(mc, &ent)) {
+		if (ent.badname)
+			continue;
 		pthread_mutex_lock(&e->mu);
-		rc = instate__ns_lookup(e, (const char *)k.mv_data + INSTATE_META_NSPREFIX_LEN,
-		                        k.mv_size - INSTATE_META_NSPREFIX_LEN, &ns);
+		rc = instate__ns_lookup(e, ent.name, ent.len, &ns);
 		pthread_mutex_unlock(&e->mu);
 		if (rc == 0 && ns_dbi(t, ns, &dbi)) {
-			rc = scan(t, dbi, 1, 1, &n);
+			rc = scan(t, dbi, 1, 1, 0, &n);
 			total += n;
 		}
 		if (rc)
@@ -1049,52 +983,165 @@ int instate_ns_list(instate_txn *t,
                     int (*fn)(void *ud, const char *name, size_t len, instate_ns_type type),
                     void *ud)
 {
-	char name[INSTATE_META_NSPREFIX_LEN + INSTATE_NSNAME_MAX + 1];
+	char name[INSTATE_NSNAME_MAX + 1];
+	instate__nsent ent;
 	MDB_cursor *mc;
-	MDB_val k, d;
-	size_t len = INSTATE_META_NSPREFIX_LEN;
-	int rc, type, skip = 0;
+	size_t len = 0;
+	int rc, type;
 
 	if (!fn)
 		return INSTATE_INVALID;
 	if ((rc = txn_usable(t)))
 		return rc;
-	memcpy(name, INSTATE_META_NSPREFIX, len);
 	/* One entry per map-lock hold, the cursor closed before calling fn:
 	 * fn may take its time, or even not return (a Lua error). */
 	for (;;) {
 		RDLOCK(t->e);
 		rc = mdb_cursor_open(t->mt, t->e->meta, &mc);
 		if (rc == 0) {
-			k.mv_data = name;
-			k.mv_size = len;
-			rc = mdb_cursor_get(mc, &k, &d, MDB_SET_RANGE);
-			if (rc == 0 && skip && k.mv_size == len && memcmp(k.mv_data, name, len) == 0)
-				rc = mdb_cursor_get(mc, &k, &d, MDB_NEXT);
-			if (rc == 0 && (k.mv_size <= INSTATE_META_NSPREFIX_LEN ||
-			                k.mv_size > sizeof name - 1 ||
-			                memcmp(k.mv_data, INSTATE_META_NSPREFIX,
-			                       INSTATE_META_NSPREFIX_LEN) != 0))
-				rc = MDB_NOTFOUND;
-			if (rc == 0 && d.mv_size != 5)
-				rc = MDB_CORRUPTED;
+			rc = instate__meta_ns_seek(mc, name, len, &ent);
+			if (rc == 0 && ent.badname)
+				rc = MDB_NOTFOUND; /* not a name: the listing ends */
+			if (rc == 0 && ent.bad)
+				rc = ent.bad;
 			if (rc == 0) {
-				len = k.mv_size;
-				memcpy(name, k.mv_data, len);
-				type = ((const unsigned char *)d.mv_data)[4];
+				len = ent.len;
+				memcpy(name, ent.name, len);
+				type = ent.type;
 			}
 			mdb_cursor_close(mc);
 		}
 		UNLOCK(t->e);
 		if (rc)
 			return rc == MDB_NOTFOUND ? 0 : instate__mdb_err(rc);
-		skip = 1;
 		name[len] = '\0';
-		rc = fn(ud, name + INSTATE_META_NSPREFIX_LEN, len - INSTATE_META_NSPREFIX_LEN,
-		        (instate_ns_type)type);
+		rc = fn(ud, name, len, (instate_ns_type)type);
 		if (rc)
 			return rc;
 	}
+}
+
+/* ===================================================================== */
+/* Checking every record                                                  */
+
+/* A damaged record or entry found by the check, kept until the snapshot
+ * has ended so that the callback runs with nothing held. */
+typedef struct bad_rec {
+	struct bad_rec *next;
+	size_t nslen, klen;
+	int record;         /* 1: a record (key may be empty), 0: the ns entry */
+	char bytes[];       /* namespace name, NUL, key */
+} bad_rec;
+
+static int bad_push(bad_rec ***tail, const char *ns, size_t nslen, int record,
+                    const void *key, size_t klen)
+{
+	bad_rec *b = malloc(sizeof *b + nslen + 1 + klen);
+
+	if (!b)
+		return ENOMEM;
+	b->next = NULL;
+	b->nslen = nslen;
+	b->klen = klen;
+	b->record = record;
+	memcpy(b->bytes, ns, nslen);
+	b->bytes[nslen] = '\0';
+	if (klen)
+		memcpy(b->bytes + nslen + 1, key, klen);
+	**tail = b;
+	*tail = &b->next;
+	return 0;
+}
+
+/* Verify every record of one namespace database (map lock held). */
+static int check_db(instate_txn *t, const instate__nsent *ent, bad_rec ***tail,
+                    instate_check_info *info)
+{
+	instate_env *e = t->e;
+	instate__rec r;
+	instate_ns *ns;
+	MDB_cursor *mc;
+	MDB_dbi dbi;
+	MDB_val k, d;
+	int rc;
+
+	pthread_mutex_lock(&e->mu);
+	rc = instate__ns_lookup(e, ent->name, ent->len, &ns);
+	pthread_mutex_unlock(&e->mu);
+	if (rc)
+		return rc;
+	if (!ns_dbi(t, ns, &dbi))
+		return 0; /* listed but never written: empty */
+	if ((rc = mdb_cursor_open(t->mt, dbi, &mc)))
+		return rc;
+	for (rc = mdb_cursor_get(mc, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(mc, &k, &d, MDB_NEXT)) {
+		info->records++;
+		if (!key_sane(t, &k))
+			k.mv_size = 0; /* a damaged key: reported as the empty key */
+		if (k.mv_size == 0 || rec_read_cursor(t, &k, &d, &r) != 0) {
+			info->corrupt++;
+			if ((rc = bad_push(tail, ent->name, ent->len, 1, k.mv_data, k.mv_size)))
+				break;
+		}
+	}
+	mdb_cursor_close(mc);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int instate_store_check(instate_store *s,
+                        int (*fn)(void *ud, const char *ns, size_t nslen, const void *key,
+                                  size_t klen),
+                        void *ud, instate_check_info *out)
+{
+	instate_check_info info = { 0, 0, 0 };
+	instate__nsent ent;
+	instate_txn *t;
+	MDB_cursor *mc;
+	bad_rec *bad = NULL, **tail = &bad, *b;
+	int rc, rc2;
+
+	if (out)
+		memset(out, 0, sizeof *out);
+	if (!s)
+		return INSTATE_INVALID;
+	if ((rc = instate_txn_begin(s, NULL, INSTATE_TXN_READ, &t)))
+		return rc;
+	RDLOCK(t->e);
+	rc = mdb_cursor_open(t->mt, t->e->meta, &mc);
+	if (rc == 0) {
+		for (rc = instate__meta_ns_seek(mc, NULL, 0, &ent); rc == 0;
+		     rc = instate__meta_ns_next(mc, &ent)) {
+			info.namespaces++;
+			if (ent.bad || ent.badname) {
+				/* The entry itself: reported with no key. */
+				info.corrupt++;
+				if ((rc = bad_push(&tail, ent.name, ent.len, 0, NULL, 0)))
+					break;
+			}
+			if (!ent.badname && (rc = check_db(t, &ent, &tail, &info)))
+				break;
+		}
+		mdb_cursor_close(mc);
+	}
+	UNLOCK(t->e);
+	instate_txn_abort(t);
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	rc = instate__mdb_err(rc);
+	for (b = bad; b; b = bad) {
+		bad = b->next;
+		if (rc == 0 && fn) {
+			rc2 = fn(ud, b->bytes, b->nslen, b->record ? b->bytes + b->nslen + 1 : NULL,
+			         b->klen);
+			if (rc2)
+				rc = rc2;
+		}
+		free(b);
+	}
+	if (out)
+		*out = info;
+	return rc;
 }
 
 /* ===================================================================== */
@@ -1127,7 +1174,7 @@ int instate_cursor_open(instate_txn *t, instate_ns *ns, const void *prefix, size
 }
 
 /* Step the LMDB cursor to the next live record in range (map lock held). */
-static int cursor_step(instate_cursor *c, MDB_val *k, MDB_val *d, instate_meta *m)
+static int cursor_step(instate_cursor *c, MDB_val *k, MDB_val *d, instate__rec *r)
 {
 	instate_txn *t = c->txn;
 	instate_env *e = t->e;
@@ -1178,11 +1225,15 @@ static int cursor_step(instate_cursor *c, MDB_val *k, MDB_val *d, instate_meta *
 		if (rc)
 			return rc;
 		op = MDB_NEXT;
+		if (!key_sane(t, k)) {
+			k->mv_size = 0; /* no key to report */
+			return INSTATE_CORRUPT;
+		}
 		if (k->mv_size < c->plen || memcmp(k->mv_data, c->prefix, c->plen) != 0)
 			return MDB_NOTFOUND;
-		if (rec_parse(d, m, NULL, NULL))
-			return MDB_CORRUPTED;
-		if (!expired(m, now))
+		if ((rc = rec_read_cursor(t, k, d, r)) != 0)
+			return rc; /* k is the damaged record's key */
+		if (!expired(&r->m, now))
 			return 0;
 	}
 }
@@ -1190,11 +1241,9 @@ static int cursor_step(instate_cursor *c, MDB_val *k, MDB_val *d, instate_meta *
 int instate_cursor_next(instate_cursor *c, instate_buf *key, instate_buf *val,
                         instate_meta *meta)
 {
-	instate_meta m;
+	instate__rec r;
 	MDB_val k, d;
-	const unsigned char *p;
-	size_t n;
-	int rc;
+	int rc, err;
 
 	if (!c || !key)
 		return INSTATE_INVALID;
@@ -1205,16 +1254,23 @@ int instate_cursor_next(instate_cursor *c, instate_buf *key, instate_buf *val,
 	if (c->done)
 		return INSTATE_NOTFOUND;
 	RDLOCK(c->txn->e);
-	rc = cursor_step(c, &k, &d, &m);
-	if (rc == 0) {
+	rc = cursor_step(c, &k, &d, &r);
+	if (rc == INSTATE_CORRUPT && k.mv_size == 0) {
+		/* Its key is damaged too: reported without one. */
+		key->len = 0;
+	} else if (rc == 0 || rc == INSTATE_CORRUPT) {
+		/* A damaged record is reported with its key, and the next call
+		 * steps past it. */
 		c->klen = k.mv_size;
 		memcpy(c->key, k.mv_data, k.mv_size);
-		rec_parse(&d, &m, &p, &n);
+		err = rc;
 		rc = buf_set(key, k.mv_data, k.mv_size);
-		if (rc == 0 && val)
-			rc = buf_set(val, p, n);
+		if (rc == 0 && err)
+			rc = err;
+		else if (rc == 0 && val)
+			rc = buf_set(val, r.payload, r.plen);
 		if (rc == 0 && meta)
-			*meta = m;
+			*meta = r.m;
 	} else {
 		if (rc == MDB_NOTFOUND)
 			c->done = 1;

@@ -93,5 +93,6 @@ int luaopen_instate_core(lua_State *L)
 	linstate_open_codec(L);
 	linstate_open_store(L);
 	linstate_open_dump(L);
+	linstate_open_check(L);
 	return 1;
 }

@@ -60,6 +60,11 @@ void linstate_open_store(lua_State *L);
 /* Set dump_info() into the table at top; register the store's dump/load. */
 void linstate_open_dump(lua_State *L);
 
+/* ---- lcheck.c: store:check ------------------------------------------- */
+
+/* Register the store's check method (after linstate_open_store). */
+void linstate_open_check(lua_State *L);
+
 /* ---- lcore.c: helpers shared by the files above ----------------------- */
 
 /*

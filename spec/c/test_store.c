@@ -5,6 +5,7 @@
  * layout version check and corrupt files.
  */
 #include "instate.h"
+#include "instate_dump_int.h" /* instate_crc32c(), to write records by hand */
 
 #include <errno.h>
 #include <lmdb.h>
@@ -260,7 +261,7 @@ static void test_layout_version(void)
 	CHECK(mdb_txn_begin(env, NULL, 0, &t) == 0);
 	CHECK(mdb_dbi_open(t, "__meta", 0, &dbi) == 0);
 	CHECK(mdb_get(t, dbi, &k, &d) == 0 && d.mv_size == 4 &&
-	      memcmp(d.mv_data, "\0\0\0\1", 4) == 0);
+	      memcmp(d.mv_data, "\0\0\0\2", 4) == 0);
 	v[0] = v[1] = v[2] = 0;
 	v[3] = INSTATE_STORE_FORMAT + 1;
 	d.mv_data = v;
@@ -943,11 +944,15 @@ static int other_process_writes(const char *dir)
 	MDB_dbi meta, dbi;
 	MDB_val k, d;
 	unsigned char v[5] = { 0, 0, 0, 0, 1 }, *nsid;
-	static char rec[1 + 50000];
+	static unsigned char rec[5 + 50000];
+	uint32_t crc;
 	int i, rc;
 
-	rec[0] = 0; /* flags: no expiry, no version */
-	memset(rec + 1, 'p', sizeof rec - 1);
+	/* flags: checksum, no expiry, no version; then the CRC-32C of the key,
+	 * the flags byte and the payload, big-endian (docs/FORMAT.md section 2) */
+	rec[0] = 0x04;
+	memset(rec + 5, 'p', sizeof rec - 5);
+
 	if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) ||
 	    mdb_env_set_mapsize(env, 64 << 20) || mdb_env_open(env, dir, 0, 0600))
 		return 1;
@@ -975,6 +980,12 @@ static int other_process_writes(const char *dir)
 		snprintf(key, sizeof key, "p%04d", i);
 		k.mv_data = key;
 		k.mv_size = strlen(key);
+		crc = instate_crc32c(instate_crc32c(instate_crc32c(0, key, k.mv_size), rec, 1),
+		                     rec + 5, sizeof rec - 5);
+		rec[1] = (unsigned char)(crc >> 24);
+		rec[2] = (unsigned char)(crc >> 16);
+		rec[3] = (unsigned char)(crc >> 8);
+		rec[4] = (unsigned char)crc;
 		d.mv_data = rec;
 		d.mv_size = sizeof rec;
 		if (mdb_put(t, dbi, &k, &d, 0))
