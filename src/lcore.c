@@ -1,5 +1,6 @@
 /*
- * lcore.c - luaopen_instate_core and the helpers every binding file shares.
+ * lcore.c - the helpers every binding file shares: the error pusher, class
+ * registration, scratch buffers, and the module's small functions.
  */
 #include "linstate.h"
 
@@ -7,6 +8,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 
 const char *linstate_code(int rc)
 {
@@ -78,10 +80,8 @@ static int l_newtable(lua_State *L)
 	return 1;
 }
 
-int luaopen_instate_core(lua_State *L)
+void linstate_open_core(lua_State *L)
 {
-	luaL_checkversion(L);
-	lua_newtable(L);
 	lua_pushcfunction(L, l_set_clock);
 	lua_setfield(L, -2, "_set_clock");
 	lua_pushcfunction(L, l_now);
@@ -90,8 +90,36 @@ int luaopen_instate_core(lua_State *L)
 	lua_setfield(L, -2, "_newtable");
 	lua_pushliteral(L, INSTATE_VERSION_STRING);
 	lua_setfield(L, -2, "_VERSION");
-	linstate_open_codec(L);
-	linstate_open_store(L);
-	linstate_open_dump(L);
-	return 1;
+}
+
+static int l_scratch_gc(lua_State *L)
+{
+	lscratch *sc = lua_touserdata(L, 1);
+	instate_buf_free(&sc->key);
+	instate_buf_free(&sc->val);
+	return 0;
+}
+
+void linstate_push_scratch(lua_State *L)
+{
+	lscratch *sc = lcompat_newuserdata(L, sizeof *sc, 0);
+	memset(sc, 0, sizeof *sc);
+	lua_newtable(L);
+	lua_pushcfunction(L, l_scratch_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_setmetatable(L, -2);
+}
+
+void linstate_newclass(lua_State *L, const char *name, const char *marker,
+                       const luaL_Reg *methods, int scratch)
+{
+	luaL_newmetatable(L, name);
+	lua_pushboolean(L, 1);
+	lua_rawsetp(L, -2, marker);
+	lua_pushvalue(L, scratch);
+	luaL_setfuncs(L, methods, 1);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -2, "__index");
+	lua_pushstring(L, name);
+	lua_setfield(L, -2, "__name");
 }
