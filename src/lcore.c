@@ -15,8 +15,11 @@ const char *linstate_code(int rc)
 	switch (rc) {
 	case INSTATE_NOTFOUND:
 	case ENOENT: return "NOTFOUND";
-	case INSTATE_BUSY:
-	case INSTATE_CONFLICT: return "BUSY";
+	case INSTATE_BUSY: return "BUSY";
+	case INSTATE_CONFLICT: return "CONFLICT";
+#ifdef INSTATE_LOCKED
+	case INSTATE_LOCKED: return "LOCKED";
+#endif
 	case INSTATE_MAP_FULL:
 	case INSTATE_RETRY: return "MAP_FULL";
 	case INSTATE_READONLY:
@@ -26,6 +29,8 @@ const char *linstate_code(int rc)
 	case INSTATE_LIMIT:
 	case INSTATE_READERS_FULL:
 	case INSTATE_NAMESPACES_FULL: return "LIMIT";
+	case EACCES:
+	case EPERM: return "ACCESS";
 	case ENOSPC:
 #ifdef EDQUOT
 	case EDQUOT:
@@ -35,15 +40,37 @@ const char *linstate_code(int rc)
 	}
 }
 
+/* "context: reason", or the context alone when it already says the reason
+ * (a core message that ends with strerror's text must not repeat it). */
+static void push_message(lua_State *L, int rc, const char *context)
+{
+	const char *reason = instate_strerror(rc);
+	if (!context)
+		lua_pushstring(L, reason);
+	else if (strstr(context, reason))
+		lua_pushstring(L, context);
+	else
+		lua_pushfstring(L, "%s: %s", context, reason);
+}
+
 int linstate_fail(lua_State *L, int rc, const char *context)
 {
 	lua_pushnil(L);
-	if (context)
-		lua_pushfstring(L, "%s: %s", context, instate_strerror(rc));
-	else
-		lua_pushstring(L, instate_strerror(rc));
+	push_message(L, rc, context);
 	lua_pushstring(L, linstate_code(rc));
 	return 3;
+}
+
+int linstate_error(lua_State *L, int rc, const char *context)
+{
+	push_message(L, rc, context);
+	return lua_error(L);
+}
+
+int linstate_raise_failure(lua_State *L)
+{
+	lua_pop(L, 1);
+	return lua_error(L);
 }
 
 /* instate._set_clock(ms | nil): fix the expiry clock for tests. */
@@ -108,6 +135,30 @@ void linstate_push_scratch(lua_State *L)
 	lua_pushcfunction(L, l_scratch_gc);
 	lua_setfield(L, -2, "__gc");
 	lua_setmetatable(L, -2);
+}
+
+/* The buffers of a box userdata (its user value 1 holds nothing). */
+static int l_bufs_gc(lua_State *L)
+{
+	instate_buf *b = lua_touserdata(L, 1);
+	size_t i, n = lua_rawlen(L, 1) / sizeof *b;
+	for (i = 0; i < n; i++)
+		instate_buf_free(&b[i]);
+	return 0;
+}
+
+#define BUFS_MT "instate.buffers"
+
+instate_buf *linstate_newbufs(lua_State *L, int n)
+{
+	instate_buf *b = lcompat_newuserdata(L, (size_t)n * sizeof *b, 0);
+	memset(b, 0, (size_t)n * sizeof *b);
+	if (luaL_newmetatable(L, BUFS_MT)) {
+		lua_pushcfunction(L, l_bufs_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	return b;
 }
 
 void linstate_newclass(lua_State *L, const char *name, const char *marker,

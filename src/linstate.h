@@ -253,13 +253,25 @@ void linstate_open_dump(lua_State *L);
 /* ---- lcore.c: helpers shared by the files above ----------------------- */
 
 /*
- * Push the runtime-failure triple for core error code rc: nil, message,
- * stable code string ("IO", "NOSPACE", "MAP_FULL", "READONLY", "CORRUPT",
- * "VERSION", "BUSY", "NOTFOUND", "LIMIT"). Returns 3. The one error pusher.
+ * The error pair, as Lua's luaL_fileresult / luaL_error. A message is
+ * "context: reason" for core error code rc (the context alone when it
+ * already holds the reason, so nothing is said twice).
+ *
+ * linstate_fail pushes the runtime-failure triple nil, message, stable code
+ * string (linstate_code) and returns 3: the one error pusher.
+ * linstate_error raises the message (never the code): for failures met
+ * where a triple cannot be returned (inside a transaction's bulk call, an
+ * iterator step).
+ * linstate_raise_failure raises the message of a triple just pushed (the
+ * code on top, the message below it).
  */
 int linstate_fail(lua_State *L, int rc, const char *context);
+int linstate_error(lua_State *L, int rc, const char *context);
+int linstate_raise_failure(lua_State *L);
 
-/* The stable code string for rc (NULL-free: unknown codes give "IO"). */
+/* The stable code string for rc (NULL-free: unknown codes give "IO"):
+ * "IO", "NOSPACE", "MAP_FULL", "READONLY", "CORRUPT", "VERSION", "BUSY",
+ * "NOTFOUND", "LIMIT", "ACCESS", "LOCKED", "CONFLICT". */
 const char *linstate_code(int rc);
 
 /* Set _set_clock, now, _newtable and _VERSION into the table at top. */
@@ -267,6 +279,11 @@ void linstate_open_core(lua_State *L);
 
 /* Push a new scratch userdata (lscratch, freed by its __gc). */
 void linstate_push_scratch(lua_State *L);
+
+/* Push a userdata owning n empty buffers, freed by its __gc (Lua's UBox):
+ * scratch memory of one call that raising cannot leak, and that no other
+ * call (a finalizer running mid-call) can share. */
+instate_buf *linstate_newbufs(lua_State *L, int n);
 
 /* New metatable `name` on the stack holding marker and methods, each a
  * closure over the value at index scratch; __index = itself, __name. */

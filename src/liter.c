@@ -105,8 +105,7 @@ int linstate_iter_next(lua_State *L)
 	}
 	if (rc) {
 		linstate_iter_close(it);
-		linstate_fail(L, rc, "cannot iterate");
-		return lua_error(L);
+		return linstate_error(L, rc, "cannot iterate");
 	}
 	lua_pushlstring(L, sc->key.data, sc->key.len);
 	if (it->encoded) {

@@ -36,6 +36,7 @@ const char linstate_ns_marker = 0;
  */
 #define NS_MTS_KEY "instate.namespace_metatables"
 
+/* ------------------------------------------------------------------------ */
 /* Transactions for single calls                                            */
 /* ------------------------------------------------------------------------ */
 
@@ -70,6 +71,18 @@ static int ns_fail(lua_State *L, lns *n, int rc, const char *what)
 
 
 /*
+ * A store-level write while a write transaction of this store is open in
+ * this Lua state (this coroutine's or another's) is BUSY, for every write
+ * call alike: the core's writer slot says so for single writes, but update
+ * and incr would otherwise join the open transaction as a savepoint and
+ * report a success its abort could undo.
+ */
+static int store_level_busy(const lns *n)
+{
+	return !n->tx && n->store->cur;
+}
+
+/*
  * Run fn in n's transaction; for a store-level namespace, in its own write
  * transaction, committed, and run again if the map had to grow. fn must not
  * raise. Returns 0 or an error code; INSTATE_EXISTS / INSTATE_NOTFOUND from
@@ -79,6 +92,8 @@ int linstate_run_write(lua_State *L, lns *n, linstate_write_fn fn, void *ud)
 {
 	if (n->tx && n->tx->readonly)
 		return luaL_error(L, "cannot write in a snapshot");
+	if (store_level_busy(n))
+		return INSTATE_BUSY;
 	for (;;) {
 		instate_txn *txn;
 		int own, rc = op_begin(n, 1, &txn, &own);
@@ -116,7 +131,8 @@ instate_ns *linstate_ns_get(lua_State *L, lstore *st, int nameidx, instate_ns_ty
 	}
 	if (rc) {
 		linstate_fail(L, rc, lua_pushfstring(L, "cannot open namespace '%s'", name));
-		lua_error(L);
+		lua_remove(L, -4);
+		return NULL;
 	}
 	return ns;
 }
@@ -245,7 +261,9 @@ static int l_ns_ttl(lua_State *L)
 	if (!meta.expires_ms)
 		lua_pushboolean(L, 0);
 	else
-		lua_pushnumber(L, (lua_Number)(meta.expires_ms - instate_clock_now()) / 1000.0);
+		/* in floats: two int64 times can be further apart than int64 holds */
+		lua_pushnumber(L, ((lua_Number)meta.expires_ms - (lua_Number)instate_clock_now())
+			/ 1000.0);
 	return 1;
 }
 
@@ -443,7 +461,7 @@ static int rmw_body(lua_State *L, int is_incr)
 		a.meta.version = 0;
 		lua_pushvalue(L, 5);
 	} else if (push_decoded(L, &sc->val, key, klen) != 1) {
-		return lua_error(L); /* corrupt stored value: abort everything */
+		return linstate_raise_failure(L); /* corrupt stored value: abort everything */
 	}
 	/* old value (or default) now at 6 */
 	if (is_incr) {
@@ -508,6 +526,8 @@ static int ns_rmw(lua_State *L, int is_incr)
 		lua_insert(L, 1);
 		return rmw_body(L, is_incr);
 	}
+	if (store_level_busy(n))
+		return ns_fail(L, n, INSTATE_BUSY, is_incr ? "cannot incr" : "cannot update");
 	/* store:transaction(rmw_in_tx, ns, key, fn|delta, default|init) */
 	lcompat_getuservalue(L, 1, 1);         /* the store userdata */
 	lua_pushvalue(L, lua_upvalueindex(1)); /* scratch upvalue for the C closure */
@@ -632,13 +652,173 @@ static int l_ns_put_many(lua_State *L)
 			written++;
 		} else if (rc != INSTATE_EXISTS) {
 			ns_fail(L, n, rc, lua_pushfstring(L, "cannot write '%s'", key));
-			return lua_error(L);
+			return linstate_raise_failure(L);
 		}
 		lua_settop(L, 5);
 	}
 	lua_pushinteger(L, written);
 	lua_pushboolean(L, n->tx->parent != NULL);
 	return 2;
+}
+
+/*
+ * ns:save_many(n, keys, values, versions) -> revision, written, nested
+ *                                          | nil, msg, code
+ *
+ * The defstate layer's save_all in one call, on a store-level namespace:
+ * the write transaction is its own. Every values[i] is encoded (canonical
+ * map order, named keys[i] in errors) before the transaction begins, into a
+ * buffer this call owns, so an unstorable value raises with nothing begun
+ * and no Lua code runs while the writer slot is held. Then, in one write
+ * transaction, each record is written with versions[i] (or versions itself
+ * when a number) unless it already holds these bytes and version
+ * (INSTATE_IFCHANGED); the map growing runs the writes again (not the
+ * encoding). Commits only when something was written.
+ *
+ * Inside a write transaction of this coroutine the save is a savepoint of
+ * it (nested = true: nothing is durable until the outermost one commits);
+ * inside another coroutine's it is BUSY. Returns the store's revision
+ * after the save and the number of records written. Runtime failures
+ * return the triple and write nothing.
+ */
+typedef struct save_item {
+	const char *key;
+	size_t klen, off, vlen;
+	uint32_t version;
+} save_item;
+
+static int save_puts(instate_txn *txn, lns *n, const save_item *items, lua_Integer count,
+                     const char *bytes, lua_Integer *written, lua_Integer *failed)
+{
+	lua_Integer i;
+	*written = 0;
+	for (i = 0; i < count; i++) {
+		const save_item *it = &items[i];
+		instate_meta meta;
+		int rc;
+		meta.expires_ms = 0;
+		meta.version = it->version;
+		rc = instate_put(txn, n->ns, it->key, it->klen, bytes + it->off, it->vlen, &meta,
+			INSTATE_IFCHANGED);
+		if (rc == 0) {
+			(*written)++;
+		} else if (rc != INSTATE_EXISTS) {
+			*failed = i;
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static int l_ns_save_many(lua_State *L)
+{
+	lns *n = linstate_checkns(L, 1);
+	lua_Integer i, count = luaL_checkinteger(L, 2);
+	lua_Integer version = 0, written = 0, failed = -1;
+	int const_version, nested = 0, rc;
+	lstore *st = n->store;
+	instate_buf *box;
+	save_item *items;
+	uint64_t rev;
+
+	if (n->tx)
+		return luaL_error(L, "save_many needs a store-level namespace");
+	luaL_argcheck(L, count >= 0 && count <= INT32_MAX, 2, "count out of range");
+	luaL_checktype(L, 3, LUA_TTABLE);
+	luaL_checktype(L, 4, LUA_TTABLE);
+	const_version = lua_type(L, 5) == LUA_TNUMBER;
+	if (const_version)
+		version = luaL_checkinteger(L, 5);
+	else
+		luaL_checktype(L, 5, LUA_TTABLE);
+	lua_settop(L, 5);
+
+	/* box[0]: the items, box[1]: their encodings; freed by the box's __gc */
+	box = linstate_newbufs(L, 2);                                  /* 6 */
+	if (instate_buf_reserve(&box[0], (size_t)count * sizeof *items))
+		return luaL_error(L, "not enough memory");
+	for (i = 0; i < count; i++) {
+		save_item *it;
+		const char *val;
+		size_t vlen;
+
+		if (lua_rawgeti(L, 3, i + 1) != LUA_TSTRING)               /* 7 */
+			return luaL_error(L, "save_many: keys[%I] is not a string", i + 1);
+		lua_rawgeti(L, 4, i + 1);                                  /* 8 */
+		if (!const_version) {
+			lua_rawgeti(L, 5, i + 1);
+			version = lua_tointeger(L, -1);
+			lua_pop(L, 1);
+		}
+		it = (save_item *)box[0].data + i;
+		it->key = lua_tolstring(L, 7, &it->klen);   /* anchored by keys */
+		if (it->klen < 1 || it->klen > INSTATE_KEY_MAX)
+			return luaL_error(L, "save_many: keys[%I] must be 1..%d bytes", i + 1,
+				INSTATE_KEY_MAX);
+		if (version < 0 || version > 0xffffffffLL)
+			return luaL_error(L, "save_many: version of '%s' out of range", it->key);
+		it->version = (uint32_t)version;
+		val = linstate_encode_canonical(L, 8, it->key, &vlen);
+		if (instate_buf_reserve(&box[1], vlen))
+			return luaL_error(L, "not enough memory");
+		memcpy(box[1].data + box[1].len, val, vlen);
+		it->off = box[1].len;
+		it->vlen = vlen;
+		box[1].len += vlen;
+		lua_settop(L, 6);
+	}
+	items = (save_item *)box[0].data;
+
+	if (st->cur && st->owner != L)
+		return linstate_fail(L, INSTATE_BUSY, "cannot save");
+	if (st->cur) {
+		/* a savepoint of this coroutine's innermost transaction */
+		instate_txn *txn;
+		nested = 1;
+		rc = instate_txn_begin(st->s, st->cur->txn, 0, &txn);
+		if (rc == 0) {
+			rc = save_puts(txn, n, items, count, box[1].data, &written, &failed);
+			if (rc == 0 && written > 0)
+				rc = instate_txn_commit(txn);
+			else
+				instate_txn_abort(txn);
+		}
+		if (rc == INSTATE_RETRY) {
+			/* the map grew: the enclosing transaction runs again */
+			linstate_txn_mark_retry(st->cur);
+			lua_pushlightuserdata(L, (void *)&linstate_retry_sentinel);
+			return lua_error(L);
+		}
+		if (rc == 0)
+			rc = instate_store_revision(st->s, &rev);
+	} else {
+		for (;;) {
+			instate_txn *txn;
+			rc = instate_txn_begin(st->s, NULL, 0, &txn);
+			if (rc)
+				break;
+			rev = instate_txn_revision(txn);
+			rc = save_puts(txn, n, items, count, box[1].data, &written, &failed);
+			if (rc == 0 && written > 0) {
+				rc = instate_txn_commit(txn);
+			} else {
+				instate_txn_abort(txn);
+				rev--;              /* nothing committed */
+			}
+			if (rc != INSTATE_RETRY)
+				break;
+		}
+	}
+	if (rc) {
+		if (failed >= 0)
+			return linstate_fail(L, rc, lua_pushfstring(L, "cannot save '%s'",
+				items[failed].key));
+		return linstate_fail(L, rc, "cannot save");
+	}
+	lua_pushinteger(L, (lua_Integer)rev);
+	lua_pushinteger(L, written);
+	lua_pushboolean(L, nested);
+	return 3;
 }
 
 static int ns_pairs(lua_State *L, int encoded)
@@ -827,6 +1007,7 @@ static const luaL_Reg ns_methods[] = {
 	{ "get_encoded", l_ns_get_encoded },
 	{ "set_encoded", l_ns_set_encoded },
 	{ "put_many", l_ns_put_many },
+	{ "save_many", l_ns_save_many },
 	{ "get_all_encoded", l_ns_get_all_encoded },
 	{ "get_all_objects", l_ns_get_all_objects },
 	{ NULL, NULL }

@@ -5,6 +5,7 @@
 #include "linstate.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 void linstate_check_opt_names(lua_State *L, int idx, const char *const names[])
@@ -105,8 +106,13 @@ int64_t linstate_ttl_to_expiry(lua_State *L, int argidx, lua_Number secs, int al
 	if (secs == 0)
 		return 0;
 	{
-		int64_t ms = (int64_t)ceil(secs * 1000.0);
-		return instate_clock_now() + (ms > 0 ? ms : 1);
+		/* secs <= 1e12, so ms fits; the sum saturates at the largest time
+		 * (a test clock can be set anywhere up to INT64_MAX) rather than
+		 * wrap to a time in the past, which would delete the record. */
+		int64_t ms = (int64_t)ceil(secs * 1000.0), now = instate_clock_now();
+		if (ms < 1)
+			ms = 1;
+		return ms > INT64_MAX - now ? INT64_MAX : now + ms;
 	}
 }
 

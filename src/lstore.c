@@ -151,6 +151,8 @@ static int l_store_namespace(lua_State *L)
 {
 	lstore *st = linstate_checklstore(L, 1);
 	instate_ns *ns = linstate_ns_get(L, st, 2, linstate_check_ns_type(L, 3));
+	if (!ns)
+		return 3;
 	linstate_push_ns(L, ns, st, NULL, 1);
 	return 1;
 }
@@ -203,8 +205,10 @@ static int l_store_drop(lua_State *L)
 {
 	lstore *st = linstate_checklstore(L, 1);
 	lns n = { linstate_ns_get(L, st, 2, INSTATE_NS_ANY), st, NULL };
-	int existed = 0;
-	int rc = linstate_run_write(L, &n, do_drop, &existed);
+	int existed = 0, rc;
+	if (!n.ns)
+		return 3;
+	rc = linstate_run_write(L, &n, do_drop, &existed);
 	if (rc)
 		return linstate_fail(L, rc, "cannot drop namespace");
 	lua_pushboolean(L, existed);

@@ -74,8 +74,9 @@ void linstate_txn_mark_retry(ltxn *t)
 
 /*
  * Stack while running: 1 store, 2 fn, 3..n args, n+1 the transaction
- * userdata (at `base`), then fn's results. The continuation finishes the
- * transaction whether fn returned, raised or yielded in between.
+ * userdata (at `base`, a to-be-closed slot), then fn's results. The
+ * continuation finishes the transaction whether fn returned, raised or
+ * yielded in between.
  */
 static int txn_start(lua_State *L, int readonly, int base);
 
@@ -174,6 +175,11 @@ static int txn_start(lua_State *L, int readonly, int base)
 		t->txn = NULL;
 		return linstate_fail(L, rc, "cannot begin a transaction");
 	}
+	/* To-be-closed in this C frame: coroutine.close() of a coroutine
+	 * suspended inside fn closes it, which aborts (never commits) at once
+	 * instead of holding the writer lock until a collection. On every
+	 * other way out the transaction has already ended: closing is a no-op. */
+	lua_toclose(L, base);
 	linstate_child_link(st, &t->link, txn_close_child);
 	t->linked = 1;
 	if (!readonly) {
@@ -218,6 +224,8 @@ static int l_tx_namespace(lua_State *L)
 {
 	ltxn *t = linstate_checktx(L, 1);
 	instate_ns *ns = linstate_ns_get(L, t->store, 2, linstate_check_ns_type(L, 3));
+	if (!ns)
+		return 3;
 	linstate_push_ns(L, ns, t->store, t, 1);
 	return 1;
 }
