@@ -124,6 +124,8 @@ static int l_scratch_gc(lua_State *L)
 	lscratch *sc = lua_touserdata(L, 1);
 	instate_buf_free(&sc->key);
 	instate_buf_free(&sc->val);
+	instate_buf_free(&sc->save[0]);
+	instate_buf_free(&sc->save[1]);
 	return 0;
 }
 

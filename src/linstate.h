@@ -104,6 +104,7 @@ struct liter {
 /* Per-Lua-state scratch buffers: upvalue 1 of every method of the classes. */
 typedef struct lscratch {
 	instate_buf key, val;
+	instate_buf save[2];        /* ns:save_many's, kept between saves */
 } lscratch;
 
 #define SCRATCH(L) ((lscratch *)lua_touserdata((L), lua_upvalueindex(1)))

@@ -710,6 +710,23 @@ static int save_puts(instate_txn *txn, lns *n, const save_item *items, lua_Integ
 	return 0;
 }
 
+/* Buffers up to this size stay with the Lua state for the next save. */
+#define SAVE_KEEP_MAX ((size_t)8 << 20)
+
+/* Hand the buffers of box back to the scratch, unless a save run by a
+ * finalizer in the middle of this one already did (then box's __gc frees
+ * them). */
+static void save_giveback(lscratch *sc, instate_buf *box)
+{
+	int i;
+	for (i = 0; i < 2; i++) {
+		if (!sc->save[i].cap && box[i].cap <= SAVE_KEEP_MAX) {
+			sc->save[i] = box[i];
+			memset(&box[i], 0, sizeof box[i]);
+		}
+	}
+}
+
 static int l_ns_save_many(lua_State *L)
 {
 	lns *n = linstate_checkns(L, 1);
@@ -717,6 +734,7 @@ static int l_ns_save_many(lua_State *L)
 	lua_Integer version = 0, written = 0, failed = -1;
 	int const_version, nested = 0, rc;
 	lstore *st = n->store;
+	lscratch *sc = SCRATCH(L);
 	instate_buf *box;
 	save_item *items;
 	uint64_t rev;
@@ -733,8 +751,14 @@ static int l_ns_save_many(lua_State *L)
 		luaL_checktype(L, 5, LUA_TTABLE);
 	lua_settop(L, 5);
 
-	/* box[0]: the items, box[1]: their encodings; freed by the box's __gc */
+	/* box[0]: the items, box[1]: their encodings; freed by the box's __gc.
+	 * They are the last save's buffers, taken from the scratch: a save
+	 * that a finalizer runs in the middle of this one finds none there
+	 * and allocates its own. */
 	box = linstate_newbufs(L, 2);                                  /* 6 */
+	memcpy(box, sc->save, sizeof sc->save);
+	memset(sc->save, 0, sizeof sc->save);
+	box[0].len = box[1].len = 0;
 	if (instate_buf_reserve(&box[0], (size_t)count * sizeof *items))
 		return luaL_error(L, "not enough memory");
 	for (i = 0; i < count; i++) {
@@ -769,9 +793,9 @@ static int l_ns_save_many(lua_State *L)
 	}
 	items = (save_item *)box[0].data;
 
-	if (st->cur && st->owner != L)
-		return linstate_fail(L, INSTATE_BUSY, "cannot save");
-	if (st->cur) {
+	if (st->cur && st->owner != L) {
+		rc = INSTATE_BUSY;
+	} else if (st->cur) {
 		/* a savepoint of this coroutine's innermost transaction */
 		instate_txn *txn;
 		nested = 1;
@@ -809,6 +833,7 @@ static int l_ns_save_many(lua_State *L)
 				break;
 		}
 	}
+	save_giveback(sc, box);
 	if (rc) {
 		if (failed >= 0)
 			return linstate_fail(L, rc, lua_pushfstring(L, "cannot save '%s'",

@@ -498,21 +498,22 @@ return function(instate)
 
 	-- save_all's arguments to save_many, reused from save to save (and
 	-- emptied after each) so that a save allocates nothing per variable.
+	-- A save takes them (s_keys is nil while one runs: a save that a
+	-- finalizer runs in the middle of it uses tables of its own) and gives
+	-- them back when it returns; a save that raised (an unstorable value)
+	-- never gives them back, so what it held is dropped with them.
 	local s_keys, s_vals, s_vers = {}, {}, {}
 	local s_scalars = {}                 -- non-tables among them
-	-- What a save that raised (an unstorable value) left in them.
-	local s_left, s_left_scalars = 0, 0
 
 	-- Drop the references to values; mark the scalars clean when clean is
-	-- true.
-	local function save_clear(n, ns, clean)
-		local vals, scalars = s_vals, s_scalars
+	-- true; hand the tables back.
+	local function save_clear(keys, vals, vers, scalars, n, ns, clean)
 		for i = 1, n do vals[i] = nil end
 		for i = 1, ns do
 			if clean then scalars[i][DIRTY] = false end
 			scalars[i] = nil
 		end
-		s_left, s_left_scalars = 0, 0
+		s_keys, s_vals, s_vers, s_scalars = keys, vals, vers, scalars
 	end
 
 	-- A validate failure: a raised table comes back as that table.
@@ -524,7 +525,6 @@ return function(instate)
 
 	function instate.save_all()
 		need_store("save_all")
-		if s_left > 0 then save_clear(s_left, s_left_scalars, false) end
 		-- Only variables handed out or set can have changed.
 		local list, n = touched, ntouched
 		-- Every validate runs before anything is written.
@@ -540,6 +540,11 @@ return function(instate)
 			end
 		end
 		local keys, vals, vers, scalars = s_keys, s_vals, s_vers, s_scalars
+		if keys then
+			s_keys = nil
+		else
+			keys, vals, vers, scalars = {}, {}, {}, {}
+		end
 		local perver = common_version == false
 		local m, ns = 0, 0
 		for i = 1, n do
@@ -560,23 +565,25 @@ return function(instate)
 				end
 			end
 		end
-		if m == 0 then return store:revision() end
+		if m == 0 then
+			save_clear(keys, vals, vers, scalars, 0, 0, false)
+			return store:revision()
+		end
 		-- One C call: encodes (raising, with nothing begun, on an
 		-- unstorable value named by its variable), then writes what
 		-- differs from the store in one write transaction of its own (a
 		-- savepoint inside this coroutine's store transaction).
-		s_left, s_left_scalars = m, ns
 		local lc_in = last_commit(store)
 		local rev, written, nested = state_ns:save_many(m, keys, vals,
 			perver and vers or common_version)
 		if not rev then
-			save_clear(m, ns, false)
+			save_clear(keys, vals, vers, scalars, m, ns, false)
 			return nil, written, nested     -- msg, code
 		end
 		-- Nested in a store transaction that may still abort, what was
 		-- written is not known to be saved: the scalars stay dirty, so the
 		-- next save compares them with the store again.
-		save_clear(m, ns, not nested)
+		save_clear(keys, vals, vers, scalars, m, ns, not nested)
 		-- Only declared variables were written, none of them still pending:
 		-- the cache stays good if ours was the only commit since it was read.
 		if pending and written > 0 then
