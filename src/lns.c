@@ -595,7 +595,9 @@ static int l_ns_set_encoded(lua_State *L)
 /*
  * tx_ns:put_many(n, keys, values, versions) -> written, nested
  *
- * The defstate layer's save: for i = 1..n encode values[i] in canonical
+ * ns:save_many's writes, inside the caller's own write transaction (a
+ * layer that runs its save as part of a bigger transaction): for i = 1..n
+ * encode values[i] in canonical
  * map order (named keys[i] in errors; equal values give equal bytes in any
  * process, so an unchanged variable is recognised after a restart too) and
  * write it with versions[i] (or versions itself when a number), unless the

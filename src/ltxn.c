@@ -179,7 +179,7 @@ static int txn_start(lua_State *L, int readonly, int base)
 	 * suspended inside fn closes it, which aborts (never commits) at once
 	 * instead of holding the writer lock until a collection. On every
 	 * other way out the transaction has already ended: closing is a no-op. */
-	lua_toclose(L, base);
+	lcompat_toclose(L, base);
 	linstate_child_link(st, &t->link, txn_close_child);
 	t->linked = 1;
 	if (!readonly) {
