@@ -98,7 +98,7 @@ describe("instate.open", function()
     local store, msg, code = instate.open("/sys/instate-cannot-exist")
     assert.is_nil(store)
     assert.matches("instate-cannot-exist", msg, 1, true)
-    assert.are.equal("IO", code)
+    assert.are.equal("ACCESS", code)
   end)
 
   it("fails with nil, msg, code in a directory without write permission", function()

@@ -37,11 +37,12 @@ end
 -- values handed to ns:put_many (which encodes each one in C).
 local function count_encodes(fn)
   local methods = ns_methods()
-  local real, real_many, n = instate.encode, methods.put_many, 0
+  local real, real_many, real_save, n = instate.encode, methods.put_many, methods.save_many, 0
   instate.encode = function(...) n = n + 1; return real(...) end
   methods.put_many = function(ns, count, ...) n = n + count; return real_many(ns, count, ...) end
+  methods.save_many = function(ns, count, ...) n = n + count; return real_save(ns, count, ...) end
   local ok, err = pcall(fn)
-  instate.encode, methods.put_many = real, real_many
+  instate.encode, methods.put_many, methods.save_many = real, real_many, real_save
   assert(ok, err)
   return n
 end

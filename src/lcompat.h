@@ -2,7 +2,7 @@
  * lcompat.h - the one place for Lua version specifics.
  *
  * The binding is written against the Lua 5.4 API. Everything that differs
- * in LuaJIT and Lua 5.1-5.3 (user values, to-be-closed variables, integer
+ * in LuaJIT and Lua 5.1-5.3 (user values, to-be-closed slots, integer
  * subtype, warn) goes through the macros below, so porting touches this file
  * alone.
  */
@@ -20,5 +20,12 @@
 #define lcompat_newuserdata(L, sz, nuv) lua_newuserdatauv((L), (sz), (nuv))
 #define lcompat_getuservalue(L, idx, n) lua_getiuservalue((L), (idx), (n))
 #define lcompat_setuservalue(L, idx, n) lua_setiuservalue((L), (idx), (n))
+
+/* Mark the slot idx of the running C function to-be-closed: closed when the
+ * function returns, raises, or its coroutine is closed (coroutine.close).
+ * Before 5.4 there is no such thing: a port makes this a no-op, and a
+ * transaction left in an abandoned coroutine is then aborted by its
+ * finalizer only. */
+#define lcompat_toclose(L, idx) lua_toclose((L), (idx))
 
 #endif /* LCOMPAT_H */

@@ -1,5 +1,6 @@
 /*
- * lcore.c - luaopen_instate_core and the helpers every binding file shares.
+ * lcore.c - the helpers every binding file shares: the error pusher, class
+ * registration, scratch buffers, and the module's small functions.
  */
 #include "linstate.h"
 
@@ -7,14 +8,18 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <string.h>
 
 const char *linstate_code(int rc)
 {
 	switch (rc) {
 	case INSTATE_NOTFOUND:
 	case ENOENT: return "NOTFOUND";
-	case INSTATE_BUSY:
-	case INSTATE_CONFLICT: return "BUSY";
+	case INSTATE_BUSY: return "BUSY";
+	case INSTATE_CONFLICT: return "CONFLICT";
+#ifdef INSTATE_LOCKED
+	case INSTATE_LOCKED: return "LOCKED";
+#endif
 	case INSTATE_MAP_FULL:
 	case INSTATE_RETRY: return "MAP_FULL";
 	case INSTATE_READONLY:
@@ -24,6 +29,8 @@ const char *linstate_code(int rc)
 	case INSTATE_LIMIT:
 	case INSTATE_READERS_FULL:
 	case INSTATE_NAMESPACES_FULL: return "LIMIT";
+	case EACCES:
+	case EPERM: return "ACCESS";
 	case ENOSPC:
 #ifdef EDQUOT
 	case EDQUOT:
@@ -33,15 +40,37 @@ const char *linstate_code(int rc)
 	}
 }
 
+/* "context: reason", or the context alone when it already says the reason
+ * (a core message that ends with strerror's text must not repeat it). */
+static void push_message(lua_State *L, int rc, const char *context)
+{
+	const char *reason = instate_strerror(rc);
+	if (!context)
+		lua_pushstring(L, reason);
+	else if (strstr(context, reason))
+		lua_pushstring(L, context);
+	else
+		lua_pushfstring(L, "%s: %s", context, reason);
+}
+
 int linstate_fail(lua_State *L, int rc, const char *context)
 {
 	lua_pushnil(L);
-	if (context)
-		lua_pushfstring(L, "%s: %s", context, instate_strerror(rc));
-	else
-		lua_pushstring(L, instate_strerror(rc));
+	push_message(L, rc, context);
 	lua_pushstring(L, linstate_code(rc));
 	return 3;
+}
+
+int linstate_error(lua_State *L, int rc, const char *context)
+{
+	push_message(L, rc, context);
+	return lua_error(L);
+}
+
+int linstate_raise_failure(lua_State *L)
+{
+	lua_pop(L, 1);
+	return lua_error(L);
 }
 
 /* instate._set_clock(ms | nil): fix the expiry clock for tests. */
@@ -78,10 +107,8 @@ static int l_newtable(lua_State *L)
 	return 1;
 }
 
-int luaopen_instate_core(lua_State *L)
+void linstate_open_core(lua_State *L)
 {
-	luaL_checkversion(L);
-	lua_newtable(L);
 	lua_pushcfunction(L, l_set_clock);
 	lua_setfield(L, -2, "_set_clock");
 	lua_pushcfunction(L, l_now);
@@ -90,9 +117,62 @@ int luaopen_instate_core(lua_State *L)
 	lua_setfield(L, -2, "_newtable");
 	lua_pushliteral(L, INSTATE_VERSION_STRING);
 	lua_setfield(L, -2, "_VERSION");
-	linstate_open_codec(L);
-	linstate_open_store(L);
-	linstate_open_dump(L);
-	linstate_open_check(L);
-	return 1;
+}
+
+static int l_scratch_gc(lua_State *L)
+{
+	lscratch *sc = lua_touserdata(L, 1);
+	instate_buf_free(&sc->key);
+	instate_buf_free(&sc->val);
+	instate_buf_free(&sc->save[0]);
+	instate_buf_free(&sc->save[1]);
+	return 0;
+}
+
+void linstate_push_scratch(lua_State *L)
+{
+	lscratch *sc = lcompat_newuserdata(L, sizeof *sc, 0);
+	memset(sc, 0, sizeof *sc);
+	lua_newtable(L);
+	lua_pushcfunction(L, l_scratch_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_setmetatable(L, -2);
+}
+
+/* The buffers of a box userdata (its user value 1 holds nothing). */
+static int l_bufs_gc(lua_State *L)
+{
+	instate_buf *b = lua_touserdata(L, 1);
+	size_t i, n = lua_rawlen(L, 1) / sizeof *b;
+	for (i = 0; i < n; i++)
+		instate_buf_free(&b[i]);
+	return 0;
+}
+
+#define BUFS_MT "instate.buffers"
+
+instate_buf *linstate_newbufs(lua_State *L, int n)
+{
+	instate_buf *b = lcompat_newuserdata(L, (size_t)n * sizeof *b, 0);
+	memset(b, 0, (size_t)n * sizeof *b);
+	if (luaL_newmetatable(L, BUFS_MT)) {
+		lua_pushcfunction(L, l_bufs_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_setmetatable(L, -2);
+	return b;
+}
+
+void linstate_newclass(lua_State *L, const char *name, const char *marker,
+                       const luaL_Reg *methods, int scratch)
+{
+	luaL_newmetatable(L, name);
+	lua_pushboolean(L, 1);
+	lua_rawsetp(L, -2, marker);
+	lua_pushvalue(L, scratch);
+	luaL_setfuncs(L, methods, 1);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -2, "__index");
+	lua_pushstring(L, name);
+	lua_setfield(L, -2, "__name");
 }

@@ -39,7 +39,7 @@ int linstate_decode(lua_State *L, const char *p, size_t n);
 /* Set encode/decode (and codec constants) into the table at the stack top. */
 void linstate_open_codec(lua_State *L);
 
-/* ---- lstore.c: Store, Transaction, Namespace, Iterator ---------------- */
+/* ---- the handle classes: lstore.c, ltxn.c, lns.c, liter.c ------------- */
 
 #include "instate.h"
 
@@ -49,11 +49,203 @@ void linstate_open_codec(lua_State *L);
 #define LINSTATE_NS_MT    "instate.Namespace"
 #define LINSTATE_ITER_MT  "instate.Iterator"
 
+/*
+ * Lifetimes. A store userdata keeps a list of its live children
+ * (transactions and iterators that own a core transaction). Closing the
+ * store, explicitly or by GC, first ends every child: write transactions are
+ * aborted innermost first (never committed), iterators are closed. Children
+ * keep their parents alive through user values, so a child never outlives
+ * the memory of its parent whatever order the collector picks.
+ */
+typedef struct lchild lchild;
+struct lchild {
+	lchild *prev, *next;        /* in the store's list of live children */
+	void (*close)(lchild *c);
+};
+
+typedef struct ltxn ltxn;
+typedef struct liter liter;
+
+typedef struct lstore {
+	instate_store *s;           /* NULL once closed */
+	lchild *children;           /* live transactions and iterators */
+	ltxn *cur;                  /* innermost open write transaction */
+	lua_State *owner;           /* the coroutine that opened it */
+} lstore;
+
+struct ltxn {
+	lchild link;                /* first member: lchild* <-> ltxn* */
+	instate_txn *txn;           /* NULL once ended */
+	lstore *store;
+	ltxn *parent;               /* enclosing write transaction (savepoint) */
+	liter *iters;               /* open iterators running in this txn */
+	int readonly;
+	int retry;                  /* the map grew: run the whole thing again */
+	int discard;                /* abort when fn returns, yet return its results */
+	int linked;
+};
+
+typedef struct lns {
+	instate_ns *ns;
+	lstore *store;
+	ltxn *tx;                   /* NULL: every call is its own transaction */
+} lns;
+
+struct liter {
+	lchild link;
+	instate_cursor *cur;        /* NULL once closed */
+	instate_txn *own;           /* its own read transaction, or NULL */
+	ltxn *tx;                   /* the transaction it runs in, if not own */
+	liter *next_in_tx;
+	lstore *store;
+	int encoded;                /* pairs_encoded: key, bytes, version */
+	int linked;
+};
+
+/* Per-Lua-state scratch buffers: upvalue 1 of every method of the classes. */
+typedef struct lscratch {
+	instate_buf key, val;
+	instate_buf save[2];        /* ns:save_many's, kept between saves */
+} lscratch;
+
+#define SCRATCH(L) ((lscratch *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/*
+ * Class markers: light userdata keys no script can forge, set to true in
+ * each class's metatable (and in every per-name namespace metatable).
+ * Checking a handle is then one lookup in its own metatable (luaL_checkudata
+ * looks the class up in the registry by name first), which counts on hot
+ * paths such as the iterator step and defstate's store:last_commit().
+ */
+extern const char linstate_store_marker, linstate_txn_marker, linstate_ns_marker,
+	linstate_iter_marker;
+
+/* The handle at idx whose metatable holds marker (luaL_checkudata's
+ * contract, type error included). */
+static inline void *linstate_checkhandle(lua_State *L, int idx, const char *marker,
+                                         const char *tname)
+{
+	void *p = lua_touserdata(L, idx);
+
+	if (p && lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+		int ok = lua_rawgetp(L, -1, marker) == LUA_TBOOLEAN;
+		lua_pop(L, 2);
+		if (ok)
+			return p;
+	}
+	luaL_typeerror(L, idx, tname);
+	return NULL;
+}
+
+/* The handles at idx, open or not; raise a type error. */
+#define linstate_tostore(L, idx) ((lstore *)linstate_checkhandle((L), (idx), \
+	&linstate_store_marker, LINSTATE_STORE_MT))
+#define linstate_totxn(L, idx) ((ltxn *)linstate_checkhandle((L), (idx), \
+	&linstate_txn_marker, LINSTATE_TXN_MT))
+#define linstate_tons(L, idx) ((lns *)linstate_checkhandle((L), (idx), \
+	&linstate_ns_marker, LINSTATE_NS_MT))
+#define linstate_toiter(L, idx) ((liter *)linstate_checkhandle((L), (idx), \
+	&linstate_iter_marker, LINSTATE_ITER_MT))
+
+/* The open handles at idx; raise "... is closed" / "transaction has ended". */
+static inline lstore *linstate_checklstore(lua_State *L, int idx)
+{
+	lstore *st = linstate_tostore(L, idx);
+	if (!st->s)
+		luaL_error(L, "store is closed");
+	return st;
+}
+
+static inline ltxn *linstate_checktx(lua_State *L, int idx)
+{
+	ltxn *t = linstate_totxn(L, idx);
+	if (!t->txn)
+		luaL_error(L, "transaction has ended");
+	return t;
+}
+
+static inline lns *linstate_checkns(lua_State *L, int idx)
+{
+	lns *n = linstate_tons(L, idx);
+	if (!n->ns)
+		luaL_error(L, "namespace is closed");
+	if (n->tx) {
+		if (!n->tx->txn)
+			luaL_error(L, "transaction has ended");
+	} else if (!n->store->s) {
+		luaL_error(L, "store is closed");
+	}
+	return n;
+}
+
 /* The open store at idx; raises "store is closed" / a type error. */
 instate_store *linstate_checkstore(lua_State *L, int idx);
 
-/* Set open() and the store metatables' constructors into the table at top. */
-void linstate_open_store(lua_State *L);
+/* lstore.c: the store's list of live children. */
+void linstate_child_link(lstore *st, lchild *c, void (*close)(lchild *));
+void linstate_child_unlink(lstore *st, lchild *c);
+
+/* ltxn.c: transactions. */
+/* Abort t and, first, every savepoint opened inside it. Safe twice. */
+void linstate_txn_abort_tree(ltxn *t);
+/* Mark t and every enclosing transaction for a re-run (the map grew). */
+void linstate_txn_mark_retry(ltxn *t);
+/* The error value that unwinds a transaction function for a re-run. */
+extern const char linstate_retry_sentinel;
+/* store:transaction(fn, ...) (a store method; called by lns.c too). */
+int linstate_store_transaction(lua_State *L);
+
+/* lns.c: namespaces. */
+/* Resolve namespace name at nameidx in st (type INSTATE_NS_ANY: any);
+ * raises on a bad name, a type clash or a failure. */
+instate_ns *linstate_ns_get(lua_State *L, lstore *st, int nameidx, instate_ns_type type);
+/* Push a namespace handle; owner (store or tx userdata) at owneridx. */
+void linstate_push_ns(lua_State *L, instate_ns *ns, lstore *st, ltxn *tx, int owneridx);
+/* Run fn in n's transaction; for a store-level namespace in its own
+ * committed write transaction, run again while the map grows. fn must not
+ * raise. Returns 0 or an error code (INSTATE_EXISTS / INSTATE_NOTFOUND from
+ * fn after committing nothing). */
+typedef int (*linstate_write_fn)(instate_txn *txn, lns *n, void *ud);
+int linstate_run_write(lua_State *L, lns *n, linstate_write_fn fn, void *ud);
+
+/* liter.c: iterators. */
+/* Push an iterator over the records of n (checked, at nsidx) that start
+ * with prefix, in n's transaction or a snapshot the userdata owns. Returns
+ * it, or NULL after pushing nil, msg, code. */
+liter *linstate_iter_open(lua_State *L, lns *n, int nsidx, const char *prefix, size_t plen,
+                          int encoded);
+void linstate_iter_close(liter *it);
+/* The generic-for step of ns:pairs (upvalue 1: scratch). */
+int linstate_iter_next(lua_State *L);
+
+/* Registration, in this order: store, then the others (the entry file). */
+void linstate_open_store(lua_State *L, int mod, int scratch);
+void linstate_open_txn(lua_State *L, int scratch);
+void linstate_open_ns(lua_State *L, int scratch);
+void linstate_open_iter(lua_State *L, int scratch);
+
+/* ---- lopt.c: option tables and names ---------------------------------- */
+
+/* Raise if the table at idx has a key not in names (NULL-terminated). */
+void linstate_check_opt_names(lua_State *L, int idx, const char *const names[]);
+/* opts[name] at idx as a boolean / an integer in min..max; def if nil. */
+int linstate_opt_bool(lua_State *L, int idx, const char *name, int def);
+lua_Integer linstate_opt_int(lua_State *L, int idx, const char *name, lua_Integer def,
+                             lua_Integer min, lua_Integer max);
+/* instate.open's options table at idx into o (o already initialised). */
+void linstate_check_open_opts(lua_State *L, int idx, instate_options *o);
+/* {ttl = s [, version = v]} at idx (none or nil: no options) into meta. */
+void linstate_check_put_opts(lua_State *L, int idx, instate_meta *meta, int allow_version);
+/* Seconds from now at argument argidx to an absolute expiry in ms
+ * (0 for secs == 0 when allow_zero). */
+int64_t linstate_ttl_to_expiry(lua_State *L, int argidx, lua_Number secs, int allow_zero);
+/* A record key (1..INSTATE_KEY_MAX bytes) at idx. */
+const char *linstate_check_key(lua_State *L, int idx, size_t *len);
+/* A namespace name at idx: 1..INSTATE_NSNAME_MAX bytes, no NUL, not "__...". */
+const char *linstate_check_ns_name(lua_State *L, int idx, size_t *len);
+/* "kv" (default) or "state" at idx. */
+instate_ns_type linstate_check_ns_type(lua_State *L, int idx);
+const char *linstate_ns_type_name(instate_ns_type t);
 
 /* ---- ldump.c: dump_info and store:dump/load --------------------------- */
 
@@ -68,13 +260,48 @@ void linstate_open_check(lua_State *L);
 /* ---- lcore.c: helpers shared by the files above ----------------------- */
 
 /*
- * Push the runtime-failure triple for core error code rc: nil, message,
- * stable code string ("IO", "NOSPACE", "MAP_FULL", "READONLY", "CORRUPT",
- * "VERSION", "BUSY", "NOTFOUND", "LIMIT"). Returns 3. The one error pusher.
+ * The error pair, as Lua's luaL_fileresult / luaL_error. A message is
+ * "context: reason" for core error code rc (the context alone when it
+ * already holds the reason, so nothing is said twice).
+ *
+ * linstate_fail pushes the runtime-failure triple nil, message, stable code
+ * string (linstate_code) and returns 3: the one error pusher.
+ * linstate_error raises the message (never the code): for failures met
+ * where a triple cannot be returned (inside a transaction's bulk call, an
+ * iterator step).
+ * linstate_raise_failure raises the message of a triple just pushed (the
+ * code on top, the message below it).
  */
 int linstate_fail(lua_State *L, int rc, const char *context);
+int linstate_error(lua_State *L, int rc, const char *context);
+int linstate_raise_failure(lua_State *L);
 
-/* The stable code string for rc (NULL-free: unknown codes give "IO"). */
+/*
+ * The context of a failure about one record, pushed on the stack (the
+ * triple goes above it): "<what> key 'k'", or "<what> a binary key of N
+ * bytes" for a key that does not read well in a message (lns.c).
+ */
+const char *linstate_key_context(lua_State *L, const char *what, const char *key, size_t klen);
+
+/* The stable code string for rc (NULL-free: unknown codes give "IO"):
+ * "IO", "NOSPACE", "MAP_FULL", "READONLY", "CORRUPT", "VERSION", "BUSY",
+ * "NOTFOUND", "LIMIT", "ACCESS", "LOCKED", "CONFLICT". */
 const char *linstate_code(int rc);
+
+/* Set _set_clock, now, _newtable and _VERSION into the table at top. */
+void linstate_open_core(lua_State *L);
+
+/* Push a new scratch userdata (lscratch, freed by its __gc). */
+void linstate_push_scratch(lua_State *L);
+
+/* Push a userdata owning n empty buffers, freed by its __gc (Lua's UBox):
+ * scratch memory of one call that raising cannot leak, and that no other
+ * call (a finalizer running mid-call) can share. */
+instate_buf *linstate_newbufs(lua_State *L, int n);
+
+/* New metatable `name` on the stack holding marker and methods, each a
+ * closure over the value at index scratch; __index = itself, __name. */
+void linstate_newclass(lua_State *L, const char *name, const char *marker,
+                       const luaL_Reg *methods, int scratch);
 
 #endif /* LINSTATE_H */

@@ -183,6 +183,8 @@ return function(instate)
 			end
 			local ok, nv = pcall(migrate, v, ver)
 			if not ok then
+				-- a raised table comes back as that table
+				if type(nv) == "table" then error(nv, 0) end
 				error(("%s: migrating variable %s from version %d to %d failed: %s")
 					:format(who, quote(var.name), ver, want, tostring(nv)), 3)
 			end
@@ -191,7 +193,10 @@ return function(instate)
 		local validate = var.validate
 		if validate then
 			local ok, good, why = pcall(validate, v)
-			if not ok then why, good = good, false end
+			if not ok then
+				if type(good) == "table" then error(good, 0) end
+				why, good = good, false
+			end
 			if not good then
 				error(("%s: saved value of variable %s is invalid: %s")
 					:format(who, quote(var.name), tostring(why or "validate returned false")), 3)
@@ -201,20 +206,24 @@ return function(instate)
 		return v, ver == want
 	end
 
+	-- Returns true, or nil, msg, code on a runtime failure.
 	local function scan()
-		state_ns = store:namespace(ns_name, "state")
+		local sns, msg, code = store:namespace(ns_name, "state")
+		if not sns then return nil, msg, code end
+		state_ns = sns
 		last_commit = store.last_commit
 		-- Read before the snapshot: a commit in between makes the cache
 		-- look stale (safe), never a stale cache look fresh.
 		local lc = last_commit(store)
-		local objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, RESTORED, 1)
+		local objects, count
+		objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, RESTORED, 1)
 		if not objects then
-			error(("instate.setup: cannot read the saved variables: %s (%s)")
-				:format(tostring(count), tostring(code)), 0)
+			return nil, ("instate.setup: cannot read the saved variables: %s"):format(count), code
 		end
 		pending, scan_commit = objects, lc
 		-- Nothing is declared yet: room for as many variables as were saved.
 		vars, order = newtable(0, count), newtable(count, 0)
+		return true
 	end
 
 	local function forget()
@@ -264,12 +273,13 @@ return function(instate)
 		local s, msg, code = open(path, oopts)
 		if not s then return nil, msg, code end
 		store, store_path, ns_name = s, path, name
-		local ok, err = pcall(scan)
-		if not ok then
+		local ok, done, smsg, scode = pcall(scan)
+		if not (ok and done) then
 			store:close()
 			store, store_path, ns_name, state_ns = nil, nil, nil, nil
 			forget()
-			error(err, 0)
+			if ok then return nil, smsg, scode end
+			error(done, 0)
 		end
 		return store
 	end
@@ -351,10 +361,15 @@ return function(instate)
 				:format(quote(name)), 2)
 		end
 		if lookup and not saved then
-			local bytes
-			bytes, ver = state_ns:get_encoded(name)
+			local bytes, msg, code = state_ns:get_encoded(name)
 			if bytes then
+				ver = msg
 				saved, v = true, decode_saved(name, bytes, "instate.defstate")
+			elseif code then
+				-- never the default in place of a record that failed to read:
+				-- a later save_all would write over it
+				error(("instate.defstate: cannot restore variable %s: %s (code %s)")
+					:format(quote(name), msg, code), 2)
 			end
 		end
 		local var
@@ -486,35 +501,31 @@ return function(instate)
 		end
 	end
 
-	-- save_all's arguments to put_many, reused from save to save (and
+	-- save_all's arguments to save_many, reused from save to save (and
 	-- emptied after each) so that a save allocates nothing per variable.
+	-- A save takes them (s_keys is nil while one runs: a save that a
+	-- finalizer runs in the middle of it uses tables of its own) and gives
+	-- them back when it returns; a save that raised (an unstorable value)
+	-- never gives them back, so what it held is dropped with them.
 	local s_keys, s_vals, s_vers = {}, {}, {}
-	local s_n, s_ver                     -- count; one version or s_vers
 	local s_scalars = {}                 -- non-tables among them
-	-- Set by save_tx.
-	local s_lc, s_nested
-	-- Raised by save_tx to abort a transaction that would write nothing.
-	local UNCHANGED = setmetatable({}, { __name = "instate.unchanged" })
 
 	-- Drop the references to values; mark the scalars clean when clean is
-	-- true.
-	local function save_clear(n, ns, clean)
-		local vals, scalars = s_vals, s_scalars
+	-- true; hand the tables back.
+	local function save_clear(keys, vals, vers, scalars, n, ns, clean)
 		for i = 1, n do vals[i] = nil end
 		for i = 1, ns do
 			if clean then scalars[i][DIRTY] = false end
 			scalars[i] = nil
 		end
+		s_keys, s_vals, s_vers, s_scalars = keys, vals, vers, scalars
 	end
 
-	-- The store may run this more than once (map growth): it only touches
-	-- the store and the upvalues it sets.
-	local function save_tx(tx)
-		s_lc = last_commit(store)
-		local written, nested = tx:namespace(ns_name, "state"):put_many(s_n, s_keys, s_vals, s_ver)
-		s_nested = nested
-		if written == 0 then error(UNCHANGED, 0) end
-		return true
+	-- A validate failure: a raised table comes back as that table.
+	local function invalid(var, why)
+		if type(why) == "table" then error(why, 0) end
+		error(("instate.save_all: variable %s is invalid: %s (nothing was saved)")
+			:format(quote(var.name), tostring(why or "validate returned false")), 3)
 	end
 
 	function instate.save_all()
@@ -528,15 +539,17 @@ return function(instate)
 				local validate, v = var.validate, var[VALUE]
 				if validate and v ~= UNREAD then
 					local ok, good, why = pcall(validate, v)
-					if not ok then why, good = good, false end
-					if not good then
-						error(("instate.save_all: variable %s is invalid: %s (nothing was saved)")
-							:format(quote(var.name), tostring(why or "validate returned false")), 2)
-					end
+					if not ok then invalid(var, good) end
+					if not good then invalid(var, why) end
 				end
 			end
 		end
 		local keys, vals, vers, scalars = s_keys, s_vals, s_vers, s_scalars
+		if keys then
+			s_keys = nil
+		else
+			keys, vals, vers, scalars = {}, {}, {}, {}
+		end
 		local perver = common_version == false
 		local m, ns = 0, 0
 		for i = 1, n do
@@ -557,48 +570,36 @@ return function(instate)
 				end
 			end
 		end
-		if m == 0 then return store:revision() end
-		s_n, s_ver = m, perver and vers or common_version
-		local ok, res, msg, code = pcall(store.transaction, store, save_tx)
-		local lc_in = s_lc
-		if not ok and type(res) == "string" and res:find(" at value", 1, true) then
-			-- The store names a value by its key only when the key reads
-			-- well; find the variable and say which it is.
-			local encode = instate.encode
-			for i = 1, m do
-				local eok, emsg = pcall(encode, vals[i], keys[i])
-				if not eok then res = emsg; break end
-			end
+		if m == 0 then
+			save_clear(keys, vals, vers, scalars, 0, 0, false)
+			return store:revision()
 		end
-		if not ok then
-			-- UNCHANGED: every record equals what the store holds (but
-			-- in a nested transaction that is not known to be committed).
-			save_clear(m, ns, res == UNCHANGED and not s_nested)
-			if res == UNCHANGED then return store:revision() end
-			if type(res) == "string" then
-				error(("instate.save_all: %s (nothing was saved)"):format(res), 2)
-			end
-			error(res, 0)
-		end
-		if not res then
-			save_clear(m, ns, false)
-			return nil, msg, code
+		-- One C call: encodes (raising, with nothing begun, on an
+		-- unstorable value named by its variable), then writes what
+		-- differs from the store in one write transaction of its own (a
+		-- savepoint inside this coroutine's store transaction).
+		local lc_in = last_commit(store)
+		local rev, written, nested = state_ns:save_many(m, keys, vals,
+			perver and vers or common_version)
+		if not rev then
+			save_clear(keys, vals, vers, scalars, m, ns, false)
+			return nil, written, nested     -- msg, code
 		end
 		-- Nested in a store transaction that may still abort, what was
 		-- written is not known to be saved: the scalars stay dirty, so the
 		-- next save compares them with the store again.
-		save_clear(m, ns, not s_nested)
-		local lc = last_commit(store)
+		save_clear(keys, vals, vers, scalars, m, ns, not nested)
 		-- Only declared variables were written, none of them still pending:
 		-- the cache stays good if ours was the only commit since it was read.
-		if pending then
+		if pending and written > 0 then
+			local lc = last_commit(store)
 			if lc_in == scan_commit and lc == lc_in + 1 then
 				scan_commit = lc
 			else
 				pending = nil
 			end
 		end
-		return store:revision()
+		return rev
 	end
 
 	function instate.reload_all()
@@ -607,9 +608,12 @@ return function(instate)
 		local got, gotver = {}, {}
 		local name = ns_name
 		local ok, msg, code = store:snapshot(function(tx)
-			local ns = tx:namespace(name, "state")
+			local ns, nmsg, ncode = tx:namespace(name, "state")
+			if not ns then return nil, nmsg, ncode end
 			for i = 1, n do
-				got[i], gotver[i] = ns:get_encoded(list[i].name)
+				local bytes, ver, rcode = ns:get_encoded(list[i].name)
+				if bytes == nil and ver ~= nil then return nil, ver, rcode end
+				got[i], gotver[i] = bytes, ver
 			end
 			return true
 		end)

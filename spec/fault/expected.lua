@@ -14,16 +14,8 @@ return {
     reason = "break 6: a short write (a filling disk) is reported as IO, not NOSPACE" },
   { mode = "full", check = "message", detail = "^message does not name ENOSPC",
     reason = "break 6: a short write (a filling disk) is reported as EIO" },
-  { check = "raise", detail = "^raised: [A-Z_]+$",
-    reason = "break 2: raise sites throw the code, not the message (tx:namespace on ENOMEM)" },
-  { op = "save_all", check = "raise", detail = "^raised: instate%.save_all: [A-Z_]+ %(nothing was saved%)$",
-    reason = "break 2: save_all raises a runtime failure (put_many raises the bare code)" },
   -- Found by this suite, not in the issue's list.
   { op = "grow", hit = "mmap", check = "crash", detail = "SIGSEGV",
     reason = "new: SIGSEGV when the growth ahead of need fails in mmap: instate_txn.c"
       .. " begin_write ignores instate__grow's error and mdb_txn_begin reads LMDB's NULL map" },
-  { op = "save_all", calls = "alloc", check = "state", hit = "calloc",
-    detail = "^the store changed although the operation failed$",
-    reason = "new: save_all returns nil, msg, \"IO\" after its transaction committed, when"
-      .. " the store:revision() read that follows the commit fails (defstate.lua)" },
 }

@@ -115,12 +115,18 @@ ops.transaction = {
     -- A write that fails inside is ignored on purpose: the transaction
     -- must then refuse to commit the writes before and after it.
     return function()
-      return s:transaction(function(tx)
-        local ns = tx:namespace("kv")
+      -- a namespace that cannot be opened aborts the transaction (a table
+      -- raised by fn comes back as that table) and is reported as a triple
+      local ok, r, msg, code = pcall(s.transaction, s, function(tx)
+        local ns, nmsg, ncode = tx:namespace("kv")
+        if not ns then error({ nmsg, ncode }) end
         for i = 1, NKEYS do ns:set("k" .. i, new[i]) end
         ns:delete("gone")
         return true
       end)
+      if ok then return r, msg, code end
+      if type(r) == "table" then return nil, r[1], r[2] end
+      error(r, 0)
     end, { s = s }
   end,
   state = function(dir)
@@ -150,12 +156,18 @@ ops.grow = {
     local new = {}
     for i = 1, NKEYS do new[i] = value(i, "new", 600) end
     return function()
-      return s:transaction(function(tx)
-        local ns = tx:namespace("kv")
+      -- a namespace that cannot be opened aborts the transaction (a table
+      -- raised by fn comes back as that table) and is reported as a triple
+      local ok, r, msg, code = pcall(s.transaction, s, function(tx)
+        local ns, nmsg, ncode = tx:namespace("kv")
+        if not ns then error({ nmsg, ncode }) end
         for i = 1, NKEYS do ns:set("k" .. i, new[i]) end
         ns:delete("gone")
         return true
       end)
+      if ok then return r, msg, code end
+      if type(r) == "table" then return nil, r[1], r[2] end
+      error(r, 0)
     end, { s = s }
   end,
   state = function(dir)
@@ -323,7 +335,8 @@ function ops.after(name, ctx)
       if not rev then return ("revision fails: %s (%s)"):format(rmsg, rcode) end
       return nil
     end
-    local ns = s:namespace("kv")
+    local ns, nmsg, ncode = s:namespace("kv")
+    if not ns then return ("namespace fails: %s (%s)"):format(nmsg, ncode) end
     local v, msg, code = ns:get("k1")
     if v == nil and msg then return ("reads fail: %s (%s)"):format(msg, code) end
     local rev, rmsg, rcode = s:revision()
