@@ -87,7 +87,10 @@ extern "C" {
 #define INSTATE_READERS_FULL (-32014)
 /** the namespace table is full (raise max_namespaces) */
 #define INSTATE_NAMESPACES_FULL (-32015)
-#define INSTATE_ERR_LAST INSTATE_NAMESPACES_FULL
+/** a store file or directory is unsafe to open: a symlink, owned by another
+ * user, or writable by group or others beyond what file_mode grants */
+#define INSTATE_ACCESS (-32016)
+#define INSTATE_ERR_LAST INSTATE_ACCESS
 /** @} */
 
 /**

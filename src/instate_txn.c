@@ -264,7 +264,8 @@ static int write_result(instate_txn *t, int rc)
 {
 	if (rc == MDB_MAP_FULL)
 		return txn_map_full(t);
-	rc = instate__mdb_err(rc);
+	/* a page spill writes to the file mid-transaction */
+	rc = instate__write_err(t->e, instate__mdb_err(rc));
 	if (rc && rc != INSTATE_INVALID && rc != INSTATE_EXISTS && rc != INSTATE_NOTFOUND &&
 	    !t->err)
 		t->err = rc;
@@ -312,7 +313,7 @@ static int begin_read(instate_txn *t)
 
 	for (;;) {
 		RDLOCK(e);
-		rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &t->mt);
+		rc = e->env ? instate__rtxn(e, &t->mt) : MDB_PANIC;
 		if (rc == 0) {
 			rc = instate__meta_get(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
 			if (rc == 0)
@@ -323,6 +324,9 @@ static int begin_read(instate_txn *t)
 				pthread_mutex_lock(&e->mu);
 				if (nsid <= e->ns_seen || e->wtxn_live) {
 					pthread_mutex_unlock(&e->mu);
+					/* counted before the map lock goes: a reopen
+					 * waits for every live snapshot */
+					__atomic_add_fetch(&e->nreaders, 1, __ATOMIC_ACQ_REL);
 					UNLOCK(e);
 					t->revision = rev;
 					return 0;
@@ -336,11 +340,12 @@ static int begin_read(instate_txn *t)
 		}
 		t->mt = NULL;
 		UNLOCK(e);
-		if (rc == MDB_MAP_RESIZED) {
+		if (rc == MDB_MAP_RESIZED || rc == MDB_PANIC) {
+			int panic = rc == MDB_PANIC;
 			rc = instate__slot_acquire(e);
 			if (rc)
-				return rc;
-			rc = instate__adopt(e);
+				return panic ? EIO : rc; /* this thread's write txn is live */
+			rc = panic ? instate__recover(e) : instate__adopt(e);
 			instate__slot_release(e);
 		}
 		if (rc)
@@ -360,6 +365,11 @@ static int begin_write(instate_txn *t)
 	rc = instate__slot_acquire(e);
 	if (rc)
 		return rc;
+	/* A failed reopen left no environment: try again now. */
+	if (!e->env && (rc = instate__recover(e))) {
+		instate__slot_release(e);
+		return rc;
+	}
 	/* Grow ahead of need: the map is remapped only between transactions. */
 	mdb_env_info(e->env, &info);
 	if (instate__used_bytes(e, &info) * 2 > info.me_mapsize)
@@ -389,6 +399,8 @@ static int begin_write(instate_txn *t)
 		pthread_mutex_unlock(&e->mu);
 		if (rc == MDB_MAP_RESIZED)
 			rc = instate__adopt(e);
+		else if (rc == MDB_PANIC)
+			rc = instate__recover(e); /* LMDB's fatal state: reopen */
 		if (rc) {
 			instate__slot_release(e);
 			return instate__mdb_err(rc);
@@ -447,7 +459,9 @@ void instate_txn_abort(instate_txn *t)
 		mdb_txn_abort(t->mt);
 		t->mt = NULL;
 		undo_created(t);
-		if (!t->rdonly && !t->parent) {
+		if (t->rdonly) {
+			__atomic_sub_fetch(&e->nreaders, 1, __ATOMIC_ACQ_REL);
+		} else if (!t->parent) {
 			write_done(e);
 			instate__slot_release(e);
 		}
@@ -526,8 +540,8 @@ static int commit_top(instate_txn *t)
 	} else {
 		undo_created(t);
 		write_done(e);
+		rc = instate__write_err(e, instate__mdb_err(rc));
 		instate__slot_release(e);
-		rc = instate__mdb_err(rc);
 	}
 	txn_free(t);
 	return rc;
@@ -548,6 +562,7 @@ int instate_txn_commit(instate_txn *t)
 	if (t->rdonly) {
 		detach_cursors(t);
 		mdb_txn_abort(t->mt);
+		__atomic_sub_fetch(&t->e->nreaders, 1, __ATOMIC_ACQ_REL);
 		txn_free(t);
 		return 0;
 	}

@@ -13,8 +13,9 @@ const char *linstate_code(int rc)
 	switch (rc) {
 	case INSTATE_NOTFOUND:
 	case ENOENT: return "NOTFOUND";
-	case INSTATE_BUSY:
-	case INSTATE_CONFLICT: return "BUSY";
+	case INSTATE_BUSY: return "BUSY";
+	case INSTATE_CONFLICT: return "CONFLICT";
+	case INSTATE_ACCESS: return "ACCESS";
 	case INSTATE_MAP_FULL:
 	case INSTATE_RETRY: return "MAP_FULL";
 	case INSTATE_READONLY:
