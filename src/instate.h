@@ -166,7 +166,8 @@ void instate_options_init(instate_options *o);
  * hold. Stale reader slots left by dead processes are cleared at open, and
  * again whenever the reader table is found full.
  *
- * Files are opened without following symlinks. The store directory (or,
+ * Files are opened without following symlinks, and a data or lock file
+ * with a second hard link is refused. The store directory (or,
  * with single_file, the data file), the data file and the lock file must be
  * owned by the effective user or root and carry no group/other write bit
  * that `file_mode` does not; with single_file, a parent directory writable
@@ -179,8 +180,8 @@ void instate_options_init(instate_options *o);
  * @param[out] out the new handle; NULL on error.
  * @return 0, or #INSTATE_CONFLICT (already open here read-only vs
  *   read-write, or its data or lock file was replaced under the live
- *   environment), #INSTATE_ACCESS (a symlink, or a file or directory of
- *   another user or writable by others), #INSTATE_INVALID (bad option),
+ *   environment), #INSTATE_ACCESS (a symlink or hard link, or a file or
+ *   directory of another user or writable by others), #INSTATE_INVALID (bad option),
  *   #INSTATE_VERSION (store written by a newer layout, or the LMDB library
  *   loaded is not the 0.9 series this build relies on), #INSTATE_CORRUPT
  *   (not a store), #INSTATE_BUSY (a stricter sync requested from a thread

@@ -479,11 +479,13 @@ fail:
 /*
  * A store file or directory another user could have planted or could
  * change: a symlink, owned by someone else than the effective user (or
- * root), or writable by group or others beyond what file_mode grants.
+ * root), or writable by group or others beyond what file_mode grants. A
+ * regular file with a second name may be a hard link planted to another
+ * file (of root's, say) in a directory others can write.
  */
 static int check_owner(const struct stat *st, unsigned file_mode)
 {
-	if (S_ISLNK(st->st_mode))
+	if (S_ISLNK(st->st_mode) || (S_ISREG(st->st_mode) && st->st_nlink > 1))
 		return INSTATE_ACCESS;
 	if (st->st_uid != geteuid() && st->st_uid != 0)
 		return INSTATE_ACCESS;

@@ -444,6 +444,12 @@ static void test_hostile_files(void)
 	snprintf(cmd, sizeof cmd, "%s/other.db", d);
 	CHECK_RC(instate_store_open(cmd, &o, &s), INSTATE_ACCESS);
 	CHECK(file_equals(victim, "precious"));
+	/* ... or a hard link to the victim. */
+	snprintf(cmd, sizeof cmd, "ln '%s' '%s/hard.db-lock'", victim, d);
+	CHECK(run(cmd) == 0);
+	snprintf(cmd, sizeof cmd, "%s/hard.db", d);
+	CHECK_RC(instate_store_open(cmd, &o, &s), INSTATE_ACCESS);
+	CHECK(file_equals(victim, "precious"));
 	/* A real single-file store in the sticky directory is fine. */
 	snprintf(cmd, sizeof cmd, "%s/mine.db", d);
 	CHECK_RC(instate_store_open(cmd, &o, &s), 0);
@@ -552,7 +558,7 @@ static void test_second_handle(void)
 /* 5. Processes racing to grow a 64 KiB map                               */
 
 #define GROWERS 4
-#define GROW_ROUNDS 12
+#define GROW_ROUNDS 30
 
 static int grower(const char *path, int id)
 {
