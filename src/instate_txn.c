@@ -541,6 +541,11 @@ static int commit_top(instate_txn *t)
 		undo_created(t);
 		write_done(e);
 		rc = instate__write_err(e, instate__mdb_err(rc));
+		/* A failed meta page write leaves LMDB's fatal state: reopen now
+		 * if no snapshot of the process pins the environment (else the
+		 * next begin does). A no-op for any other failure. */
+		if (rc > 0)
+			(void)instate__recover(e);
 		instate__slot_release(e);
 	}
 	txn_free(t);
