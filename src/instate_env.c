@@ -516,7 +516,7 @@ static int lock_file_prepare(int dirfd, const char *name, const instate_options 
 {
 	struct flock fl;
 	off_t size;
-	int fd, rc = 0;
+	int fd, rc = 0, excl;
 
 	memset(st, 0, sizeof *st);
 	fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, (mode_t)o->file_mode);
@@ -537,11 +537,18 @@ static int lock_file_prepare(int dirfd, const char *name, const instate_options 
 	fl.l_type = F_WRLCK;
 	fl.l_whence = SEEK_SET;
 	fl.l_len = 1;
-	if (size < LOCK_FILE_SIZE(o->max_readers) && fcntl(fd, F_SETLK, &fl) == 0)
+	excl = fcntl(fd, F_SETLK, &fl) == 0;
+	if (excl && size < LOCK_FILE_SIZE(o->max_readers))
 		size = LOCK_FILE_SIZE(o->max_readers);
-	if (size > 0 && (off_t)st->st_blocks * 512 < size)
-		rc = posix_fallocate(fd, 0, size);
-	if (rc == EOPNOTSUPP || rc == EINVAL)
+	if (size > 0 && (off_t)st->st_blocks * 512 < size) {
+		/* Alone, glibc's emulation (writing a zero per block) is fine;
+		 * with other processes using the slots only the real call is. */
+		if (excl)
+			rc = posix_fallocate(fd, 0, size);
+		else
+			rc = fallocate(fd, 0, 0, size) == 0 ? 0 : errno;
+	}
+	if (rc == EOPNOTSUPP || rc == EINVAL || rc == ENOSYS)
 		rc = 0; /* no way to preallocate here: as LMDB alone */
 done:
 	close(fd);

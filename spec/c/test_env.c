@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -315,6 +316,53 @@ static int child_readers_on_full_disk(void)
 	return rc ? 4 : 0;
 }
 
+/* As above, but the lock file was made (sparse) by another process that
+ * still has it open: this one only fills its holes. */
+static int child_readers_sparse_lock(void)
+{
+	char path[200], filler[200];
+	instate_store *s;
+	instate_txn *t[NREADERS];
+	int i, rc = 0, n = 0, fds[2];
+	pid_t other;
+	char c;
+
+	snprintf(path, sizeof path, "%s/sparse", mnt);
+	snprintf(filler, sizeof filler, "%s/filler", mnt);
+	mkdir(path, 0700);
+	if (pipe(fds) != 0)
+		return 3;
+	other = fork();
+	if (other == 0) {
+		/* plain LMDB: ftruncate, no preallocation */
+		MDB_env *env;
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* not orphaned by a SIGBUS */
+		if (mdb_env_create(&env) || mdb_env_set_maxreaders(env, 510) ||
+		    mdb_env_open(env, path, MDB_NOTLS, 0600))
+			_exit(1);
+		if (write(fds[1], "o", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	if (read(fds[0], &c, 1) != 1)
+		return 3;
+	if (instate_store_open(path, NULL, &s) != 0)
+		rc = 3;
+	fill_disk(filler, 0);
+	for (i = 0; i < NREADERS && rc == 0; i++)
+		if ((rc = instate_txn_begin(s, NULL, INSTATE_TXN_READ, &t[i])) == 0)
+			n++;
+	while (n > 0)
+		instate_txn_abort(t[--n]);
+	if (rc != 3)
+		instate_store_close(s);
+	kill(other, SIGKILL);
+	waitpid(other, NULL, 0);
+	unlink(filler);
+	return rc ? 4 : 0;
+}
+
 /* Opening a new store on a full disk. */
 static int child_open_on_full_disk(void)
 {
@@ -335,7 +383,7 @@ static int child_open_on_full_disk(void)
 static void test_full_disk(void)
 {
 	char cmd[300], path[200], filler[200];
-	instate_store *s;
+	instate_store *s = NULL;
 	static char big[64 * 1024];
 	char v[16];
 	int st;
@@ -357,6 +405,11 @@ static void test_full_disk(void)
 		fprintf(stderr, "readers on a full disk: status %d\n", st);
 	CHECK(st == 0);
 	unlink(filler);
+	st = in_child(child_readers_sparse_lock);
+	if (st)
+		fprintf(stderr, "readers on a full disk, sparse lock file: status %d\n", st);
+	CHECK(st == 0);
+	unlink(filler);
 	st = in_child(child_open_on_full_disk);
 	if (st)
 		fprintf(stderr, "open on a full disk: status %d\n", st);
@@ -366,17 +419,19 @@ static void test_full_disk(void)
 	/* A commit cut short by the full disk reports NOSPACE, and after
 	 * space is freed the store works and holds what was committed. */
 	snprintf(path, sizeof path, "%s/short", mnt);
-	s = open_at(path, NULL);
-	CHECK_RC(put1(s, "a", "1"), 0);
-	fill_disk(filler, 3 * 4096);
-	memset(big, 'x', sizeof big);
-	CHECK_RC(putn(s, "n", "big", big, sizeof big), ENOSPC);
-	unlink(filler);
-	CHECK_RC(putn(s, "n", "big", big, sizeof big), 0);
-	CHECK_RC(get1(s, "a", v, sizeof v), 0);
-	instate_store_close(s);
+	CHECK_RC(instate_store_open(path, NULL, &s), 0);
+	if (s) {
+		CHECK_RC(put1(s, "a", "1"), 0);
+		fill_disk(filler, 3 * 4096);
+		memset(big, 'x', sizeof big);
+		CHECK_RC(putn(s, "n", "big", big, sizeof big), ENOSPC);
+		unlink(filler);
+		CHECK_RC(putn(s, "n", "big", big, sizeof big), 0);
+		CHECK_RC(get1(s, "a", v, sizeof v), 0);
+		instate_store_close(s);
+	}
 
-	if (umount(mnt) != 0)
+	if (umount2(mnt, MNT_DETACH) != 0)
 		perror("umount");
 	snprintf(cmd, sizeof cmd, "rmdir '%s'", mnt);
 	run(cmd);
