@@ -1,6 +1,7 @@
 /*
  * test_env.c - the environment under faults and hostile files: a failed
- * meta-page write (EIO) that leaves LMDB in its fatal state, a full
+ * meta-page write (EIO) that leaves LMDB in its fatal state (alone, under
+ * a live snapshot, and with reader threads while it is reopened), a full
  * filesystem (a small tmpfs mounted here, as root), symlinks and files
  * owned by another user, a data file replaced under a live environment, a
  * second open with another sync mode, processes racing to grow a 64 KiB
@@ -50,6 +51,7 @@ static char root[64];
 /* ---- the pwrite fault ------------------------------------------------- */
 
 static volatile int fail_meta_writes;
+static pthread_mutex_t rmu_eio = PTHREAD_MUTEX_INITIALIZER;
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 {
@@ -251,6 +253,99 @@ static void test_eio_recovery(void)
 	CHECK_RC(get1(s, "k5", v, sizeof v), 0);
 	CHECK_RC(get1(s, "k2", v, sizeof v), INSTATE_NOTFOUND);
 	instate_store_close(s);
+}
+
+/* Threads reading while another thread's commits fail and the
+ * environment is reopened under them: every read either works or reports
+ * IO, never CORRUPT, never a crash (the sanitizer build checks for use of
+ * the closed environment). */
+static instate_store *eio_store;
+static int eio_done;
+static int eio_bad, eio_ok, eio_io;
+
+static void *eio_reader(void *arg)
+{
+	instate_ns *ns = arg;
+	instate_buf b = { 0 };
+	int bad = 0, ok = 0, io = 0;
+
+	while (!__atomic_load_n(&eio_done, __ATOMIC_ACQUIRE)) {
+		instate_txn *t;
+		int rc = instate_txn_begin(eio_store, NULL, INSTATE_TXN_READ, &t);
+		if (rc == 0) {
+			rc = instate_get(t, ns, "k1", 2, &b, NULL);
+			instate_txn_abort(t);
+		}
+		if (rc == 0 && b.len == 2 && memcmp(b.data, "v1", 2) == 0)
+			ok++;
+		else if (rc == EIO)
+			io++;
+		else
+			bad++;
+	}
+	instate_buf_free(&b);
+	pthread_mutex_lock(&rmu_eio);
+	eio_bad += bad;
+	eio_ok += ok;
+	eio_io += io;
+	pthread_mutex_unlock(&rmu_eio);
+	return NULL;
+}
+
+static void test_eio_threads(void)
+{
+	pthread_t th[3];
+	instate_txn *t;
+	instate_ns *ns;
+	uint64_t rev = 0;
+	int i, failures = 0, commits = 0;
+	char key[32], v[32];
+
+	eio_store = open_at(tpath("eio-threads"), NULL);
+	CHECK_RC(put1(eio_store, "k1", "v1"), 0);
+	ns = ns_of(eio_store, "n");
+	for (i = 0; i < 3; i++)
+		pthread_create(&th[i], NULL, eio_reader, ns_of(eio_store, "n"));
+	for (i = 0; i < 200; i++) {
+		int rc;
+		snprintf(key, sizeof key, "w%d", i);
+		rc = instate_txn_begin(eio_store, NULL, 0, &t);
+		if (rc == 0) {
+			rc = instate_put(t, ns, key, strlen(key), "x", 1, NULL, 0);
+			if (rc) {
+				instate_txn_abort(t);
+			} else {
+				fail_meta_writes = i % 3 == 0;
+				rc = instate_txn_commit(t);
+				fail_meta_writes = 0;
+			}
+		}
+		if (rc == 0)
+			commits++;
+		else if (rc == EIO)
+			failures++;
+		else
+			CHECK_RC(rc, EIO);
+	}
+	__atomic_store_n(&eio_done, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	if (eio_bad)
+		fprintf(stderr, "readers during reopen: %d bad, %d ok, %d IO\n", eio_bad, eio_ok,
+		        eio_io);
+	CHECK(eio_bad == 0);
+	CHECK(eio_ok > 0);
+	CHECK(failures >= 60);
+	/* Everything committed is there, nothing else. */
+	CHECK_RC(put1(eio_store, "last", "1"), 0);
+	CHECK_RC(instate_store_revision(eio_store, &rev), 0);
+	CHECK(rev == (uint64_t)commits + 2);
+	for (i = 0; i < 200; i++) {
+		snprintf(key, sizeof key, "w%d", i);
+		if (i % 3 == 0)
+			CHECK_RC(get1(eio_store, key, v, sizeof v), INSTATE_NOTFOUND);
+	}
+	instate_store_close(eio_store);
 }
 
 /* ===================================================================== */
@@ -744,7 +839,7 @@ static void test_stale_readers(void)
 
 #define RTHREADS 4
 static instate_store *grow_store;
-static volatile int grow_done;
+static int grow_done;
 static int reader_errors, reader_scans;
 static pthread_mutex_t rmu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -755,7 +850,7 @@ static void *reader_thread(void *arg)
 	int errors = 0, scans = 0;
 
 	(void)arg;
-	while (!grow_done) {
+	while (!__atomic_load_n(&grow_done, __ATOMIC_ACQUIRE)) {
 		instate_txn *t;
 		instate_cursor *c;
 		uint64_t rev;
@@ -815,7 +910,7 @@ static void test_readers_during_growth(void)
 			val[j] = key[(size_t)j % kl];
 		CHECK_RC(putn(grow_store, "g", key, val, sizeof val), 0);
 	}
-	grow_done = 1;
+	__atomic_store_n(&grow_done, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < RTHREADS; i++)
 		pthread_join(th[i], NULL);
 	CHECK_RC(instate_store_stats(grow_store, &st), 0);
@@ -835,6 +930,7 @@ static const struct {
 	{ "growth_race", test_growth_race },
 	{ "stale_readers", test_stale_readers },
 	{ "eio_recovery", test_eio_recovery },
+	{ "eio_threads", test_eio_threads },
 	{ "full_disk", test_full_disk },
 	{ "hostile_files", test_hostile_files },
 	{ "second_handle", test_second_handle },
