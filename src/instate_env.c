@@ -545,8 +545,10 @@ static int lock_file_prepare(int dirfd, const char *name, const instate_options 
 		 * with other processes using the slots only the real call is. */
 		if (excl)
 			rc = posix_fallocate(fd, 0, size);
+#ifdef __linux__
 		else
 			rc = fallocate(fd, 0, 0, size) == 0 ? 0 : errno;
+#endif
 	}
 	if (rc == EOPNOTSUPP || rc == EINVAL || rc == ENOSYS)
 		rc = 0; /* no way to preallocate here: as LMDB alone */
