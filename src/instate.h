@@ -91,7 +91,10 @@ extern "C" {
 #define INSTATE_READERS_FULL (-32014)
 /** the namespace table is full (raise max_namespaces) */
 #define INSTATE_NAMESPACES_FULL (-32015)
-#define INSTATE_ERR_LAST INSTATE_NAMESPACES_FULL
+/** a store file or directory is unsafe to open: a symlink, owned by another
+ * user, or writable by group or others beyond what file_mode grants */
+#define INSTATE_ACCESS (-32016)
+#define INSTATE_ERR_LAST INSTATE_ACCESS
 /** @} */
 
 /**
@@ -158,18 +161,36 @@ void instate_options_init(instate_options *o);
  * @brief Open (or create) a store.
  *
  * `path` is a directory, created with mode 0700 if missing, unless
- * `opts->single_file`, when it is the data file itself. The process keeps
- * one LMDB environment per file (keyed by device and inode): opening the
- * same store again returns a new handle on the shared environment. Stale
- * reader slots left by dead processes are cleared at open.
+ * `opts->single_file`, when it is the data file itself (lock file
+ * `path-lock` beside it). The process keeps one LMDB environment per store
+ * (keyed by the device and inode of both its data and its lock file):
+ * opening the same store again returns a new handle on the shared
+ * environment. A second open with a stricter `sync` raises the
+ * environment's for every handle; the other options of the first open
+ * hold. Stale reader slots left by dead processes are cleared at open, and
+ * again whenever the reader table is found full.
+ *
+ * Files are opened without following symlinks, and a data or lock file
+ * with a second hard link is refused. The store directory (or,
+ * with single_file, the data file), the data file and the lock file must be
+ * owned by the effective user or root and carry no group/other write bit
+ * that `file_mode` does not; with single_file, a parent directory writable
+ * by others must be sticky. The lock file's reader table is given disk
+ * blocks before LMDB maps it, so a full disk is ENOSPC here, not SIGBUS
+ * later.
  *
  * @param[in] path the store's path (copied).
  * @param[in] opts options, or NULL for the defaults.
  * @param[out] out the new handle; NULL on error.
  * @return 0, or #INSTATE_CONFLICT (already open here read-only vs
- *   read-write), #INSTATE_INVALID (bad option), #INSTATE_VERSION (store
- *   written by a newer layout), #INSTATE_CORRUPT (not a store), an errno
- *   (ENOENT for a missing read-only store, EACCES, ENOTDIR, ENOSPC...).
+ *   read-write, or its data or lock file was replaced under the live
+ *   environment), #INSTATE_ACCESS (a symlink or hard link, or a file or
+ *   directory of another user or writable by others), #INSTATE_INVALID (bad option),
+ *   #INSTATE_VERSION (store written by a newer layout, or the LMDB library
+ *   loaded is not the 0.9 series this build relies on), #INSTATE_CORRUPT
+ *   (not a store), #INSTATE_BUSY (a stricter sync requested from a thread
+ *   holding the store's write transaction), an errno (ENOENT for a missing
+ *   read-only store, EACCES, ENOTDIR, ENOSPC...).
  *
  * Lifetime: until instate_store_close(); the environment lives until its
  * last handle in the process is closed.
@@ -301,9 +322,16 @@ typedef struct instate_txn instate_txn;
  * @param[in] parent NULL, or the enclosing write transaction.
  * @param[in] flags 0 for read-write, #INSTATE_TXN_READ for a snapshot.
  * @param[out] out the transaction.
+ * After a failed commit left LMDB in its fatal state (a meta page could
+ * not be written), the first begin that finds no read transaction of the
+ * process live reopens the environment in place; every handle keeps
+ * working. Until then, begins return EIO (live read transactions keep
+ * their snapshots). A full reader table is retried once after clearing the
+ * slots of dead processes.
+ *
  * @return 0, #INSTATE_BUSY (also: `parent` already has an open child),
- *   #INSTATE_READONLY (write on a read-only store), #INSTATE_READERS_FULL or
- *   an errno. A write transaction must end on the thread that began it (LMDB's
+ *   #INSTATE_READONLY (write on a read-only store), #INSTATE_READERS_FULL
+ *   (every slot held by a live reader), EIO (see above) or another errno. A write transaction must end on the thread that began it (LMDB's
  *   writer lock belongs to that thread); a read transaction may move.
  *
  * Lifetime: until instate_txn_commit() or instate_txn_abort(), which free it.
@@ -321,7 +349,9 @@ int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, ins
  * @return 0, #INSTATE_RETRY (the map had to grow: nothing was written, run
  *   the transaction again), #INSTATE_MAP_FULL, the error of an earlier failed
  *   write (the transaction had failed), #INSTATE_BUSY (a nested transaction
- *   of it is still open: everything is aborted), an errno (ENOSPC, EIO).
+ *   of it is still open: everything is aborted), an errno (ENOSPC, also
+ *   for a write cut short on a full filesystem; EIO). Never #INSTATE_CORRUPT
+ *   for a failed write.
  */
 int instate_txn_commit(instate_txn *txn);
 

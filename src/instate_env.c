@@ -7,7 +7,8 @@
  *   registry mutex  -> (opening and closing environments only)
  *   writer slot     -> one write transaction per environment per process
  *   map lock        -> shared around every call that touches the map,
- *                      exclusive while remapping (instate__grow/adopt)
+ *                      exclusive while remapping (instate__grow/adopt) or
+ *                      reopening the environment (instate__recover)
  *   env mutex (mu)  -> namespace table and every mdb_dbi_open
  * The map lock prefers writers, so no thread ever takes it shared twice.
  */
@@ -16,9 +17,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,11 +71,14 @@ int instate__mdb_err(int rc)
 	case MDB_TXN_FULL: return INSTATE_LIMIT;
 	case MDB_BAD_VALSIZE: case MDB_BAD_DBI: return INSTATE_INVALID;
 	case MDB_BAD_TXN: return INSTATE_ENDED;
+	/* LMDB's fatal state after a failed write of a meta page: the file
+	 * is fine, the environment must be reopened (instate__recover). */
+	case MDB_PANIC: return EIO;
 	case EACCES: return EACCES;
 	default:
 		if (rc > 0 || (rc < INSTATE_ERR_BASE && rc >= INSTATE_ERR_LAST))
 			return rc; /* an errno, or already an instate code */
-		/* MDB_INVALID, MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_PANIC,
+		/* MDB_INVALID, MDB_CORRUPTED, MDB_PAGE_NOTFOUND,
 		 * MDB_INCOMPATIBLE and the page/cursor overflows all mean the
 		 * file does not hold what LMDB expects. */
 		return INSTATE_CORRUPT;
@@ -108,6 +114,27 @@ void instate__slot_release(instate_env *e)
 	pthread_mutex_unlock(&e->wmu);
 }
 
+/* Free bytes for this user on the filesystem of the data file, or
+ * UINT64_MAX if unknown. */
+static uint64_t fs_free(instate_env *e)
+{
+	struct statvfs sv;
+	int fd;
+
+	if (!e->env || mdb_env_get_fd(e->env, &fd) != 0 || fstatvfs(fd, &sv) != 0)
+		return UINT64_MAX;
+	return (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+}
+
+int instate__write_err(instate_env *e, int rc)
+{
+	/* LMDB reports a short write as EIO; after one, a full filesystem has
+	 * (next to) nothing left. */
+	if (rc == EIO && fs_free(e) < ((uint64_t)1 << 20))
+		return ENOSPC;
+	return rc;
+}
+
 int instate__grow(instate_env *e, uint64_t need)
 {
 	MDB_envinfo info;
@@ -115,6 +142,10 @@ int instate__grow(instate_env *e, uint64_t need)
 	int rc = 0;
 
 	pthread_rwlock_wrlock(&e->maplock);
+	if (!e->env) {
+		rc = EIO;
+		goto done;
+	}
 	mdb_env_info(e->env, &info);
 	cur = info.me_mapsize;
 	if (need <= cur)
@@ -139,28 +170,43 @@ int instate__adopt(instate_env *e)
 	int rc;
 
 	pthread_rwlock_wrlock(&e->maplock);
-	rc = mdb_env_set_mapsize(e->env, 0);
+	rc = e->env ? mdb_env_set_mapsize(e->env, 0) : EIO;
 	e->mapgen++;
 	pthread_rwlock_unlock(&e->maplock);
 	return instate__mdb_err(rc);
 }
 
+int instate__rtxn(instate_env *e, MDB_txn **mt)
+{
+	int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, mt), dead = 0;
+
+	/* Slots of killed processes are otherwise cleared only when some
+	 * process opens the store. */
+	if (rc == MDB_READERS_FULL && mdb_reader_check(e->env, &dead) == 0 && dead > 0)
+		rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, mt);
+	return rc;
+}
+
 /* Begin a short read txn; the caller holds the map lock shared and nothing
- * else. A map grown by another process is adopted on the way (the map lock
- * is released meanwhile). */
+ * else. A map grown by another process is adopted, and an environment in
+ * LMDB's fatal state reopened, on the way (the map lock is released
+ * meanwhile). */
 static int rtxn_begin(instate_env *e, MDB_txn **mt)
 {
-	int rc;
+	int rc, panic;
 
 	for (;;) {
-		rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, mt);
-		if (rc != MDB_MAP_RESIZED)
+		rc = e->env ? instate__rtxn(e, mt) : MDB_PANIC;
+		if (rc != MDB_MAP_RESIZED && rc != MDB_PANIC)
 			return instate__mdb_err(rc);
+		panic = rc == MDB_PANIC;
 		pthread_rwlock_unlock(&e->maplock);
 		rc = instate__slot_acquire(e);
 		if (rc == 0) {
-			rc = instate__adopt(e);
+			rc = panic ? instate__recover(e) : instate__adopt(e);
 			instate__slot_release(e);
+		} else if (panic) {
+			rc = EIO; /* this thread's write txn is live: no reopen now */
 		}
 		pthread_rwlock_rdlock(&e->maplock);
 		if (rc)
@@ -325,6 +371,9 @@ static void env_free(instate_env *e)
 
 	if (e->env)
 		mdb_env_close(e->env);
+	if (e->dirfd >= 0)
+		close(e->dirfd);
+	free(e->lmdbpath);
 	for (i = 0; i < e->nns; i++) {
 		free(e->ns[i]->name);
 		free(e->ns[i]);
@@ -405,21 +454,384 @@ fail:
 	return instate__mdb_err(rc);
 }
 
-static int env_open(const char *lmdbpath, const instate_options *o, struct stat *st,
-                    instate_env **out)
+/* ===================================================================== */
+/* Files: symlinks, owners, the lock file's reader table                  */
+
+/* Bytes of LMDB 0.9's lock file for n reader slots: two 64-byte header
+ * lines (txn info, writer mutex) and one 64-byte line per slot. */
+#define LOCK_FILE_SIZE(n) (128 + (off_t)(n) * 64)
+
+/*
+ * A store file or directory another user could have planted or could
+ * change: a symlink, owned by someone else than the effective user (or
+ * root), or writable by group or others beyond what file_mode grants. A
+ * regular file with a second name may be a hard link planted to another
+ * file (of root's, say) in a directory others can write.
+ */
+static int check_owner(const struct stat *st, unsigned file_mode)
+{
+	if (S_ISLNK(st->st_mode) || (S_ISREG(st->st_mode) && st->st_nlink > 1))
+		return INSTATE_ACCESS;
+	if (st->st_uid != geteuid() && st->st_uid != 0)
+		return INSTATE_ACCESS;
+	if (st->st_mode & 022 & ~(mode_t)file_mode)
+		return INSTATE_ACCESS;
+	return 0;
+}
+
+/* open(2)'s errno, with a refused symlink (O_NOFOLLOW) told apart. */
+static int open_err(void)
+{
+	return errno == ELOOP ? INSTATE_ACCESS : errno;
+}
+
+/*
+ * Create or check the lock file and give every page of its reader table
+ * disk blocks before LMDB maps it: LMDB ftruncates the file (sparse) and
+ * writes a reader slot through the map, so a slot on an unbacked page of a
+ * full filesystem is SIGBUS. The first process to open the file (our
+ * F_SETLK on byte 0 is LMDB's own exclusive-open test) sizes it; later
+ * ones only fill holes, since LMDB derives its slot count from the size.
+ * Called under the registry mutex when no environment of this process has
+ * the file open (closing our descriptor drops the process's fcntl locks).
+ * Sets *st (zeroed when a read-only filesystem leaves LMDB without one).
+ */
+static int lock_file_prepare(int dirfd, const char *name, const instate_options *o,
+                             struct stat *st)
+{
+	struct flock fl;
+	off_t size;
+	int fd, rc = 0, excl;
+
+	memset(st, 0, sizeof *st);
+	fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, (mode_t)o->file_mode);
+	if (fd < 0)
+		return errno == EROFS && o->readonly ? 0 : open_err();
+	if (fstat(fd, st) != 0) {
+		rc = errno;
+		goto done;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		rc = INSTATE_ACCESS;
+		goto done;
+	}
+	if ((rc = check_owner(st, o->file_mode)))
+		goto done;
+	size = st->st_size;
+	memset(&fl, 0, sizeof fl);
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_len = 1;
+	excl = fcntl(fd, F_SETLK, &fl) == 0;
+	if (excl && size < LOCK_FILE_SIZE(o->max_readers))
+		size = LOCK_FILE_SIZE(o->max_readers);
+	if (size > 0 && (off_t)st->st_blocks * 512 < size) {
+		/* Alone, glibc's emulation (writing a zero per block) is fine;
+		 * with other processes using the slots only the real call is. */
+		if (excl)
+			rc = posix_fallocate(fd, 0, size);
+#ifdef __linux__
+		else
+			rc = fallocate(fd, 0, 0, size) == 0 ? 0 : errno;
+#endif
+	}
+	if (rc == EOPNOTSUPP || rc == EINVAL || rc == ENOSYS)
+		rc = 0; /* no way to preallocate here: as LMDB alone */
+done:
+	close(fd);
+	return rc;
+}
+
+/*
+ * Open the store's directory (the store itself, or with single_file the
+ * data file's parent) and check the data file. Sets *dirfd, the two file
+ * names, and *dst, the data file (created unless read-only). A symlink or
+ * a file of another user is INSTATE_ACCESS; in single_file mode, a parent
+ * directory writable by others is refused unless it is sticky (/tmp).
+ */
+static int store_files(const char *path, const instate_options *o, int *dirfd,
+                       char **dataname, char **lockname, struct stat *dst)
+{
+	struct stat st;
+	const char *base;
+	char *parent = NULL;
+	size_t blen;
+	int dfd = -1, fd, rc;
+
+	*dataname = *lockname = NULL;
+	if (!o->single_file) {
+		if (!o->readonly && mkdir(path, 0700) != 0 && errno != EEXIST)
+			return errno;
+		dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0) {
+			/* O_DIRECTORY reports a symlink as ENOTDIR */
+			rc = errno;
+			if ((rc == ENOTDIR || rc == ELOOP) && lstat(path, &st) == 0 &&
+			    S_ISLNK(st.st_mode))
+				rc = INSTATE_ACCESS;
+			return rc;
+		}
+		if (fstat(dfd, &st) != 0) {
+			rc = errno;
+			goto fail;
+		}
+		if ((rc = check_owner(&st, o->file_mode)))
+			goto fail;
+		*dataname = strdup("data.mdb");
+		*lockname = strdup("lock.mdb");
+	} else {
+		base = strrchr(path, '/');
+		if (base) {
+			size_t n = base == path ? 1 : (size_t)(base - path);
+			if (!(parent = malloc(n + 1))) {
+				rc = ENOMEM;
+				goto fail;
+			}
+			memcpy(parent, path, n);
+			parent[n] = '\0';
+			base++;
+		} else {
+			base = path;
+		}
+		if (!*base) {
+			rc = EISDIR;
+			goto fail;
+		}
+		dfd = open(parent ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0) {
+			rc = errno;
+			goto fail;
+		}
+		if (fstat(dfd, &st) != 0) {
+			rc = errno;
+			goto fail;
+		}
+		/* Others who may rename entries here could swap our files. */
+		if ((st.st_mode & 022 & ~(mode_t)o->file_mode) && !(st.st_mode & S_ISVTX)) {
+			rc = INSTATE_ACCESS;
+			goto fail;
+		}
+		blen = strlen(base);
+		*dataname = strdup(base);
+		if ((*lockname = malloc(blen + sizeof "-lock")))
+			memcpy(*lockname, base, blen), memcpy(*lockname + blen, "-lock", sizeof "-lock");
+	}
+	if (!*dataname || !*lockname) {
+		rc = ENOMEM;
+		goto fail;
+	}
+	if (fstatat(dfd, *dataname, dst, AT_SYMLINK_NOFOLLOW) != 0) {
+		if (errno != ENOENT || o->readonly) {
+			rc = errno;
+			goto fail;
+		}
+		/* Create it so that it has an inode to key the registry with
+		 * before LMDB opens it (LMDB initialises empty files). */
+		fd = openat(dfd, *dataname, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+		            (mode_t)o->file_mode);
+		if (fd < 0) {
+			rc = open_err();
+			goto fail;
+		}
+		rc = fstat(fd, dst) != 0 ? errno : 0;
+		close(fd);
+		if (rc)
+			goto fail;
+	}
+	if (S_ISDIR(dst->st_mode)) {
+		rc = EISDIR;
+		goto fail;
+	}
+	if ((rc = check_owner(dst, o->file_mode)))
+		goto fail;
+	if (!S_ISREG(dst->st_mode)) {
+		rc = INSTATE_ACCESS;
+		goto fail;
+	}
+	free(parent);
+	*dirfd = dfd;
+	return 0;
+fail:
+	if (dfd >= 0)
+		close(dfd);
+	free(parent);
+	free(*dataname);
+	free(*lockname);
+	*dataname = *lockname = NULL;
+	return rc;
+}
+
+/* ===================================================================== */
+/* Opening and reopening the LMDB environment                             */
+
+/*
+ * Create and open e->env at e->lmdbpath with a map of at least `map`
+ * bytes, adopting a larger size another process recorded in the file.
+ */
+static int env_lmdb_open(instate_env *e, uint64_t map)
+{
+	MDB_envinfo info;
+	int rc, dead;
+
+	rc = mdb_env_create(&e->env);
+	if (rc) {
+		e->env = NULL;
+		return rc;
+	}
+	if ((rc = mdb_env_set_mapsize(e->env, (size_t)map)) ||
+	    (rc = mdb_env_set_maxdbs(e->env, e->max_dbs)) ||
+	    (rc = mdb_env_set_maxreaders(e->env, e->max_readers)) ||
+	    (rc = mdb_env_open(e->env, e->lmdbpath, e->flags, (mdb_mode_t)e->file_mode)))
+		goto fail;
+	mdb_reader_check(e->env, &dead);
+	/* Another process may have grown the map beyond `map`: starting from
+	 * its size spares a MAP_FULL on the first write. */
+	if ((rc = mdb_env_set_mapsize(e->env, 0)))
+		goto fail;
+	mdb_env_info(e->env, &info);
+	if (info.me_mapsize < map && (rc = mdb_env_set_mapsize(e->env, (size_t)map)))
+		goto fail;
+	return 0;
+fail:
+	mdb_env_close(e->env);
+	e->env = NULL;
+	return rc;
+}
+
+/*
+ * Open __meta and the namespace cache. A map another process grows
+ * meanwhile (MAP_RESIZED) is adopted, a map too small for the first
+ * commit grown: neither is the caller's MAP_FULL. With `maplocked` (the
+ * caller holds the map lock exclusively) a full map is not grown.
+ */
+static int env_load(instate_env *e, int maplocked)
+{
+	MDB_envinfo info;
+	int rc, tries;
+
+	for (tries = 0;; tries++) {
+		rc = env_init_meta(e);
+		if (rc == 0) {
+			pthread_mutex_lock(&e->mu);
+			rc = instate__mdb_err(instate__refresh(e));
+			pthread_mutex_unlock(&e->mu);
+		}
+		if (tries == 16)
+			return rc;
+		if (rc == INSTATE_RETRY) {
+			if ((rc = instate__mdb_err(mdb_env_set_mapsize(e->env, 0))))
+				return rc;
+		} else if (rc == INSTATE_MAP_FULL && !maplocked) {
+			mdb_env_info(e->env, &info);
+			if ((rc = instate__grow(e, (uint64_t)info.me_mapsize + 1)))
+				return rc;
+		} else {
+			return rc;
+		}
+	}
+}
+
+int instate__recover(instate_env *e)
+{
+	MDB_envinfo info;
+	MDB_txn *mt;
+	uint64_t map = 0;
+	size_t i;
+	int rc;
+
+	pthread_rwlock_wrlock(&e->maplock);
+	if (e->env) {
+		rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &mt);
+		if (rc == 0)
+			mdb_txn_abort(mt);
+		if (rc != MDB_PANIC) {
+			pthread_rwlock_unlock(&e->maplock);
+			return 0; /* reopened by another thread meanwhile */
+		}
+	}
+	/* Their snapshots live in this environment's map and reader slots. */
+	if (__atomic_load_n(&e->nreaders, __ATOMIC_ACQUIRE) != 0) {
+		pthread_rwlock_unlock(&e->maplock);
+		return EIO;
+	}
+	if (e->env) {
+		mdb_env_info(e->env, &info);
+		map = info.me_mapsize;
+		mdb_env_close(e->env);
+		e->env = NULL;
+	}
+	/* Every LMDB handle died with the old environment. */
+	pthread_mutex_lock(&e->mu);
+	for (i = 0; i < e->nns; i++) {
+		__atomic_store_n(&e->ns[i]->dbi_state, NS_DBI_NONE, __ATOMIC_RELEASE);
+		e->ns[i]->checked = 0;
+	}
+	e->ns_seen = 0;
+	pthread_mutex_unlock(&e->mu);
+	e->mapgen++;
+	rc = instate__mdb_err(env_lmdb_open(e, map ? map : DEFAULT_MAP_SIZE));
+	if (rc == 0)
+		rc = env_load(e, 1);
+	if (rc && e->env) {
+		mdb_env_close(e->env);
+		e->env = NULL; /* every call reports EIO and tries again */
+	}
+	pthread_rwlock_unlock(&e->maplock);
+	return rc;
+}
+
+/*
+ * A second open asking for more durability than the live environment has:
+ * every handle gets the stricter mode from now on (LMDB's sync flags can
+ * change between write transactions; the writer slot keeps one away).
+ */
+static int env_stricter_sync(instate_env *e, instate_sync sync)
+{
+	unsigned off = sync == INSTATE_SYNC_FULL ? MDB_NOSYNC | MDB_NOMETASYNC : MDB_NOSYNC;
+	int rc = instate__slot_acquire(e);
+
+	if (rc)
+		return rc;
+	if (e->env)
+		rc = mdb_env_set_flags(e->env, off, 0);
+	if (rc == 0 && sync == INSTATE_SYNC_NOMETA && e->env)
+		rc = mdb_env_set_flags(e->env, MDB_NOMETASYNC, 1);
+	if (rc == 0) {
+		e->flags &= ~off;
+		if (sync == INSTATE_SYNC_NOMETA)
+			e->flags |= MDB_NOMETASYNC;
+		e->sync = (int)sync;
+	}
+	instate__slot_release(e);
+	return instate__mdb_err(rc);
+}
+
+/* Open a new environment; it owns dirfd on success only. */
+static int env_open(const instate_options *o, int dirfd, const char *dataname,
+                    const char *lockname, const struct stat *dst, instate_env **out)
 {
 	instate_env *e;
 	pthread_rwlockattr_t ra;
 	MDB_stat ms;
 	MDB_envinfo info;
-	unsigned flags = MDB_NOTLS;
-	int rc, dead;
+	struct stat lst, pst, dst2;
+	char proc[64];
+	int rc, maj, min, pat;
 	long pg = sysconf(_SC_PAGESIZE);
 	uint64_t map = o->map_size;
 
+	/* The build pinned LMDB 0.9 (instate_store_int.h); so must the library
+	 * loaded at run time. */
+	mdb_version(&maj, &min, &pat);
+	if (maj != 0 || min != 9)
+		return INSTATE_VERSION;
+	rc = lock_file_prepare(dirfd, lockname, o, &lst);
+	if (rc)
+		return rc;
 	e = calloc(1, sizeof *e);
 	if (!e)
 		return ENOMEM;
+	e->dirfd = -1;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_mutex_init(&e->wmu, NULL);
 	pthread_cond_init(&e->wcv, NULL);
@@ -428,58 +840,68 @@ static int env_open(const char *lmdbpath, const instate_options *o, struct stat 
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&e->maplock, &ra);
 	pthread_rwlockattr_destroy(&ra);
-	e->dev = st->st_dev;
-	e->ino = st->st_ino;
+	e->dev = dst->st_dev;
+	e->ino = dst->st_ino;
+	e->ldev = lst.st_dev;
+	e->lino = lst.st_ino;
 	e->readonly = o->readonly;
+	e->sync = o->sync;
 	e->max_namespaces = o->max_namespaces;
 	e->refs = 1;
+	e->file_mode = o->file_mode;
+	e->max_readers = o->max_readers;
+	/* __meta, and one spare: a dropped namespace keeps its handle */
+	e->max_dbs = o->max_namespaces + 2;
+
+	/* LMDB opens the files by name: through our directory descriptor, so
+	 * the directory checked is the one opened whatever its parents do. */
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", dirfd);
+	if (stat(proc, &pst) != 0 || fstat(dirfd, &dst2) != 0 || pst.st_ino != dst2.st_ino ||
+	    pst.st_dev != dst2.st_dev)
+		proc[0] = '\0'; /* no /proc: the names as given (see DESIGN.md) */
+	e->dirfd = dirfd;
+	if (o->single_file) {
+		size_t n = strlen(proc) + strlen(dataname) + 2;
+		if ((e->lmdbpath = malloc(n)))
+			snprintf(e->lmdbpath, n, "%s%s%s", proc, proc[0] ? "/" : "", dataname);
+	} else {
+		e->lmdbpath = strdup(proc);
+	}
+	if (!e->lmdbpath) {
+		rc = ENOMEM;
+		goto fail;
+	}
 
 	if (pg <= 0)
 		pg = 4096;
 	if (map % (uint64_t)pg)
 		map += (uint64_t)pg - map % (uint64_t)pg;
+	e->flags = MDB_NOTLS;
 	if (o->single_file)
-		flags |= MDB_NOSUBDIR;
+		e->flags |= MDB_NOSUBDIR;
 	if (o->readonly)
-		flags |= MDB_RDONLY;
+		e->flags |= MDB_RDONLY;
 	if (o->sync == INSTATE_SYNC_NOMETA)
-		flags |= MDB_NOMETASYNC;
+		e->flags |= MDB_NOMETASYNC;
 	else if (o->sync == INSTATE_SYNC_NONE)
-		flags |= MDB_NOSYNC;
+		e->flags |= MDB_NOSYNC;
 
-	rc = mdb_env_create(&e->env);
-	if (rc) {
-		e->env = NULL;
-		goto fail;
-	}
-	if ((rc = mdb_env_set_mapsize(e->env, (size_t)map)) ||
-	    /* __meta, and one spare: a dropped namespace keeps its handle */
-	    (rc = mdb_env_set_maxdbs(e->env, o->max_namespaces + 2)) ||
-	    (rc = mdb_env_set_maxreaders(e->env, o->max_readers)))
-		goto fail;
-	rc = mdb_env_open(e->env, lmdbpath, flags, (mdb_mode_t)o->file_mode);
+	rc = instate__mdb_err(env_lmdb_open(e, map));
 	if (rc)
 		goto fail;
-	mdb_reader_check(e->env, &dead);
 	mdb_env_stat(e->env, &ms);
 	e->page_size = ms.ms_psize;
 	mdb_env_info(e->env, &info);
 	e->max_size = o->max_size - o->max_size % e->page_size;
 	if (e->max_size < info.me_mapsize)
 		e->max_size = info.me_mapsize; /* grown past our limit by another process */
-	rc = env_init_meta(e);
-	if (rc)
-		goto fail_mapped;
-	pthread_mutex_lock(&e->mu);
-	rc = instate__refresh(e);
-	pthread_mutex_unlock(&e->mu);
+	rc = env_load(e, 0);
 	if (rc)
 		goto fail;
 	*out = e;
 	return 0;
 fail:
-	rc = instate__mdb_err(rc);
-fail_mapped:
+	e->dirfd = -1; /* the caller's on failure */
 	env_free(e);
 	return rc;
 }
@@ -502,10 +924,9 @@ int instate_store_open(const char *path, const instate_options *opts, instate_st
 	instate_options o;
 	instate_store *s = NULL;
 	instate_env *e;
-	struct stat st;
-	char *datafile = NULL;
-	size_t plen;
-	int rc, fd;
+	struct stat dst, lst;
+	char *dataname = NULL, *lockname = NULL;
+	int rc, dirfd = -1;
 
 	if (out)
 		*out = NULL;
@@ -528,66 +949,46 @@ int instate_store_open(const char *path, const instate_options *opts, instate_st
 	if ((rc = check_options(&o)))
 		return rc;
 
-	plen = strlen(path);
 	s = calloc(1, sizeof *s);
-	datafile = malloc(plen + sizeof "/data.mdb");
-	if (!s || !datafile || !(s->path = strdup(path))) {
+	if (!s || !(s->path = strdup(path))) {
 		rc = ENOMEM;
 		goto fail;
 	}
 	s->readonly = o.readonly;
-	memcpy(datafile, path, plen + 1);
-	if (!o.single_file) {
-		if (!o.readonly && mkdir(path, 0700) != 0 && errno != EEXIST) {
-			rc = errno;
-			goto fail;
-		}
-		if (stat(path, &st) != 0) {
-			rc = errno;
-			goto fail;
-		}
-		if (!S_ISDIR(st.st_mode)) {
-			rc = ENOTDIR;
-			goto fail;
-		}
-		memcpy(datafile + plen, "/data.mdb", sizeof "/data.mdb");
-	}
-	/* Create the data file ourselves so that it has an inode to key the
-	 * registry with before LMDB opens it (LMDB initialises empty files). */
-	if (o.readonly) {
-		if (stat(datafile, &st) != 0) {
-			rc = errno;
-			goto fail;
-		}
-	} else {
-		fd = open(datafile, O_RDWR | O_CREAT | O_CLOEXEC, (mode_t)o.file_mode);
-		if (fd < 0) {
-			rc = errno;
-			goto fail;
-		}
-		rc = fstat(fd, &st) != 0 ? errno : 0;
-		close(fd);
-		if (rc)
-			goto fail;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		rc = EISDIR;
+	rc = store_files(path, &o, &dirfd, &dataname, &lockname, &dst);
+	if (rc)
 		goto fail;
-	}
 
 	pthread_mutex_lock(&registry_mu);
+	/* An lstat does not open the lock file: closing a descriptor of it
+	 * would drop the fcntl locks a live environment holds on it. */
+	if (fstatat(dirfd, lockname, &lst, AT_SYMLINK_NOFOLLOW) != 0) {
+		memset(&lst, 0, sizeof lst);
+	} else if ((rc = S_ISREG(lst.st_mode) ? check_owner(&lst, o.file_mode) : INSTATE_ACCESS)) {
+		pthread_mutex_unlock(&registry_mu);
+		goto fail;
+	}
 	for (e = registry; e; e = e->next)
-		if (e->dev == st.st_dev && e->ino == st.st_ino)
+		if ((e->dev == dst.st_dev && e->ino == dst.st_ino) ||
+		    (lst.st_ino && e->ldev == lst.st_dev && e->lino == lst.st_ino))
 			break;
 	if (e) {
-		/* Other options than readonly: the first open wins. */
-		if (e->readonly != o.readonly)
+		/* One LMDB environment per lock file and per data file: a data
+		 * file replaced under a live environment (or a recreated lock
+		 * file) would give two on one file. Durability and access must
+		 * be what this caller asked for; the sizes and limits of the
+		 * first open hold for all. */
+		if (e->dev != dst.st_dev || e->ino != dst.st_ino || e->ldev != lst.st_dev ||
+		    e->lino != lst.st_ino || e->readonly != o.readonly)
 			rc = INSTATE_CONFLICT;
-		else
+		else if ((int)o.sync < e->sync)
+			rc = env_stricter_sync(e, o.sync);
+		if (rc == 0)
 			e->refs++;
 	} else {
-		rc = env_open(o.single_file ? path : s->path, &o, &st, &e);
+		rc = env_open(&o, dirfd, dataname, lockname, &dst, &e);
 		if (rc == 0) {
+			dirfd = -1; /* the environment's now */
 			e->next = registry;
 			registry = e;
 		}
@@ -595,12 +996,18 @@ int instate_store_open(const char *path, const instate_options *opts, instate_st
 	pthread_mutex_unlock(&registry_mu);
 	if (rc)
 		goto fail;
+	if (dirfd >= 0)
+		close(dirfd);
+	free(dataname);
+	free(lockname);
 	s->env = e;
-	free(datafile);
 	*out = s;
 	return 0;
 fail:
-	free(datafile);
+	if (dirfd >= 0)
+		close(dirfd);
+	free(dataname);
+	free(lockname);
 	if (s)
 		free(s->path);
 	free(s);
@@ -660,12 +1067,16 @@ int instate_store_revision(instate_store *s, uint64_t *out)
 
 uint64_t instate_store_last_commit(instate_store *s)
 {
+	instate_env *e = s->env;
 	MDB_envinfo info;
+	int rc;
 
-	/* Reads the newest meta page: no transaction, no reader slot. */
-	if (mdb_env_info(s->env->env, &info))
-		return 0;
-	return (uint64_t)info.me_last_txnid;
+	/* Reads the newest meta page: no transaction, no reader slot. The map
+	 * lock keeps a reopen (instate__recover) away. */
+	pthread_rwlock_rdlock(&e->maplock);
+	rc = e->env ? mdb_env_info(e->env, &info) : EIO;
+	pthread_rwlock_unlock(&e->maplock);
+	return rc ? 0 : (uint64_t)info.me_last_txnid;
 }
 
 static int count_reader(const char *msg, void *ctx)
@@ -688,19 +1099,22 @@ int instate_store_stats(instate_store *s, instate_stats *out)
 	int rc;
 
 	memset(out, 0, sizeof *out);
+	memset(&info, 0, sizeof info);
 	pthread_rwlock_rdlock(&e->maplock);
-	mdb_env_info(e->env, &info);
-	out->map_size = info.me_mapsize;
-	out->used_bytes = instate__used_bytes(e, &info);
 	rc = rtxn_begin(e, &mt);
+	if (rc == 0) {
+		mdb_env_info(e->env, &info);
+		out->map_size = info.me_mapsize;
+		out->used_bytes = instate__used_bytes(e, &info);
+	}
 	if (rc == 0) {
 		rc = read_revision(e, mt, &out->revision);
 		if (rc == 0)
 			rc = instate__mdb_err(instate__meta_ns_count(mt, e->meta, &out->namespaces));
 		mdb_txn_abort(mt);
+		mdb_reader_list(e->env, count_reader, &lines);
 	}
 	pthread_rwlock_unlock(&e->maplock);
-	mdb_reader_list(e->env, count_reader, &lines);
 	out->readers = lines ? lines - 1 : 0;
 	out->max_size = e->max_size;
 	out->page_size = e->page_size;
@@ -721,6 +1135,10 @@ int instate_store_reserve(instate_store *s, uint64_t bytes)
 	rc = instate__slot_acquire(e);
 	if (rc)
 		return rc;
+	if (!e->env && (rc = instate__recover(e))) {
+		instate__slot_release(e);
+		return rc;
+	}
 	mdb_env_info(e->env, &info);
 	used = instate__used_bytes(e, &info);
 	/* LMDB's copy-on-write needs room for the old and the new pages. */

@@ -22,6 +22,7 @@ static const char *const messages[] = {
 	"the key exists",
 	"too many readers (raise max_readers)",
 	"too many namespaces (raise max_namespaces)",
+	"unsafe store file: a symlink, owned by another user, or writable by others",
 };
 
 const char *instate_strerror(int rc)

@@ -12,6 +12,14 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+
+/* Map growth remaps under live read transactions of this process, which
+ * lmdb.h does not promise: LMDB 0.9 reads every page through env->me_map
+ * afresh and mdb_env_set_mapsize checks only for a live write transaction.
+ * Pinned here and checked again at open (docs/DESIGN.md, Map growth). */
+#if MDB_VERSION_MAJOR != 0 || MDB_VERSION_MINOR != 9
+#error "instate's map growth relies on LMDB 0.9 (see docs/DESIGN.md, Map growth)"
+#endif
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -163,11 +171,20 @@ struct instate_ns {
 
 typedef struct instate_env {
 	struct instate_env *next; /* registry list */
-	dev_t dev;
+	dev_t dev;                /* the data file; the registry key with ldev/lino */
 	ino_t ino;
+	dev_t ldev;               /* the lock file (0/0: none, read-only filesystem) */
+	ino_t lino;
 	int refs;                 /* store handles; under the registry mutex */
-	MDB_env *env;
+	MDB_env *env;             /* NULL after a failed reopen (see instate__recover) */
 	int readonly;
+	int sync;                 /* instate_sync of the first open */
+
+	/* What reopening the environment needs (instate__recover). */
+	int dirfd;                /* the directory holding the files, kept open */
+	char *lmdbpath;           /* the path given to mdb_env_open, through dirfd */
+	unsigned flags, file_mode, max_readers, max_dbs;
+	int nreaders;             /* live top-level read txns; atomic */
 	uint64_t max_size;
 	unsigned max_namespaces;  /* live namespaces allowed (from the first open) */
 	size_t page_size;
@@ -226,6 +243,27 @@ static inline uint64_t instate__used_bytes(const instate_env *e, const MDB_envin
 /* Adopt a map grown by another process (after MDB_MAP_RESIZED). Caller
  * holds the writer slot and not the map lock. */
 int instate__adopt(instate_env *e);
+
+/*
+ * Begin an LMDB read txn; on MDB_READERS_FULL clear the slots of dead
+ * processes (mdb_reader_check) and try once more. Caller holds the map
+ * lock shared, and e->env is not NULL. Returns an LMDB code unmapped.
+ */
+int instate__rtxn(instate_env *e, MDB_txn **mt);
+
+/*
+ * Reopen an environment LMDB has declared unusable (MDB_PANIC: a meta page
+ * write failed), or one a failed reopen left closed. Caller holds the
+ * writer slot, not the map lock, and no write txn is open. Returns 0 (also
+ * when another thread already reopened it), EIO while read transactions
+ * of this process are live (they keep their snapshots; the next begin
+ * after the last one tries again), or the error of the reopen.
+ */
+int instate__recover(instate_env *e);
+
+/* An errno from writing the store: EIO (LMDB's code for a short write) is
+ * ENOSPC when the filesystem holding the data file is full. */
+int instate__write_err(instate_env *e, int rc);
 
 /*
  * Bring the namespace cache up to the committed __meta (open the LMDB

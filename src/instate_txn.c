@@ -210,7 +210,8 @@ static int write_result(instate_txn *t, int rc)
 	 * delete or overwrite it and go on. */
 	if (rc == INSTATE_CORRUPT)
 		return rc;
-	rc = instate__mdb_err(rc);
+	/* a page spill writes to the file mid-transaction */
+	rc = instate__write_err(t->e, instate__mdb_err(rc));
 	if (rc && rc != INSTATE_INVALID && rc != INSTATE_EXISTS && rc != INSTATE_NOTFOUND &&
 	    !t->err)
 		t->err = rc;
@@ -258,7 +259,7 @@ static int begin_read(instate_txn *t)
 
 	for (;;) {
 		RDLOCK(e);
-		rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &t->mt);
+		rc = e->env ? instate__rtxn(e, &t->mt) : MDB_PANIC;
 		if (rc == 0) {
 			rc = instate__meta_get(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
 			if (rc == 0)
@@ -269,6 +270,9 @@ static int begin_read(instate_txn *t)
 				pthread_mutex_lock(&e->mu);
 				if (nsid <= e->ns_seen || e->wtxn_live) {
 					pthread_mutex_unlock(&e->mu);
+					/* counted before the map lock goes: a reopen
+					 * waits for every live snapshot */
+					__atomic_add_fetch(&e->nreaders, 1, __ATOMIC_ACQ_REL);
 					UNLOCK(e);
 					t->revision = rev;
 					return 0;
@@ -282,11 +286,12 @@ static int begin_read(instate_txn *t)
 		}
 		t->mt = NULL;
 		UNLOCK(e);
-		if (rc == MDB_MAP_RESIZED) {
+		if (rc == MDB_MAP_RESIZED || rc == MDB_PANIC) {
+			int panic = rc == MDB_PANIC;
 			rc = instate__slot_acquire(e);
 			if (rc)
-				return rc;
-			rc = instate__adopt(e);
+				return panic ? EIO : rc; /* this thread's write txn is live */
+			rc = panic ? instate__recover(e) : instate__adopt(e);
 			instate__slot_release(e);
 		}
 		if (rc)
@@ -306,6 +311,11 @@ static int begin_write(instate_txn *t)
 	rc = instate__slot_acquire(e);
 	if (rc)
 		return rc;
+	/* A failed reopen left no environment: try again now. */
+	if (!e->env && (rc = instate__recover(e))) {
+		instate__slot_release(e);
+		return rc;
+	}
 	/* Grow ahead of need: the map is remapped only between transactions. */
 	mdb_env_info(e->env, &info);
 	if (instate__used_bytes(e, &info) * 2 > info.me_mapsize)
@@ -335,6 +345,8 @@ static int begin_write(instate_txn *t)
 		pthread_mutex_unlock(&e->mu);
 		if (rc == MDB_MAP_RESIZED)
 			rc = instate__adopt(e);
+		else if (rc == MDB_PANIC)
+			rc = instate__recover(e); /* LMDB's fatal state: reopen */
 		if (rc) {
 			instate__slot_release(e);
 			return instate__mdb_err(rc);
@@ -393,7 +405,9 @@ void instate_txn_abort(instate_txn *t)
 		mdb_txn_abort(t->mt);
 		t->mt = NULL;
 		undo_created(t);
-		if (!t->rdonly && !t->parent) {
+		if (t->rdonly) {
+			__atomic_sub_fetch(&e->nreaders, 1, __ATOMIC_ACQ_REL);
+		} else if (!t->parent) {
 			write_done(e);
 			instate__slot_release(e);
 		}
@@ -472,8 +486,13 @@ static int commit_top(instate_txn *t)
 	} else {
 		undo_created(t);
 		write_done(e);
+		rc = instate__write_err(e, instate__mdb_err(rc));
+		/* A failed meta page write leaves LMDB's fatal state: reopen now
+		 * if no snapshot of the process pins the environment (else the
+		 * next begin does). A no-op for any other failure. */
+		if (rc > 0)
+			(void)instate__recover(e);
 		instate__slot_release(e);
-		rc = instate__mdb_err(rc);
 	}
 	txn_free(t);
 	return rc;
@@ -494,6 +513,7 @@ int instate_txn_commit(instate_txn *t)
 	if (t->rdonly) {
 		detach_cursors(t);
 		mdb_txn_abort(t->mt);
+		__atomic_sub_fetch(&t->e->nreaders, 1, __ATOMIC_ACQ_REL);
 		txn_free(t);
 		return 0;
 	}

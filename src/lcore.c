@@ -17,6 +17,7 @@ const char *linstate_code(int rc)
 	case ENOENT: return "NOTFOUND";
 	case INSTATE_BUSY: return "BUSY";
 	case INSTATE_CONFLICT: return "CONFLICT";
+	case INSTATE_ACCESS: return "ACCESS";
 #ifdef INSTATE_LOCKED
 	case INSTATE_LOCKED: return "LOCKED";
 #endif
