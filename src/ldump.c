@@ -118,6 +118,11 @@ static void set_int(lua_State *L, const char *name, uint64_t v)
 	lua_setfield(L, -2, name);
 }
 
+/* The fields of load's result. */
+static const char *const load_fields[] = {
+	"records", "expired", "sections", "revision", "bytes", "created_ms", NULL
+};
+
 /* ---- store:dump(path [, opts]) ------------------------------------------ */
 
 static int l_store_dump(lua_State *L)
@@ -173,7 +178,7 @@ static int l_store_load(lua_State *L)
 	instate_load_options o;
 	instate_dump_info info;
 	char err[INSTATE_ERRMSG_MAX];
-	int rc;
+	int rc, f;
 
 	instate_load_options_init(&o);
 	if (!lua_isnoneornil(L, 3)) {
@@ -203,6 +208,11 @@ static int l_store_load(lua_State *L)
 		o.max_bytes = opt_count(L, 3, "max_bytes");
 		o.namespaces = opt_names(L, 3, &o.n_namespaces);
 	}
+	/* The result table is made before the load: once the load has
+	 * committed nothing may raise (out of memory) and report a failure. */
+	lua_createtable(L, 0, 6);
+	for (f = 0; load_fields[f]; f++)
+		set_int(L, load_fields[f], 0);
 	rc = instate_load(s, path, &o, &info, err);
 	if (rc == INSTATE_NOTFOUND ||
 	    (rc == INSTATE_CORRUPT && info.file_corrupt && o.on_corrupt != INSTATE_CORRUPT_ERROR)) {
@@ -216,7 +226,6 @@ static int l_store_load(lua_State *L)
 		luaL_argerror(L, 2, err);
 	if (rc)
 		return linstate_fail(L, rc, fail_context(err, rc, path));
-	lua_createtable(L, 0, 6);
 	set_int(L, "records", info.records);
 	set_int(L, "expired", info.expired);
 	set_int(L, "sections", info.sections);

@@ -20,7 +20,8 @@
  *   FAULT_SHORT    "1": a faulting write of more than one byte writes half
  *                  of its bytes and returns that short count instead of
  *                  failing (a filling disk); with FAULT_PERSIST the calls
- *                  after it fail with the errno.
+ *                  after it fail with the errno. From that write on,
+ *                  statvfs/fstatvfs report no free block.
  *   FAULT_REPORT   a file: the first hit appends "hit NAME N\n", disarming
  *                  appends "calls COUNT hits HITS\n". Written with the real
  *                  calls, so a child that dies still leaves the evidence.
@@ -42,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -286,6 +288,35 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off)
 	REAL(ssize_t, "pwrite64", (int, const void *, size_t, off_t));
 	WRITE_FAULT(F_PWRITE, fd, n, real(fd, buf, n / 2, off));
 	return real(fd, buf, n, off);
+}
+
+/*
+ * A filling disk is full once its short write has happened: statvfs then
+ * reports no free block, as the kernel would (the core tells ENOSPC from
+ * EIO after a short write by the space left).
+ */
+static void full_disk(struct statvfs *sv)
+{
+	if (short_write && __atomic_load_n(&hits, __ATOMIC_SEQ_CST) > 0)
+		sv->f_bfree = sv->f_bavail = 0;
+}
+
+int fstatvfs(int fd, struct statvfs *sv)
+{
+	REAL(int, "fstatvfs", (int, struct statvfs *));
+	int rc = real(fd, sv);
+	if (rc == 0)
+		full_disk(sv);
+	return rc;
+}
+
+int statvfs(const char *path, struct statvfs *sv)
+{
+	REAL(int, "statvfs", (const char *, struct statvfs *));
+	int rc = real(path, sv);
+	if (rc == 0)
+		full_disk(sv);
+	return rc;
 }
 
 /* The first half of the bytes of iov[0..cnt), in at most 64 pieces. */
