@@ -60,6 +60,7 @@ build = {
          libraries = { "lmdb", "zstd", "pthread" },
       },
       ["instate"] = "lua/instate/init.lua",
+      ["instate.compat"] = "lua/instate/compat.lua",
       ["instate.defstate"] = "lua/instate/defstate.lua",
    },
    copy_directories = { "docs" },

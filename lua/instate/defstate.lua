@@ -36,15 +36,17 @@
 
 local type, pairs, error, pcall, tostring, setmetatable, getmetatable, next =
       type, pairs, error, pcall, tostring, setmetatable, getmetatable, next
-local math_type, concat = math.type, table.concat
+local concat = table.concat
+local math_type = require("instate.compat").math_type
 
 local KEY_MAX = 511
 
--- Slots of a variable.
-local VALUE <const> = 1     -- the value, or UNREAD
-local DIRTY <const> = 2     -- set since the last save or restore
-local DEFAULT <const> = 3   -- the default as declared (tables: a copy)
-local RESTORED <const> = 4  -- the restored value while VALUE is UNREAD
+-- Slots of a variable, written as literal indices below (a constant index
+-- is one VM instruction on every Lua; a named upvalue costs a second one):
+--   [1] VALUE     the value, or UNREAD
+--   [2] DIRTY     set since the last save or restore
+--   [3] DEFAULT   the default as declared (tables: a copy)
+--   [4] RESTORED  the restored value while VALUE is UNREAD
 
 local function typename(v)
 	local t = type(v)
@@ -124,8 +126,8 @@ return function(instate)
 
 	-- Hand out a restored value: from now on it may change in place.
 	local function read(var)
-		local v = var[RESTORED]
-		var[VALUE], var[RESTORED] = v, nil
+		local v = var[4]
+		var[1], var[4] = v, nil
 		touch(var)
 		return v
 	end
@@ -142,7 +144,7 @@ return function(instate)
 			local n = log.n + 1
 			log.n = n
 			log[n] = var
-			local v = var[VALUE]
+			local v = var[1]
 			if v == UNREAD then v = read(var) end
 			log.old[n] = v
 		end
@@ -150,8 +152,8 @@ return function(instate)
 
 	local function assign(var, v)
 		if undo then log_old(var) end
-		if var[VALUE] == UNREAD then touch(var) end
-		var[VALUE], var[DIRTY], var[RESTORED] = v, true, nil
+		if var[1] == UNREAD then touch(var) end
+		var[1], var[2], var[4] = v, true, nil
 	end
 
 	local function decode_saved(name, bytes, who)
@@ -216,7 +218,7 @@ return function(instate)
 		-- look stale (safe), never a stale cache look fresh.
 		local lc = last_commit(store)
 		local objects, count
-		objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, RESTORED, 1)
+		objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, 4, 1)
 		if not objects then
 			return nil, ("instate.setup: cannot read the saved variables: %s"):format(count), code
 		end
@@ -326,7 +328,7 @@ return function(instate)
 		if pending then
 			if last_commit(store) == scan_commit then
 				local built = pending[name]
-				if built then saved, ver, v = true, 1, built[RESTORED] end
+				if built then saved, ver, v = true, 1, built[4] end
 				-- false: saved, but to be read here; nil: not saved
 				lookup = built == false
 			else
@@ -382,10 +384,10 @@ return function(instate)
 			v, stored = restore(var, v, ver, "instate.defstate")
 			if stored then
 				-- Not handed out yet, like a restore on the common path.
-				var[RESTORED] = v
+				var[4] = v
 			else
 				-- Migrated: the next save rewrites it.
-				var[VALUE], var[DIRTY], var[RESTORED] = v, true, nil
+				var[1], var[2], var[4] = v, true, nil
 				touch(var)
 			end
 		else
@@ -395,7 +397,7 @@ return function(instate)
 			if validate then var.validate = validate end
 			if type(default) == "table" then
 				-- The default is the value; keep it as declared for reset().
-				var[DEFAULT] = deepcopy(default)
+				var[3] = deepcopy(default)
 			end
 			touch(var)
 		end
@@ -420,7 +422,7 @@ return function(instate)
 			if var then
 				if last_commit(store) == scan_commit then
 					-- (left in pending: vars[name] answers from now on)
-					var[DEFAULT] = default
+					var[3] = default
 					vars[name] = var
 					local n = norder + 1
 					norder = n
@@ -440,10 +442,10 @@ return function(instate)
 
 	function Var:get()
 		if getmetatable(self) ~= Var then bad_self(self, "get") end
-		local v = self[VALUE]
+		local v = self[1]
 		if v == UNREAD then
-			v = self[RESTORED]
-			self[VALUE], self[RESTORED] = v, nil
+			v = self[4]
+			self[1], self[4] = v, nil
 			local n = ntouched + 1
 			ntouched = n
 			touched[n] = self
@@ -454,8 +456,8 @@ return function(instate)
 	function Var:set(v)
 		if getmetatable(self) ~= Var then bad_self(self, "set") end
 		if undo then log_old(self) end
-		if self[VALUE] == UNREAD then touch(self) end
-		self[VALUE], self[DIRTY], self[RESTORED] = v, true, nil
+		if self[1] == UNREAD then touch(self) end
+		self[1], self[2], self[4] = v, true, nil
 	end
 
 	function Var:update(fn)
@@ -463,7 +465,7 @@ return function(instate)
 		if type(fn) ~= "function" then
 			argerror(2, "update", 1, "function expected, got " .. typename(fn))
 		end
-		local v = self[VALUE]
+		local v = self[1]
 		if v == UNREAD then v = read(self) end
 		v = fn(v)
 		assign(self, v)
@@ -472,7 +474,7 @@ return function(instate)
 
 	function Var:reset()
 		if getmetatable(self) ~= Var then bad_self(self, "reset") end
-		assign(self, deepcopy(self[DEFAULT]))
+		assign(self, deepcopy(self[3]))
 	end
 	function Var:saved()
 		if getmetatable(self) ~= Var then bad_self(self, "saved") end
@@ -515,7 +517,7 @@ return function(instate)
 	local function save_clear(keys, vals, vers, scalars, n, ns, clean)
 		for i = 1, n do vals[i] = nil end
 		for i = 1, ns do
-			if clean then scalars[i][DIRTY] = false end
+			if clean then scalars[i][2] = false end
 			scalars[i] = nil
 		end
 		s_keys, s_vals, s_vers, s_scalars = keys, vals, vers, scalars
@@ -536,7 +538,7 @@ return function(instate)
 		if nvalidate > 0 then
 			for i = 1, n do
 				local var = list[i]
-				local validate, v = var.validate, var[VALUE]
+				local validate, v = var.validate, var[1]
 				if validate and v ~= UNREAD then
 					local ok, good, why = pcall(validate, v)
 					if not ok then invalid(var, good) end
@@ -554,14 +556,14 @@ return function(instate)
 		local m, ns = 0, 0
 		for i = 1, n do
 			local var = list[i]
-			local v = var[VALUE]
+			local v = var[1]
 			-- A restored value never handed out cannot have changed.
 			if v ~= UNREAD then
 				if type(v) == "table" then
 					m = m + 1
 					keys[m], vals[m] = var.name, v
 					if perver then vers[m] = var.version end
-				elseif var[DIRTY] then
+				elseif var[2] then
 					m = m + 1
 					keys[m], vals[m] = var.name, v
 					if perver then vers[m] = var.version end
@@ -635,8 +637,8 @@ return function(instate)
 		for i = 1, n do
 			local var = list[i]
 			if undo then log_old(var) end
-			if var[VALUE] == UNREAD then touch(var) end
-			var[VALUE], var[DIRTY], var[RESTORED] = values[i], not stored[i], nil
+			if var[1] == UNREAD then touch(var) end
+			var[1], var[2], var[4] = values[i], not stored[i], nil
 		end
 		return true
 	end
@@ -666,7 +668,7 @@ return function(instate)
 		end
 		for i = log.n, 1, -1 do
 			local var = log[i]
-			var[VALUE], var[DIRTY], var[RESTORED] = log.old[i], true, nil
+			var[1], var[2], var[4] = log.old[i], true, nil
 		end
 		error((...), 0)
 	end

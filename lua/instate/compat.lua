@@ -1,0 +1,41 @@
+--- compat: what differs between Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT 2.1.
+--
+-- The Lua layer's only version-dependent file: every other file uses what
+-- all five parse and run alike, and takes from here what they do not.
+-- Callers copy these to locals when they load, so no hot path pays a
+-- table lookup or an extra call on any Lua.
+--
+--  * math_type(v): math.type where it exists (5.3, 5.4). Elsewhere numbers
+--    have no subtypes: an integral number in [-2^63, 2^63) is "integer",
+--    any other number (fraction, NaN, inf) is "float", a non-number nil.
+--  * integers: true when numbers have an integer subtype (5.3, 5.4).
+--  * unpack(t, i, j), pack(...): table.unpack/table.pack, or 5.1's unpack
+--    and an equivalent of table.pack (the field n holds the count).
+--  * to_be_closed: true where `local x <close>` and coroutine.close exist
+--    (5.4). Elsewhere the documented equivalent is an explicit close()
+--    (and __gc as the last resort).
+
+local type, select, floor = type, select, math.floor
+
+local compat = {}
+
+local math_type = math.type
+if not math_type then
+	local TWO63 = 2 ^ 63
+	math_type = function(v)
+		if type(v) ~= "number" then return nil end
+		if v == floor(v) and v >= -TWO63 and v < TWO63 then return "integer" end
+		return "float"
+	end
+end
+compat.math_type = math_type
+compat.integers = math.type ~= nil
+
+compat.unpack = table.unpack or unpack
+compat.pack = table.pack or function(...)
+	return { n = select("#", ...), ... }
+end
+
+compat.to_be_closed = coroutine.close ~= nil
+
+return compat
