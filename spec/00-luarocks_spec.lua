@@ -7,7 +7,7 @@ local rockspec = src .. "/rockspec/instate-scm-1.rockspec"
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok = p:close()
   return ok, out
 end

@@ -480,7 +480,7 @@ describe("values through the store", function()
 
   it("keeps integers exact over 64 bits", function()
     for _, n in ipairs({ 0, 1, -1, 127, 128, -32, -33, 255, 256, 65535, 65536,
-                         2^31 | 0, -(2^31 | 0), 2^32 | 0, math.maxinteger, math.mininteger }) do
+                         math.tointeger(2^31), -math.tointeger(2^31), math.tointeger(2^32), math.maxinteger, math.mininteger }) do
       local got = roundtrip(n)
       assert.are.equal("integer", math.type(got), tostring(n))
       assert.are.equal(n, got)

@@ -114,7 +114,7 @@ describe("store interop with python3-lmdb and python3-msgpack", function()
     helpers.write_file(script, READER)
     local p = io.popen(PYTHON .. " " .. helpers.sh_quote(script) .. " "
       .. helpers.sh_quote(path) .. " 2>&1")
-    local out = p:read("a")
+    local out = p:read("*a")
     local ok = p:close()
     assert(ok, "python reader failed:\n" .. out)
     lines = {}

@@ -161,7 +161,7 @@ describe("a corrupt stored value", function()
   -- Written behind the store's back with python3-lmdb: a valid record
   -- header (checksum included) followed by the never-used MessagePack byte c1.
   local function corrupt(dir, key)
-    local rec = helpers.record_bytes(key, "\xc1"):gsub(".", function(c) return ("\\x%02x"):format(c:byte()) end)
+    local rec = helpers.record_bytes(key, "\193"):gsub(".", function(c) return ("\\x%02x"):format(c:byte()) end)
     local py = ([[
 import lmdb
 env = lmdb.open(%q, max_dbs=8)

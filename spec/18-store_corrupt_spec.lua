@@ -11,8 +11,7 @@ local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:b
 -- Flip byte `pos` (1-based) of a file with xor mask.
 local function flip(path, pos, mask)
   local data = assert(helpers.read_file(path))
-  helpers.write_file(path, data:sub(1, pos - 1) .. string.char(data:byte(pos) ~ mask)
-    .. data:sub(pos + 1))
+  helpers.write_file(path, helpers.flip_byte(data, pos, mask))
 end
 
 -- The only place of `needle` in a file (1-based), or an error.
@@ -186,10 +185,11 @@ end)
 -- everything every way, and print one token per answer between BEGIN/END.
 local CHILD = [[
 local instate = require "instate"
+local helpers = require "helpers"
 local pristine, list, start, work = arg[1], arg[2], tonumber(arg[3]), arg[4]
 local NAMES, KEYS = %s, %s
 instate._set_clock(%d)
-local f = assert(io.open(pristine, "rb")); local data = f:read("a"); f:close()
+local f = assert(io.open(pristine, "rb")); local data = f:read("*a"); f:close()
 local flips = {}
 for line in io.lines(list) do
   local p, m = line:match("(%%d+) (%%d+)"); flips[#flips + 1] = { tonumber(p), tonumber(m) }
@@ -246,7 +246,7 @@ for i = start, #flips do
   local p, m = flips[i][1], flips[i][2]
   local g = assert(io.open(dir .. "/data.mdb", "wb"))
   if p == 0 then g:write(data) else
-    g:write(data:sub(1, p - 1), string.char(data:byte(p) ~ m), data:sub(p + 1))
+    g:write(helpers.flip_byte(data, p, m))
   end
   g:close()
   io.write("BEGIN ", i, "\n", table.concat(answers(dir), "\n"), "\nEND ", i, "\n")
@@ -280,7 +280,7 @@ local function run_flips(pristine, flips, names, keys)
     local p = io.popen(helpers.lua_cmd() .. " " .. helpers.sh_quote(script) .. " "
       .. helpers.sh_quote(pristine) .. " " .. helpers.sh_quote(listfile) .. " " .. start .. " "
       .. helpers.sh_quote(work) .. " 2>/dev/null; echo \"EXIT $?\"")
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     local last = start - 1
     for i, body in out:gmatch("BEGIN (%d+)\n(.-)\nEND %d+\n") do
@@ -409,7 +409,7 @@ describe("single-byte flips of data.mdb", function()
       counts[region][c] = counts[region][c] + 1
       if os.getenv("INSTATE_FLIPS_DEBUG") and c ~= "correct" and c ~= "detected" then
         print(("%s flip at byte %d (page %d + %d) ^ %d: %s"):format(region, flips[i][1] - 1,
-          (flips[i][1] - 1) // page, (flips[i][1] - 1) % page, flips[i][2], c))
+          math.floor((flips[i][1] - 1) / page), (flips[i][1] - 1) % page, flips[i][2], c))
       end
       if (region == "record" or size_bytes[flips[i][1]]) and (c == "silent" or c == "crash") then
         bad[#bad + 1] = ("byte %d ^ %d: %s"):format(flips[i][1] - 1, flips[i][2], c)

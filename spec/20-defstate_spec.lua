@@ -778,11 +778,11 @@ env.close()
 ]])
       local p = io.popen(("/usr/bin/python3 %s %s %s %s 2>&1"):format(helpers.sh_quote(script),
         helpers.sh_quote(path), helpers.sh_quote(name), hex))
-      local out = p:read("a")
+      local out = p:read("*a")
       assert(p:close(), "python3-lmdb failed:\n" .. out)
     end
     -- An array of two elements holding one: truncated, never valid.
-    local TRUNCATED = "\x92\x01"
+    local TRUNCATED = "\146\001"
 
     it("a saved record that does not decode raises at its defstate, naming the variable", function()
       local path = saved_store({ good = 1, bad = 2, other = { 3 } })

@@ -45,7 +45,7 @@ end
 local function alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return false end
-  local stat = f:read("a")
+  local stat = f:read("*a")
   f:close()
   return stat:match("^%d+ %b() (%a)") ~= "Z"
 end
@@ -98,7 +98,7 @@ describe("save_all under SIGKILL", function()
       local p = io.popen(("%s %s %s %d > %s 2>&1 & echo $!"):format(
         helpers.lua_cmd(), helpers.sh_quote(script), helpers.sh_quote(path), NVARS,
         helpers.sh_quote(out)))
-      local pid = assert(tonumber(p:read("l")))
+      local pid = assert(tonumber(p:read("*l")))
       p:close()
       sleep(slow + 0.05 + math.random() * 0.35)
       os.execute("kill -9 " .. pid .. " 2>/dev/null")

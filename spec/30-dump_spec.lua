@@ -34,7 +34,7 @@ local function noise(n, seed)
   local x, t = seed or 1, {}
   for i = 1, n do
     x = (x * 1103515245 + 12345) % 2147483648
-    t[i] = string.char(x >> 16 & 255)
+    t[i] = string.char(math.floor(x / 65536) % 256)
   end
   return table.concat(t)
 end
@@ -328,7 +328,7 @@ describe("store:dump / store:load", function()
     local p = io.popen("sh -c " .. helpers.sh_quote("trap '' XFSZ; ulimit -f 200; exec "
       .. helpers.lua_cmd() .. " " .. helpers.sh_quote(script) .. " "
       .. helpers.sh_quote(dir .. "/store") .. " " .. helpers.sh_quote(path)) .. " 2>&1")
-    local res = p:read("a")
+    local res = p:read("*a")
     p:close()
     assert.matches("^nil IO ", res)
     assert.equal(old, helpers.read_file(path))
@@ -375,7 +375,7 @@ describe("store:dump / store:load", function()
       local p = io.popen("sh -c " .. helpers.sh_quote(round) .. " sh " .. helpers.sh_quote(sub)
         .. " " .. helpers.sh_quote(child) .. " " .. helpers.sh_quote(dir .. "/store") .. " "
         .. helpers.sh_quote(path))
-      local made = p:read("l")
+      local made = p:read("*l")
       p:close()
       assert.is_truthy(made and made:match("^x%.dump%.tmp%-%w%w%w%w%w%w$"), tostring(made))
       -- the killed dump's file is all that is left: the previous one was removed

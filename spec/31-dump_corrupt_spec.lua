@@ -4,47 +4,34 @@ local instate = require "instate"
 local helpers = require "helpers"
 
 -- CRC-32C (docs/FORMAT.md 3), to craft files with valid checksums.
-local crc_table = {}
-for i = 0, 255 do
-  local c = i
-  for _ = 1, 8 do
-    c = (c & 1 == 1) and (0x82F63B78 ~ (c >> 1)) or (c >> 1)
-  end
-  crc_table[i] = c
-end
-local function crc32c(s, crc)
-  crc = ~(crc or 0) & 0xffffffff
-  for i = 1, #s do
-    crc = crc_table[(crc ~ s:byte(i)) & 0xff] ~ (crc >> 8)
-  end
-  return ~crc & 0xffffffff
-end
+local crc32c = helpers.crc32c
+local pack = helpers.pack
 
-local MAGIC = "\x89ISD\r\n\x1a\n"
+local MAGIC = "\137ISD\r\n\026\n"
 
 -- A whole file around a raw body, in blocks of `bs` bytes.
 local function craft(body, sections, records, opts)
   opts = opts or {}
-  local prefix = MAGIC .. string.pack(">I4", opts.format or 1)
-  local h2 = string.pack(">I4I8i8", 0, opts.revision or 5, 1800000000000)
-  local parts = { prefix, string.pack(">I4", crc32c(prefix)), h2, string.pack(">I4", crc32c(h2)) }
+  local prefix = MAGIC .. pack(">I4", opts.format or 1)
+  local h2 = pack(">I4I8i8", 0, opts.revision or 5, 1800000000000)
+  local parts = { prefix, pack(">I4", crc32c(prefix)), h2, pack(">I4", crc32c(h2)) }
   local bs = opts.block or 64
   for off = 1, #body, bs do
     local chunk = body:sub(off, off + bs - 1)
-    local h = string.pack(">BBI2I4I4", 0x42, 0, 0, #chunk, #chunk)
-    parts[#parts + 1] = h .. string.pack(">I4", crc32c(chunk, crc32c(h))) .. chunk
+    local h = pack(">BBI2I4I4", 0x42, 0, 0, #chunk, #chunk)
+    parts[#parts + 1] = h .. pack(">I4", crc32c(chunk, crc32c(h))) .. chunk
   end
   local so_far = table.concat(parts)
-  local t = string.pack(">BBBBI8I8I8I8", 0x45, 0, 0, 0, sections, records, #body, #so_far + 40)
-  return so_far .. t .. string.pack(">I4", crc32c(t, crc32c(so_far)))
+  local t = pack(">BBBBI8I8I8I8", 0x45, 0, 0, 0, sections, records, #body, #so_far + 40)
+  return so_far .. t .. pack(">I4", crc32c(t, crc32c(so_far)))
 end
 
 local function section(name, type_, recs)
-  local out = { string.pack(">BBs1", 0x53, type_ or 1, name) }
+  local out = { pack(">BBs1", 0x53, type_ or 1, name) }
   for _, r in ipairs(recs) do
-    out[#out + 1] = string.pack(">BBI2I4", 0x52, 0, #r[1], #r[2]) .. r[1] .. r[2]
+    out[#out + 1] = pack(">BBI2I4", 0x52, 0, #r[1], #r[2]) .. r[1] .. r[2]
   end
-  out[#out + 1] = string.pack(">BI8", 0x54, #recs)
+  out[#out + 1] = pack(">BI8", 0x54, #recs)
   return table.concat(out)
 end
 
@@ -93,9 +80,8 @@ describe("corrupt dumps", function()
           end
         end
         for i = 1, #good do
-          local b = good:byte(i)
           for _, x in ipairs({ 0x01, 0x80 }) do
-            try(good:sub(1, i - 1) .. string.char(b ~ x) .. good:sub(i + 1),
+            try(helpers.flip_byte(good, i, x),
               ("byte %d ^ 0x%02x"):format(i - 1, x))
           end
         end
@@ -112,7 +98,7 @@ describe("corrupt dumps", function()
   it("follows on_corrupt: error, ignore, delete", function()
     assert(src:dump(path))
     local good = helpers.read_file(path)
-    local damaged = good:sub(1, 60) .. string.char(good:byte(61) ~ 4) .. good:sub(62)
+    local damaged = helpers.flip_byte(good, 61, 4)
     local before = snapshot()
     helpers.write_file(bad, damaged)
     local r, msg, code = dst:load(bad)
@@ -136,7 +122,7 @@ describe("corrupt dumps", function()
     for what, data in pairs({
       empty = "", text = "hello, world\n", json = '{"game": {}}',
       crlf = good:gsub("\n", "\r\n"), lf = good:gsub("\r\n", "\n"),
-      seven_bit = string.char(good:byte(1) & 0x7f) .. good:sub(2),
+      seven_bit = string.char(good:byte(1) % 128) .. good:sub(2),
     }) do
       helpers.write_file(bad, data)
       local r, msg, code = dst:load(bad)
@@ -152,8 +138,8 @@ describe("corrupt dumps", function()
   it("returns VERSION for a newer format whatever the policy, and keeps the file", function()
     assert(src:dump(path))
     local good = helpers.read_file(path)
-    local prefix = MAGIC .. string.pack(">I4", 2)
-    local newer = prefix .. string.pack(">I4", crc32c(prefix)) .. "future layout"
+    local prefix = MAGIC .. pack(">I4", 2)
+    local newer = prefix .. pack(">I4", crc32c(prefix)) .. "future layout"
     helpers.write_file(bad, newer)
     local before = snapshot()
     for _, policy in ipairs({ "error", "ignore", "delete" }) do
@@ -187,7 +173,7 @@ describe("corrupt dumps", function()
 
   it("loads values as bytes: the file layer does not read MessagePack", function()
     local body = section("a", 1, { { "k", "\1" } }) ..
-      section("b", 1, { { "c1", "\xc1" }, { "empty", "" }, { "two", "\1\2" } })
+      section("b", 1, { { "c1", "\193" }, { "empty", "" }, { "two", "\1\2" } })
     helpers.write_file(bad, craft(body, 2, 4))
     local info = assert(dst:load(bad))
     assert.equal(4, info.records)
@@ -207,36 +193,36 @@ describe("corrupt dumps", function()
 
   it("bounds memory by max_bytes and the block size, whatever the file claims", function()
     -- a zstd frame of 1 MiB of zeros in 41 bytes: 8 RLE blocks of 128 KiB
-    local z = { "\x28\xb5\x2f\xfd\xa0", string.pack("<I4", 1048576) }
-    for i = 1, 8 do z[#z + 1] = (i < 8 and "\x02\x00\x10" or "\x03\x00\x10") .. "\0" end
+    local z = { "\040\181\047\253\160", pack("<I4", 1048576) }
+    for i = 1, 8 do z[#z + 1] = (i < 8 and "\002\000\016" or "\003\000\016") .. "\0" end
     z = table.concat(z)
     local function block(codec, raw_len, stored)
-      local h = string.pack(">BBI2I4I4", 0x42, codec, 0, raw_len, #stored)
-      return h .. string.pack(">I4", crc32c(stored, crc32c(h))) .. stored
+      local h = pack(">BBI2I4I4", 0x42, codec, 0, raw_len, #stored)
+      return h .. pack(">I4", crc32c(stored, crc32c(h))) .. stored
     end
     -- one well-formed record of 200 MiB of zeros, in a file of about 11 KB
     local n = 200
-    local first = string.pack(">BBs1", 0x53, 1, "a") .. string.pack(">BBI2I4", 0x52, 0, 1,
+    local first = pack(">BBs1", 0x53, 1, "a") .. pack(">BBI2I4", 0x52, 0, 1,
       n * 1048576) .. "k"
-    local prefix = MAGIC .. string.pack(">I4", 1)
-    local h2 = string.pack(">I4I8i8", 0, 5, 1800000000000)
-    local parts = { prefix, string.pack(">I4", crc32c(prefix)), h2,
-      string.pack(">I4", crc32c(h2)), block(0, #first, first) }
+    local prefix = MAGIC .. pack(">I4", 1)
+    local h2 = pack(">I4I8i8", 0, 5, 1800000000000)
+    local parts = { prefix, pack(">I4", crc32c(prefix)), h2,
+      pack(">I4", crc32c(h2)), block(0, #first, first) }
     local zb = block(1, 1048576, z)
     for _ = 1, n do parts[#parts + 1] = zb end
-    local last = string.pack(">BI8", 0x54, 1)
+    local last = pack(">BI8", 0x54, 1)
     parts[#parts + 1] = block(0, #last, last)
     local so_far = table.concat(parts)
-    local t = string.pack(">BBBBI8I8I8I8", 0x45, 0, 0, 0, 1, 1, #first + n * 1048576 + #last,
+    local t = pack(">BBBBI8I8I8I8", 0x45, 0, 0, 0, 1, 1, #first + n * 1048576 + #last,
       #so_far + 40)
-    helpers.write_file(bad, so_far .. t .. string.pack(">I4", crc32c(t, crc32c(so_far))))
+    helpers.write_file(bad, so_far .. t .. pack(">I4", crc32c(t, crc32c(so_far))))
     assert.is_true(#so_far < 12000)
     -- in a child process: the growth of its peak memory (VmHWM) during each call
     local out = helpers.run_lua([[
       local instate = require "instate"
       local function hwm()
         local f = io.open("/proc/self/status")
-        local kb = tonumber(f:read("a"):match("VmHWM:%s*(%d+)"))
+        local kb = tonumber(f:read("*a"):match("VmHWM:%s*(%d+)"))
         f:close()
         return kb
       end

@@ -45,7 +45,7 @@ describe("fault injection", function()
       helpers.sh_quote(((os.getenv("LD_PRELOAD") or "") ~= "" and os.getenv("LD_PRELOAD") .. ":" or "") .. shim),
       helpers.sh_quote(report), helpers.sh_quote(cpath), helpers.sh_quote(package.path),
       helpers.sh_quote(file), helpers.sh_quote(dir .. "/store")))
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     assert.equal("nil\tcannot write: No space left on device\tNOSPACE\t1\t1\n", out)
     assert.equal("hit fdatasync 1\ncalls 1 hits 1\n", helpers.read_file(report))

@@ -11,7 +11,7 @@ helpers.sh_quote = sh_quote
 --- A fresh empty directory, removed when the Lua state closes.
 function helpers.tmpdir()
   local p = io.popen("mktemp -d /tmp/instate-spec.XXXXXX")
-  local dir = p:read("l")
+  local dir = p:read("*l")
   p:close()
   assert(dir and #dir > 0, "mktemp failed")
   tmpdirs[#tmpdirs + 1] = dir
@@ -57,7 +57,7 @@ function helpers.run_lua(code, ...)
   for i = 1, select("#", ...) do args[i] = sh_quote(select(i, ...)) end
   local p = io.popen(helpers.lua_cmd() .. " " .. sh_quote(file) .. " "
     .. table.concat(args, " ") .. " 2>&1")
-  local out = p:read("a")
+  local out = p:read("*a")
   local ok = p:close()
   return out, ok
 end
@@ -66,7 +66,7 @@ end
 function helpers.read_file(path)
   local f = io.open(path, "rb")
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -85,25 +85,171 @@ function helpers.contents(ns)
   return t
 end
 
---- Bits of a float as an integer (NaN payloads, -0.0).
-function helpers.float_bits(x)
-  return (string.unpack("<i8", string.pack("<d", x)))
+local floor = math.floor
+
+-- ---------------------------------------------------------------------------
+-- Bytes and bits, written with arithmetic so that they run alike on every
+-- Lua (5.1 and LuaJIT have no bitwise operators and no string.pack). Exact
+-- for the integers they are given: 0 <= n < 2^53.
+-- ---------------------------------------------------------------------------
+
+local function check_uint(n, what)
+  assert(type(n) == "number" and n >= 0 and n < 2 ^ 53 and n == floor(n),
+    what .. ": a non-negative integer below 2^53 expected, got " .. tostring(n))
 end
 
+--- n as `width` bytes, big-endian (string.pack(">I<width>", n)).
+function helpers.be(n, width)
+  check_uint(n, "helpers.be")
+  local t = {}
+  for i = width, 1, -1 do
+    local b = n % 256
+    t[i] = string.char(b)
+    n = (n - b) / 256
+  end
+  assert(n == 0, "helpers.be: value does not fit in " .. width .. " bytes")
+  return table.concat(t)
+end
+
+--- n as `width` bytes, little-endian (string.pack("<I<width>", n)).
+function helpers.le(n, width)
+  return helpers.be(n, width):reverse()
+end
+
+--- The length-prefixed string of string.pack(">s1", s).
+function helpers.s1(s)
+  assert(#s < 256, "helpers.s1: string longer than 255 bytes")
+  return string.char(#s) .. s
+end
+
+--- The subset of string.pack the specs use, on every Lua: "<" or ">"
+-- (little or big-endian, the latter by default), B, I1..I8, i1..i8 for
+-- values >= 0, s1. Raises on anything else.
+function helpers.pack(fmt, ...)
+  local out, n, big = {}, 0, true
+  for code, size in fmt:gmatch("([<>BIis])(%d*)") do
+    if code == "<" or code == ">" then
+      big = code == ">"
+    else
+      n = n + 1
+      local v = select(n, ...)
+      if code == "s" then
+        assert(size == "1", "helpers.pack: only s1 is supported")
+        out[#out + 1] = helpers.s1(v)
+      else
+        local w = code == "B" and 1 or tonumber(size)
+        assert(w and w >= 1 and w <= 8, "helpers.pack: bad size in " .. fmt)
+        out[#out + 1] = big and helpers.be(v, w) or helpers.le(v, w)
+      end
+    end
+  end
+  assert(not fmt:find("[^<>BIis%d]"), "helpers.pack: unsupported format " .. fmt)
+  return table.concat(out)
+end
+
+-- XOR of two bytes, from a 256 x 256 table built once.
+local xor8
+local function bxor8(a, b)
+  if not xor8 then
+    xor8 = {}
+    for x = 0, 255 do
+      for y = 0, 255 do
+        local r, m, xx, yy = 0, 1, x, y
+        for _ = 1, 8 do
+          local bx, by = xx % 2, yy % 2
+          if bx ~= by then r = r + m end
+          xx, yy, m = (xx - bx) / 2, (yy - by) / 2, m * 2
+        end
+        xor8[x * 256 + y] = r
+      end
+    end
+  end
+  return xor8[a * 256 + b]
+end
+
+--- XOR of two integers in [0, 2^32).
+local function bxor32(a, b)
+  local r, m = 0, 1
+  for _ = 1, 4 do
+    local x, y = a % 256, b % 256
+    r = r + bxor8(x, y) * m
+    a, b, m = (a - x) / 256, (b - y) / 256, m * 256
+  end
+  return floor(r)
+end
+helpers.bxor32 = bxor32
+
+--- The byte at position i of s with the bits of mask flipped.
+function helpers.flip_byte(s, i, mask)
+  return s:sub(1, i - 1) .. string.char(bxor8(s:byte(i), mask)) .. s:sub(i + 1)
+end
+
+--- The 8 bytes of a double as 16 hex digits, little-endian (NaN payloads,
+-- -0.0): through string.pack on 5.3 and 5.4, the FFI on LuaJIT. Lua 5.1
+-- and 5.2 cannot see the sign or payload of a NaN: every NaN gives "nan".
+local float_bits
+if string.pack then
+  local pack = string.pack
+  float_bits = function(x)
+    return (pack("<d", x):gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+  end
+elseif jit then
+  local ffi = require "ffi"
+  local box = ffi.new("union { double d; uint8_t b[8]; }")
+  float_bits = function(x)
+    box.d = x
+    local t = {}
+    for i = 0, 7 do t[#t + 1] = ("%02x"):format(box.b[i]) end
+    return table.concat(t)
+  end
+else
+  float_bits = function(x)
+    if x ~= x then return "nan" end
+    local sign = (x < 0 or 1 / x < 0) and 2 ^ 63 or 0
+    x = math.abs(x)
+    local e, m
+    if x == math.huge then
+      e, m = 2047, 0
+    elseif x == 0 then
+      e, m = 0, 0
+    else
+      local f, ex = math.frexp(x)       -- x = f * 2^ex, 0.5 <= f < 1
+      if ex + 1022 >= 1 then
+        e, m = ex + 1022, (f * 2 - 1) * 2 ^ 52
+      else                              -- subnormal
+        e, m = 0, x / 2 ^ -1074
+      end
+    end
+    -- sign + e * 2^52 + m can exceed 2^53: build the bytes in two halves.
+    local hi = sign / 2 ^ 32 + e * 2 ^ 20 + floor(m / 2 ^ 32)
+    local lo = m % 2 ^ 32
+    return (helpers.le(lo, 4) .. helpers.le(hi, 4)):gsub(".", function(c)
+      return ("%02x"):format(c:byte())
+    end)
+  end
+end
+function helpers.float_bits(x) return (float_bits(x)) end
+
 local crc_table
---- CRC-32C (Castagnoli) of a string, as the store and dump files use it.
-function helpers.crc32c(s)
+--- CRC-32C (Castagnoli) of a string, as the store and dump files use it;
+-- crc continues the CRC of what came before s.
+function helpers.crc32c(s, crc)
   if not crc_table then
     crc_table = {}
     for i = 0, 255 do
       local c = i
-      for _ = 1, 8 do c = (c & 1 ~= 0) and ((c >> 1) ~ 0x82F63B78) or (c >> 1) end
-      crc_table[i] = c
+      for _ = 1, 8 do
+        if c % 2 == 1 then c = bxor32((c - 1) / 2, 0x82F63B78) else c = c / 2 end
+      end
+      crc_table[i] = floor(c)
     end
   end
-  local c = 0xFFFFFFFF
-  for i = 1, #s do c = crc_table[(c ~ s:byte(i)) & 0xff] ~ (c >> 8) end
-  return c ~ 0xFFFFFFFF
+  local c = bxor32(crc or 0, 0xFFFFFFFF)
+  for i = 1, #s do
+    local low = c % 256
+    c = bxor32(crc_table[bxor8(low, s:byte(i))], (c - low) / 256)
+  end
+  return bxor32(c, 0xFFFFFFFF)
 end
 
 --- The bytes of a store record of key `key` (docs/FORMAT.md section 2):
@@ -112,11 +258,11 @@ end
 -- behind the store's back.
 function helpers.record_bytes(key, payload, expires_ms, version)
   local flags, rest = 0x04, ""
-  if expires_ms then flags, rest = flags | 0x01, rest .. string.pack(">i8", expires_ms) end
-  if version then flags, rest = flags | 0x02, rest .. string.pack(">I4", version) end
+  if expires_ms then flags, rest = flags + 0x01, rest .. helpers.be(expires_ms, 8) end
+  if version then flags, rest = flags + 0x02, rest .. helpers.be(version, 4) end
   rest = rest .. payload
   return string.char(flags)
-    .. string.pack(">I4", helpers.crc32c(key .. string.char(flags) .. rest)) .. rest
+    .. helpers.be(helpers.crc32c(key .. string.char(flags) .. rest), 4) .. rest
 end
 
 return helpers

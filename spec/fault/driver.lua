@@ -26,7 +26,7 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function read(path)
   local f = io.open(path, "rb")
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -167,7 +167,7 @@ end
 -- (function), verbose (log the known breaks too), trace (log every point).
 function driver.run(opts)
   local log = opts.log or print
-  local base = io.popen("mktemp -d /tmp/instate-faults.XXXXXX"):read("l")
+  local base = io.popen("mktemp -d /tmp/instate-faults.XXXXXX"):read("*l")
   local summary = { rows = {}, failures = {}, expected = {}, unused = {} }
   local used = opts.used or {}
   for _, name in ipairs(opts.ops or ops.names) do
@@ -199,7 +199,7 @@ function driver.run(opts)
       if limit then
         os.execute("rm -rf " .. q(work) .. " && cp -a " .. q(pristine) .. " " .. q(work))
         local r = assert(step(work, env_for(0), "run", name, work))
-        stride = math.max(1, r.calls // limit)
+        stride = math.max(1, math.floor(r.calls / limit))
       end
       local n = 1
       while true do

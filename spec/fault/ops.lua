@@ -218,7 +218,7 @@ local function dump_file(dir) return dir .. "/out/saves.dump" end
 local function read(path)
   local f = io.open(path, "rb")
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
