@@ -192,7 +192,10 @@ with env.begin(write=True) as txn:
     assert.has_error(function() for _ in ns:pairs() do end end)
     assert.are.equal("\193", (ns:get_encoded("bad")))
     -- a read-modify-write refuses it and changes nothing
-    assert.has_error(function() ns:incr("bad") end)
+    local r, rmsg, rcode = ns:incr("bad")
+    assert.is_nil(r)
+    assert.matches("^corrupt value at key 'bad': .*byte 0", rmsg)
+    assert.are.equal("CORRUPT", rcode)
     assert.are.equal("\193", (ns:get_encoded("bad")))
     store:close()
   end)

@@ -39,23 +39,27 @@ local function raised(fn, ...)
 end
 
 describe("raised errors carry the message", function()
-  it("ns:incr and ns:update on a corrupt record raise naming the key", function()
+  it("ns:incr and ns:update on a value that does not decode return nil, a message naming the key"
+    .. " and CORRUPT, and commit nothing", function()
     local store, dir = open()
     store:namespace("n"):set("bad", 1)
     store:close()
     corrupt(dir, "bad")
     store = assert(instate.open(dir))
     local ns = store:namespace("n")
+    local rev = store:revision()
     for _, call in ipairs({
       function() return ns:incr("bad") end,
       function() return ns:update("bad", function(v) return v end) end,
-      function() return store:transaction(function(tx) tx:namespace("n"):incr("bad") end) end,
+      function() return store:transaction(function(tx) return tx:namespace("n"):incr("bad") end) end,
     }) do
-      local err = raised(call)
-      assert.is_string(err)
-      assert.are_not.equal("CORRUPT", err)
-      assert.matches("corrupt value at key 'bad'", err, 1, true)
+      local v, msg, code = call()
+      assert.is_nil(v)
+      assert.matches("^corrupt value at key 'bad': .*byte 0", msg)
+      assert.are.equal("CORRUPT", code)
     end
+    -- the store-level calls committed nothing; the caller's own transaction did
+    assert.are.equal(rev + 1, store:revision())
     -- nothing was written
     assert.are.equal("\193", (ns:get_encoded("bad")))
     store:close()

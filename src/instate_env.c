@@ -489,8 +489,9 @@ static int open_err(void)
  * Create or check the lock file and give every page of its reader table
  * disk blocks before LMDB maps it: LMDB ftruncates the file (sparse) and
  * writes a reader slot through the map, so a slot on an unbacked page of a
- * full filesystem is SIGBUS. The first process to open the file (our
- * F_SETLK on byte 0 is LMDB's own exclusive-open test) sizes it; later
+ * full filesystem is SIGBUS. The first process to open the file (no
+ * process holds a lock on byte 0, where LMDB keeps a shared one per open
+ * environment: F_GETLK tells without taking one) sizes it; later
  * ones only fill holes, since LMDB derives its slot count from the size.
  * Called under the registry mutex when no environment of this process has
  * the file open (closing our descriptor drops the process's fcntl locks).
@@ -522,7 +523,10 @@ static int lock_file_prepare(int dirfd, const char *name, const instate_options 
 	fl.l_type = F_WRLCK;
 	fl.l_whence = SEEK_SET;
 	fl.l_len = 1;
-	excl = fcntl(fd, F_SETLK, &fl) == 0;
+	/* Ask, never take: a write lock held here even for a moment would make
+	 * a process opening the store at the same time take LMDB's shared
+	 * path and read a lock file nobody initialised (MDB_INVALID). */
+	excl = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type == F_UNLCK;
 	if (excl && size < LOCK_FILE_SIZE(o->max_readers))
 		size = LOCK_FILE_SIZE(o->max_readers);
 	if (size > 0 && (off_t)st->st_blocks * 512 < size) {

@@ -480,7 +480,7 @@ static int rmw_body(lua_State *L, int is_incr)
 		a.meta.version = 0;
 		lua_pushvalue(L, 5);
 	} else if (push_decoded(L, &sc->val, key, klen) != 1) {
-		return linstate_raise_failure(L); /* corrupt stored value: abort everything */
+		return 3;   /* nil, msg, CORRUPT: as a record failing its checksum */
 	}
 	/* old value (or default) now at 6 */
 	if (is_incr) {

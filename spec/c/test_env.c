@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include "instate.h"
+#include "check.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -33,20 +34,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-static char root[64];
-
-#define CHECK(cond) do { \
-	if (cond) passed++; \
-	else { failed++; fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); } \
-} while (0)
-#define CHECK_RC(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ == (want)) passed++; \
-	else { failed++; fprintf(stderr, "%s:%d: %s returned %d (%s), want %d (%s)\n", __FILE__, \
-	       __LINE__, #expr, rc_, instate_strerror(rc_), (want), instate_strerror(want)); } \
-} while (0)
 
 /* ---- the pwrite fault ------------------------------------------------- */
 
@@ -82,15 +69,6 @@ int fdatasync(int fd)
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static const char *tpath(const char *name)
-{
-	static char buf[8][256];
-	static int i;
-	char *p = buf[i++ % 8];
-	snprintf(p, 256, "%s/%s", root, name);
-	return p;
-}
-
 static instate_store *open_at(const char *path, const instate_options *o)
 {
 	instate_store *s = NULL;
@@ -100,17 +78,6 @@ static instate_store *open_at(const char *path, const instate_options *o)
 		exit(2);
 	}
 	return s;
-}
-
-static instate_ns *ns_of(instate_store *s, const char *name)
-{
-	instate_ns *ns = NULL;
-	int rc = instate_ns_get(s, name, strlen(name), INSTATE_NS_ANY, &ns);
-	if (rc) {
-		fprintf(stderr, "ns %s: %s\n", name, instate_strerror(rc));
-		exit(2);
-	}
-	return ns;
 }
 
 /* One write transaction putting key=val (vlen bytes), run again on RETRY. */
@@ -656,7 +623,6 @@ static void test_second_handle(void)
 	instate_options o;
 	instate_store *s, *s2 = NULL;
 	char cmd[600], v[16];
-
 
 	instate_options_init(&o);
 	s = open_at(tpath("repl"), NULL);

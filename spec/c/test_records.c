@@ -7,6 +7,7 @@
  * process).
  */
 #include "instate.h"
+#include "check.h"
 #include "instate_dump_int.h" /* instate_crc32c(), to write records by hand */
 #include "instate_store_int.h" /* instate__crc32c_record() */
 
@@ -16,29 +17,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static int passed, failed;
-static char root[64];
-
-#define CHECK(cond) do { \
-	if (cond) passed++; \
-	else { failed++; fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); } \
-} while (0)
-#define CHECK_RC(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ == (want)) passed++; \
-	else { failed++; fprintf(stderr, "%s:%d: %s returned %d (%s), want %d (%s)\n", __FILE__, \
-	       __LINE__, #expr, rc_, instate_strerror(rc_), (want), instate_strerror(want)); } \
-} while (0)
-
-static const char *tpath(const char *name)
-{
-	static char buf[8][256];
-	static int i;
-	char *p = buf[i++ % 8];
-	snprintf(p, 256, "%s/%s", root, name);
-	return p;
-}
 
 static instate_store *open_store(const char *name, int readonly)
 {
@@ -56,17 +34,6 @@ static instate_store *open_store(const char *name, int readonly)
 		exit(2);
 	}
 	return s;
-}
-
-static instate_ns *ns_of(instate_store *s, const char *name)
-{
-	instate_ns *ns = NULL;
-	int rc = instate_ns_get(s, name, strlen(name), INSTATE_NS_ANY, &ns);
-	if (rc) {
-		fprintf(stderr, "ns %s: %s\n", name, instate_strerror(rc));
-		exit(2);
-	}
-	return ns;
 }
 
 static int put1(instate_store *s, instate_ns *ns, const char *k, const char *v,

@@ -5,6 +5,7 @@
  * layout version check and corrupt files.
  */
 #include "instate.h"
+#include "check.h"
 #include "instate_dump_int.h" /* instate_crc32c(), to write records by hand */
 
 #include <errno.h>
@@ -17,29 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
-static char root[64];
 static const char *self_exe;
-
-#define CHECK(cond) do { \
-	if (cond) passed++; \
-	else { failed++; fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); } \
-} while (0)
-#define CHECK_RC(expr, want) do { \
-	int rc_ = (expr); \
-	if (rc_ == (want)) passed++; \
-	else { failed++; fprintf(stderr, "%s:%d: %s returned %d (%s), want %d (%s)\n", __FILE__, \
-	       __LINE__, #expr, rc_, instate_strerror(rc_), (want), instate_strerror(want)); } \
-} while (0)
-
-static const char *tpath(const char *name)
-{
-	static char buf[8][256];
-	static int i;
-	char *p = buf[i++ % 8];
-	snprintf(p, 256, "%s/%s", root, name);
-	return p;
-}
 
 static instate_store *open_store(const char *name, const instate_options *o)
 {
@@ -50,17 +29,6 @@ static instate_store *open_store(const char *name, const instate_options *o)
 		exit(2);
 	}
 	return s;
-}
-
-static instate_ns *ns_of(instate_store *s, const char *name)
-{
-	instate_ns *ns = NULL;
-	int rc = instate_ns_get(s, name, strlen(name), INSTATE_NS_ANY, &ns);
-	if (rc) {
-		fprintf(stderr, "ns %s: %s\n", name, instate_strerror(rc));
-		exit(2);
-	}
-	return ns;
 }
 
 /* One write transaction putting key=val; returns the commit's code. */
