@@ -2,6 +2,7 @@
 -- and every error path of the store object.
 local helpers = require "helpers"
 local instate = require "instate"
+local compat = require "instate.compat"
 
 local function file_mode(path)
   local p = io.popen("stat -c %a " .. helpers.sh_quote(path) .. " 2>/dev/null")
@@ -300,7 +301,7 @@ describe("store methods", function()
 
   it("revision is an integer that grows by one per committed write", function()
     local r0 = store:revision()
-    assert.are.equal("integer", math.type(r0))
+    assert.are.equal("integer", compat.math_type(r0))
     local ns = store:namespace("n")
     ns:set("a", 1)
     assert.are.equal(r0 + 1, store:revision())
@@ -322,7 +323,7 @@ describe("store methods", function()
     local st = store:stats()
     for _, f in ipairs({ "map_size", "used_bytes", "namespaces", "readers", "max_readers",
                          "max_size", "page_size", "revision" }) do
-      assert.are.equal("integer", math.type(st[f]), f)
+      assert.are.equal("integer", compat.math_type(st[f]), f)
     end
     assert.are.equal(2, st.namespaces)
     assert.are.equal(store:revision(), st.revision)

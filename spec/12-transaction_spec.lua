@@ -2,6 +2,7 @@
 -- coroutines, abandoned transactions, snapshot isolation.
 local helpers = require "helpers"
 local instate = require "instate"
+local compat = require "instate.compat"
 
 describe("store:transaction", function()
   local store, ns
@@ -227,7 +228,7 @@ describe("store:transaction", function()
       store:transaction(function(tx)
         tx:namespace("n"):set("k", 1)
         local co = coroutine.wrap(function()
-          return table.pack(store:transaction(function(t2)
+          return compat.pack(store:transaction(function(t2)
             t2:namespace("n"):set("k", "from co")
           end))
         end)
@@ -290,19 +291,22 @@ describe("store:transaction", function()
       assert.are.equal(rev + 1, store:revision())
     end)
 
-    it("a suspended transaction can be abandoned through coroutine.close", function()
-      local co = coroutine.create(function()
-        store:transaction(function(tx)
-          tx:namespace("n"):set("k", "abandoned")
-          coroutine.yield()
+    -- 5.4 only; the test above (the coroutine collected) is what every Lua has.
+    if compat.to_be_closed then
+      it("a suspended transaction can be abandoned through coroutine.close", function()
+        local co = coroutine.create(function()
+          store:transaction(function(tx)
+            tx:namespace("n"):set("k", "abandoned")
+            coroutine.yield()
+          end)
         end)
+        assert.is_true(coroutine.resume(co))
+        assert.is_true(coroutine.close(co))
+        collectgarbage()
+        assert.is_true(ns:set("x", 1))
+        assert.is_nil(ns:get("k"))
       end)
-      assert.is_true(coroutine.resume(co))
-      assert.is_true(coroutine.close(co))
-      collectgarbage()
-      assert.is_true(ns:set("x", 1))
-      assert.is_nil(ns:get("k"))
-    end)
+    end
   end)
 
   describe("snapshot", function()

@@ -2,6 +2,7 @@
 -- here depends on how fast the machine is.
 local helpers = require "helpers"
 local instate = require "instate"
+local compat = require "instate.compat"
 
 local T0 = 1700000000000 -- ms since the epoch
 
@@ -52,7 +53,7 @@ describe("ttl", function()
     ns:set("k", 1, { ttl = 3 })
     at(1500)
     local left = ns:ttl("k")
-    assert.are.equal("float", math.type(left))
+    assert.are.equal("float", compat.math_type(left))
     assert.are.equal(1.5, left)
   end)
 

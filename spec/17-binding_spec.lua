@@ -1,6 +1,7 @@
 -- The binding's extensions (namespace types, encoded access, bulk calls)
 -- and lifetimes that no script should be able to break.
 local instate = require "instate"
+local compat = require "instate.compat"
 local helpers = require "helpers"
 
 local function open(opts)
@@ -97,9 +98,9 @@ describe("put_many", function()
   after_each(function() store:close() end)
 
   local function put_many(...)
-    local args = table.pack(...)
+    local args = compat.pack(...)
     return store:transaction(function(tx)
-      return tx:namespace("v", "state"):put_many(table.unpack(args, 1, args.n))
+      return tx:namespace("v", "state"):put_many(compat.unpack(args, 1, args.n))
     end)
   end
 

@@ -35,17 +35,22 @@ function helpers.source_dir()
   return os.getenv("INSTATE_SOURCE_DIR") or "."
 end
 
---- A shell prefix that runs lua5.4 with the module paths of this run,
--- e.g. helpers.lua_cmd() .. " child.lua".
+--- The interpreter child processes run: INSTATE_LUA_BIN, else the one
+-- running the specs by its Debian name (lua5.1 .. lua5.4, luajit).
+helpers.lua_bin = os.getenv("INSTATE_LUA_BIN")
+  or (jit and "luajit") or ("lua" .. _VERSION:match("%d+%.%d+"))
+
+--- A shell prefix that runs helpers.lua_bin with the module paths of this
+-- run, e.g. helpers.lua_cmd() .. " child.lua".
 function helpers.lua_cmd()
   local env = {
     "LUA_CPATH=" .. sh_quote(package.cpath),
     "LUA_PATH=" .. sh_quote(package.path),
   }
-  return "env " .. table.concat(env, " ") .. " lua5.4"
+  return "env " .. table.concat(env, " ") .. " " .. helpers.lua_bin
 end
 
---- Run a Lua chunk in a fresh lua5.4 process; returns its stdout and
+--- Run a Lua chunk in a fresh helpers.lua_bin process; returns its stdout and
 -- whether it exited with status 0.
 function helpers.run_lua(code, ...)
   local dir = helpers.tmpdir()
