@@ -6,9 +6,7 @@ local src = helpers.source_dir()
 local rockspec = src .. "/rockspec/instate-scm-1.rockspec"
 
 local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  local ok = p:close()
+  local out, ok = helpers.shell(cmd .. " 2>&1")
   return ok, out
 end
 

@@ -16,15 +16,13 @@ end
 local function python(dir, script)
   local path = dir .. "/script.py"
   write(path, script)
-  local p = io.popen(PYTHON .. " " .. helpers.sh_quote(path) .. " " .. helpers.sh_quote(dir) .. " 2>&1")
-  local out = p:read("*a")
-  local ok = p:close()
+  local out, ok = helpers.shell(PYTHON .. " " .. helpers.sh_quote(path) .. " " .. helpers.sh_quote(dir) .. " 2>&1")
   assert(ok, "python failed:\n" .. out)
   return out
 end
 
 describe("codec interop with python3-msgpack", function()
-  local have = os.execute(PYTHON .. " -c 'import msgpack' 2>/dev/null")
+  local have = helpers.execute(PYTHON .. " -c 'import msgpack' 2>/dev/null")
   assert(have, "python3-msgpack is needed: apt-get install python3-msgpack")
 
   it("python reads every plain value we write, strictly (raw=False)", function()

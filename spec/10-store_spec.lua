@@ -12,11 +12,11 @@ local function file_mode(path)
 end
 
 local function exists(path)
-  return os.execute("test -e " .. helpers.sh_quote(path)) == true
+  return helpers.execute("test -e " .. helpers.sh_quote(path))
 end
 
 local function is_dir(path)
-  return os.execute("test -d " .. helpers.sh_quote(path)) == true
+  return helpers.execute("test -d " .. helpers.sh_quote(path))
 end
 
 describe("instate.open", function()

@@ -6,7 +6,7 @@ local instate = require "instate"
 local PYTHON = "/usr/bin/python3"
 
 local function have_python()
-  return os.execute(PYTHON .. " -c 'import lmdb, msgpack' >/dev/null 2>&1") == true
+  return helpers.execute(PYTHON .. " -c 'import lmdb, msgpack' >/dev/null 2>&1")
 end
 
 local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
@@ -112,10 +112,8 @@ describe("store interop with python3-lmdb and python3-msgpack", function()
 
     local script = helpers.tmpdir() .. "/read_store.py"
     helpers.write_file(script, READER)
-    local p = io.popen(PYTHON .. " " .. helpers.sh_quote(script) .. " "
+    local out, ok = helpers.shell(PYTHON .. " " .. helpers.sh_quote(script) .. " "
       .. helpers.sh_quote(path) .. " 2>&1")
-    local out = p:read("*a")
-    local ok = p:close()
     assert(ok, "python reader failed:\n" .. out)
     lines = {}
     for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end

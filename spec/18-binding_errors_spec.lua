@@ -267,14 +267,12 @@ if compat.to_be_closed then
       assert.is_true(coroutine.close(co))
       -- and another process gets the writer lock at once (it would block
       -- until this process collected the transaction: timeout gives up)
-      local p = io.popen("timeout 20 " .. helpers.lua_cmd() .. " -e " .. helpers.sh_quote(([[
+      local out, ok = helpers.shell("timeout 20 " .. helpers.lua_cmd() .. " -e " .. helpers.sh_quote(([[
         local instate = require "instate"
         local s = assert(instate.open(%q))
         assert(s:namespace("n"):set("child", true))
         io.write("written")
       ]]):format(dir)) .. " 2>&1")
-      local out = p:read("*a")
-      local ok = p:close()
       -- no collection needed: this process can write again
       local wrote = ns:set("x", 1)
       collectgarbage("restart")

@@ -779,10 +779,9 @@ with env.begin(write=True) as tx:
     tx.put(sys.argv[2].encode(), bytes.fromhex(sys.argv[3]), db=db)
 env.close()
 ]])
-      local p = io.popen(("/usr/bin/python3 %s %s %s %s 2>&1"):format(helpers.sh_quote(script),
+      local out, ok = helpers.shell(("/usr/bin/python3 %s %s %s %s 2>&1"):format(helpers.sh_quote(script),
         helpers.sh_quote(path), helpers.sh_quote(name), hex))
-      local out = p:read("*a")
-      assert(p:close(), "python3-lmdb failed:\n" .. out)
+      assert(ok, "python3-lmdb failed:\n" .. out)
     end
     -- An array of two elements holding one: truncated, never valid.
     local TRUNCATED = "\146\001"

@@ -25,6 +25,33 @@ setmetatable(tmpdirs, { __gc = function(t)
   for _, dir in ipairs(t) do os.execute("rm -rf " .. sh_quote(dir)) end
 end })
 
+-- Exit statuses: from 5.2 on, os.execute returns true for a status of 0 and
+-- a pipe's close returns it too; 5.1 and LuaJIT return os.execute's status
+-- as a number and nothing from a pipe's close, so the shell prints it.
+local CLOSE_HAS_STATUS = _VERSION ~= "Lua 5.1"
+
+--- Run a shell command; true when it exited with status 0.
+function helpers.execute(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
+end
+
+--- Run a shell command; its standard output, and true when it exited with
+-- status 0 (false otherwise).
+function helpers.shell(cmd)
+  if CLOSE_HAS_STATUS then
+    local p = assert(io.popen(cmd))
+    local out = p:read("*a")
+    return out, p:close() == true
+  end
+  local p = assert(io.popen("(" .. cmd .. "); echo \"\001$?\""))
+  local all = p:read("*a")
+  p:close()
+  local out, status = all:match("^(.*)\001(%d+)\n$")
+  assert(out, "helpers.shell: no exit status in the output of " .. cmd)
+  return out, status == "0"
+end
+
 --- The build directory the specs run against (set by ctest).
 function helpers.build_dir()
   return os.getenv("INSTATE_BUILD_DIR") or "build"
@@ -60,11 +87,8 @@ function helpers.run_lua(code, ...)
   f:close()
   local args = {}
   for i = 1, select("#", ...) do args[i] = sh_quote(select(i, ...)) end
-  local p = io.popen(helpers.lua_cmd() .. " " .. sh_quote(file) .. " "
+  return helpers.shell(helpers.lua_cmd() .. " " .. sh_quote(file) .. " "
     .. table.concat(args, " ") .. " 2>&1")
-  local out = p:read("*a")
-  local ok = p:close()
-  return out, ok
 end
 
 --- Read a whole file (nil if missing).
