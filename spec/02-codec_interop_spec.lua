@@ -31,7 +31,7 @@ describe("codec interop with python3-msgpack", function()
       0, 1, -1, 127, 128, 255, 256, 65535, 65536, 4294967295, 4294967296,
       math.maxinteger, math.mininteger, -32, -33, -128, -129, -32768, -32769,
       -2147483648, -2147483649,
-      1.5, 0.1, -0.0, math.huge, -math.huge, 1.0, 16777217.0,
+      1.5, 0.1, helpers.neg_zero, math.huge, -math.huge, 1.0, 16777217.0,
       "", "héllo wörld", ("a"):rep(300), ("b"):rep(70000), "\255\000bin", "\237\160\128",
       true, false,
       {}, {1, 2, 3}, {a = 1, b = {c = {}}}, {[1] = "x", [3] = "z"}, {[true] = 1},
@@ -113,7 +113,7 @@ put("none", None)
       assert.equal(v, ints[i])
     end
     local f64 = get("float64")
-    assert.same({1.5, 0.1, -0.0, math.huge, 1.0}, f64)
+    assert.same({1.5, 0.1, helpers.neg_zero, math.huge, 1.0}, f64)
     assert.equal(-math.huge, 1 / f64[3])
     assert.equal("float", math.type(f64[5]))
     local f32 = get("float32")

@@ -500,7 +500,7 @@ describe("values through the store", function()
   end
 
   it("keeps float bits exact", function()
-    for _, x in ipairs({ 0.0, -0.0, 1.5, -1e308, 1/0, -1/0, 0/0, 2^53, 5e-324, 3.0 }) do
+    for _, x in ipairs({ 0.0, helpers.neg_zero, 1.5, -1e308, 1/0, -1/0, 0/0, 2^53, 5e-324, 3.0 }) do
       local got = roundtrip(x)
       if compat.integers then assert.are.equal("float", math.type(got), tostring(x)) end
       assert.are.equal(bits(x), bits(got), tostring(x))

@@ -116,6 +116,10 @@ end
 
 local floor = math.floor
 
+--- -0.0, made at run time: Lua 5.1 stores a -0.0 literal in a function that
+-- also uses the constant 0 as that 0 (its constants are keyed by value).
+helpers.neg_zero = -1 / math.huge
+
 -- ---------------------------------------------------------------------------
 -- Bytes and bits, written with arithmetic so that they run alike on every
 -- Lua (5.1 and LuaJIT have no bitwise operators and no string.pack). Exact
