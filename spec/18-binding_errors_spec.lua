@@ -27,9 +27,10 @@ db = env.open_db(b"n")
 with env.begin(write=True) as txn:
     txn.put(%q.encode("latin-1"), b"%s", db=db)
 ]]):format(dir, key, rec)
-  local f = assert(io.popen("/usr/bin/python3 - 2>&1", "w"))
-  f:write(py)
-  assert.is_true(f:close())
+  local script = helpers.tmpdir() .. "/corrupt.py"
+  helpers.write_file(script, py)
+  local out, ok = helpers.shell("/usr/bin/python3 " .. helpers.sh_quote(script) .. " 2>&1")
+  assert.is_true(ok, out)
 end
 
 -- The error a call raises (fails the spec if it does not raise).
