@@ -46,6 +46,7 @@ M.KINDS = {
   ["join"] = "a store-level write inside this coroutine's own write transaction joins it",
   ["coclose"] = "coroutine.close does not abort the transaction the coroutine is suspended in",
   ["table-error"] = "a table raised by a callback comes back as 'table: 0x...'",
+  ["put-many-partial"] = "put_many that raises half-way leaves its first writes in the transaction",
   ["leaked-tx"] = "a transaction handle kept after its coroutine is collected keeps the writer lock",
 }
 
@@ -350,6 +351,16 @@ function M.run(opts)
     check(ns:count() == count, nil, where .. ": count() differs from the records iterated")
   end
 
+  -- A namespace's records as a model (values and expiry) read through ns.
+  local function read_view(ns)
+    local m = {}
+    for k, v in ns:pairs() do
+      local t = ns:ttl(k)
+      m[k] = { v = v, exp = t and now + t * 1000 or nil }
+    end
+    return m
+  end
+
   local function check_model(why)
     local h = any_handle()
     if not h then return end
@@ -438,7 +449,7 @@ function M.run(opts)
     -- ctx: { ns = handle, m = model view of its namespace, level, name, valid }
     local ns, m = ctx.ns, ctx.m
     local valid = ctx.valid
-    local which = rnd(15)
+    local which = rnd(18)
     local changed = false
     local key = rkey()
     -- a number is a key too (Lua's string coercion)
@@ -573,6 +584,77 @@ function M.run(opts)
           check(r >= livec, nil, ("clear removed %d, the model holds %d live records"):format(r, livec))
           for k in pairs(m) do m[k] = nil end
           changed = true
+        end
+      end
+    elseif which == 15 then
+      -- the encoded view: set_encoded / get_encoded / get_all_encoded
+      -- (a record holding nil is defstate's; kv namespaces are not given one)
+      local v = rvalue()
+      if v == nil then v = 0 end
+      local bytes = chance(0.85) and instate.encode(v) or rstring()
+      if bytes == instate.encode(nil) then bytes = "\0" end
+      local o, ttl, ovalid = rttl_opts()
+      if chance(0.2) and ovalid then o = o or {}; o.version = pick({ 0, 1, 7, -1, 2 ^ 32 // 1 }) end
+      local ok, r = call("ns:set_encoded", ns.set_encoded, ns, key, bytes, o)
+      if ok and r == true then
+        local back = instate.decode(bytes)
+        check(back ~= nil or bytes == instate.encode(nil), nil, "set_encoded stored bytes that do not decode")
+        changed = back ~= nil or key_present(m, mk)
+        m[mk] = back ~= nil and { v = back, exp = ttl and now + ttl * 1000 or nil } or nil
+      end
+    elseif which == 16 then
+      local ok, bytes = call("ns:get_encoded", ns.get_encoded, ns, key)
+      if ok and valid and kvalid then
+        if key_present(m, mk) then
+          check(type(bytes) == "string" and same(m[mk].v, instate.decode(bytes)), nil,
+            "get_encoded(" .. show(key) .. ") differs from the model")
+        else
+          check(bytes == nil, nil, "get_encoded of an absent key gave " .. show(bytes))
+        end
+      end
+      local ok2, all = call("ns:get_all_encoded", ns.get_all_encoded, ns, chance(0.3) and "k" or nil, chance(0.1) and rany() or nil)
+      if ok2 and valid and type(all) == "table" then
+        for k, b in pairs(all) do
+          check(key_present(m, k) and same(m[k].v, instate.decode(b)), nil, "get_all_encoded holds " .. show(k) .. " unlike the model")
+        end
+      end
+    elseif which == 17 then
+      -- put_many: defstate's bulk write, inside a transaction only
+      local n = chance(0.85) and rnd(4) - 1 or pick({ -1, 100, 2 ^ 40 // 1 })
+      local keys, values, versions = {}, {}, {}
+      for i = 1, math.min(n, 4) do
+        keys[i] = chance(0.95) and pick(KEYS) or rany()
+        values[i] = chance(0.95) and rvalue() or rvalue(0, true)
+        if values[i] == nil then values[i] = false end
+        versions[i] = chance(0.95) and rnd(3) or rany()
+      end
+      local ok, r = call("ns:put_many", ns.put_many, ns, n, keys, values, chance(0.3) and 1 or versions)
+      if not ok and ctx.level == "tx" and ctx.sync then
+        -- a raise must change nothing: read the transaction's view back
+        local view = ctx.sync(ns)
+        local differs = false
+        for k, rec in pairs(view) do
+          if not key_present(m, k) or not same(m[k].v, rec.v) then differs = true end
+        end
+        for k in pairs(live(m)) do if not view[k] then differs = true end end
+        if differs then
+          fail("put-many-partial", "put_many raised and left part of its writes in the transaction")
+          for k in pairs(m) do m[k] = nil end
+          for k, rec in pairs(view) do m[k] = rec end
+        end
+      end
+      if ok and math.type(r) == "integer" then
+        check(ctx.level == "tx", nil, "put_many outside a transaction succeeded")
+        for i = 1, n do
+          if values[i] == nil then
+            if key_present(m, keys[i]) then changed = true end
+            m[keys[i]] = nil
+          else
+            -- a record rewritten keeps or loses its expiry: read it back
+            local t = ns:ttl(keys[i])
+            m[keys[i]] = { v = copy(values[i]), exp = t and now + t * 1000 or nil }
+            changed = true
+          end
         end
       end
     else
@@ -861,7 +943,7 @@ function M.run(opts)
         if not ok and handles[1] ~= h and handles[2] ~= h then error(ns, 0) end -- closed meanwhile
         check(ok, nil, "tx:namespace raised: " .. tostring(ns))
         leaked.txns = ns
-        local ctx = { ns = ns, m = txm[name], level = "tx", valid = true, name = name }
+        local ctx = { ns = ns, m = txm[name], level = "tx", valid = true, name = name, sync = read_view }
         local r = rnd(12)
         if r == 1 then
           -- a savepoint: its writes stay if it returns, go if it raises
@@ -870,7 +952,7 @@ function M.run(opts)
           local inner_raise = chance(0.4)
           local ok2 = call("nested transaction", h.transaction, h, function(tx2)
             local ns2 = tx2:namespace(name)
-            ns_op({ ns = ns2, m = txm[name], level = "tx", valid = true, name = name })
+            ns_op({ ns = ns2, m = txm[name], level = "tx", valid = true, name = name, sync = read_view })
             if inner_raise then error("inner") end
             return true
           end)
@@ -1224,20 +1306,31 @@ function M.run(opts)
     end
   end
 
+  local wild_depth = 0 -- re-entry is bounded: two variables whose validate
+                       -- both save would otherwise branch at every level
   local function wild_callback(kind)
     local r = rnd(9)
     return function(v, ver)
+      if wild_depth >= 3 then r = 9 end
       if r == 1 then error(kind .. " raised") end
       if r == 2 then local t = {}; tables_raised[t] = true; error(t) end
       if r == 3 then return false, kind .. " refused" end
       -- (not while reload_all restores: what a save in the middle of a
       -- reload writes is not specified)
-      if r == 4 and not ds_reloading then ds_save_all(kind .. ">instate.save_all") end
+      if r == 4 and not ds_reloading then
+        wild_depth = wild_depth + 1
+        pcall(ds_save_all, kind .. ">instate.save_all")
+        wild_depth = wild_depth - 1
+      end
       if r == 5 then pcall(instate.encode, { v, { v } }, nil, { canonical = true }) end
       if r == 6 then collectgarbage() end
       -- (not from validate: which values a save_all writes after a reload_all
       -- inside it is not specified)
-      if r == 7 and kind == "migrate" then ds_reload_all(kind .. ">instate.reload_all") end
+      if r == 7 and kind == "migrate" then
+        wild_depth = wild_depth + 1
+        pcall(ds_reload_all, kind .. ">instate.reload_all")
+        wild_depth = wild_depth - 1
+      end
       if kind == "validate" then return true end
       return v
     end
