@@ -39,10 +39,11 @@ describe("namespace", function()
     local ok, err = pcall(function() fake:get("k") end)
     assert.is_false(ok)
     assert.matches("calling 'get' on bad self (instate.Namespace expected, got ", err, 1, true)
-    -- the name is read-only: the handle has no __newindex
+    -- the name is read-only (today Lua's own message: the handle has no __newindex)
     ok, err = pcall(function() ns.name = "renamed" end)
     assert.is_false(ok)
-    assert.matches("attempt to index a instate.Namespace value (upvalue 'ns')", err, 1, true)
+    assert.is_truthy(err:find("read-only", 1, true)
+      or err:find("attempt to index a instate.Namespace value", 1, true), err)
     assert.are.equal("items", ns.name)
   end)
 
