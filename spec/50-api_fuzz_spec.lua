@@ -35,7 +35,9 @@ describe("api fuzzer", function()
     -- a watchdog: a call that never returns (a deadlock, a retry loop) is a
     -- failure too, reported with the calls that led to it
     local limit = math.floor(tonumber(seconds) * 4 + 120)
-    local p = io.popen("env " .. table.concat(env, " ") .. " timeout -s KILL " .. limit .. " "
+    -- run in a scratch directory: nothing the calls create lands in the tree
+    local p = io.popen("cd " .. helpers.sh_quote(helpers.tmpdir()) .. " && env " .. table.concat(env, " ")
+      .. " timeout -s KILL " .. limit .. " "
       .. helpers.lua_cmd() .. " " .. helpers.sh_quote(fuzzer_path()) .. " 2>&1")
     local out = p:read("a")
     local ok = p:close()

@@ -229,6 +229,14 @@ function M.run(opts)
   end
 
   local dir = opts.dir
+  -- A random path argument that stays inside dir: a random string or number
+  -- would otherwise name a file relative to the working directory, or at /.
+  local function rpath()
+    local v = rany()
+    if type(v) == "number" then v = tostring(v) end
+    if type(v) ~= "string" then return v end
+    return dir .. "/junk-" .. v:gsub("[/.]", "_")
+  end
   local T0 = 1700000000000
   local now = T0
   instate._set_clock(now)
@@ -855,7 +863,7 @@ function M.run(opts)
         call("third:close", s.close, s)
       end
     elseif r == 4 then
-      local p = chance(0.5) and pick({ "", dir .. "/no/such/dir/x", "/proc/self/x", dir .. "/a\0b" }) or rany()
+      local p = chance(0.5) and pick({ "", dir .. "/no/such/dir/x", "/proc/self/x", dir .. "/a\0b" }) or rpath()
       local ok, s = call("instate.open", instate.open, p, chance(0.5) and rany() or nil)
       if ok and s then s:close() end
     else
@@ -1253,9 +1261,9 @@ function M.run(opts)
         check_model("after loading the store's own dump")
       end
     else
-      call("instate.dump_info", instate.dump_info, chance(0.5) and dir .. "/missing" or rany())
+      call("instate.dump_info", instate.dump_info, chance(0.5) and dir .. "/missing" or rpath())
       call("store:load missing", h.load, h, dir .. "/missing")
-      call("store:dump bad path", h.dump, h, chance(0.5) and "" or rany())
+      call("store:dump bad path", h.dump, h, chance(0.5) and "" or rpath())
     end
   end }
 
