@@ -16,7 +16,8 @@ describe("namespace types", function()
       "namespace 'vars' has type 'state', not 'kv'")
     assert.has_error(function() store:namespace("vars", "kv") end,
       "namespace 'vars' has type 'state', not 'kv'")
-    assert.has_error(function() store:namespace("vars", "table") end)
+    assert.has_error(function() store:namespace("vars", "table") end,
+      "bad argument #2 to 'namespace' (invalid option 'table')")
     store:close()
   end)
 
@@ -48,10 +49,14 @@ describe("encoded access", function()
   end)
 
   it("set_encoded refuses bytes that are not one MessagePack value", function()
-    assert.has_error(function() ns:set_encoded("k", "\193") end)
-    assert.has_error(function() ns:set_encoded("k", "\1\1") end)
-    assert.has_error(function() ns:set_encoded("k", "\146\1") end)
-    assert.has_error(function() ns:set_encoded("k", 1, { version = -1 }) end)
+    assert.has_error(function() ns:set_encoded("k", "\193") end,
+      "bad argument #2 to 'set_encoded' (not a valid encoding: corrupt MessagePack at byte 0: invalid byte 0xc1)")
+    assert.has_error(function() ns:set_encoded("k", "\1\1") end,
+      "bad argument #2 to 'set_encoded' (not a valid encoding: corrupt MessagePack at byte 1: 1 trailing bytes after the value)")
+    assert.has_error(function() ns:set_encoded("k", "\146\1") end,
+      "bad argument #2 to 'set_encoded' (not a valid encoding: corrupt MessagePack at byte 0: array of 2 elements needs at least 2 bytes, 1 left)")
+    assert.has_error(function() ns:set_encoded("k", 1, { version = -1 }) end,
+      "bad argument #3 to 'set_encoded' (option 'version' out of range (0..4294967295))")
     assert.has_error(function() ns:set_encoded("k", "\1", { colour = 1 }) end,
       "bad argument #3 to 'set_encoded' (unknown option 'colour')")
     assert.is_nil(ns:get("k"))
@@ -79,8 +84,10 @@ describe("encoded access", function()
     assert.are.same({ b = 3, c = 0 }, versions)
     assert.are.same({ a = { 1, 2 }, b = "x", c = 5 }, values)
     assert.are.equal(2, select("#", ns:get_all_encoded()))
-    assert.has_error(function() ns:get_all_encoded(nil, { bogus = 1 }) end)
-    assert.has_error(function() ns:get_all_encoded(nil, { version_default = -1 }) end)
+    assert.has_error(function() ns:get_all_encoded(nil, { bogus = 1 }) end,
+      "bad argument #2 to 'get_all_encoded' (unknown option 'bogus')")
+    assert.has_error(function() ns:get_all_encoded(nil, { version_default = -1 }) end,
+      "bad argument #2 to 'get_all_encoded' (option 'version_default' out of range (0..4294967295))")
   end)
 
   it("pairs_encoded yields key, bytes, version", function()
@@ -189,7 +196,8 @@ with env.begin(write=True) as txn:
     assert.are.equal("CORRUPT", code)
     assert.are.equal(1, ns:get("good"))
     -- iteration raises naming the key; the encoded view still reads it
-    assert.has_error(function() for _ in ns:pairs() do end end)
+    assert.has_error(function() for _ in ns:pairs() do end end,
+      "corrupt value at key 'bad': corrupt MessagePack at byte 0: invalid byte 0xc1")
     assert.are.equal("\193", (ns:get_encoded("bad")))
     -- a read-modify-write refuses it and changes nothing
     local r, rmsg, rcode = ns:incr("bad")
@@ -253,21 +261,37 @@ describe("lifetimes", function()
   end)
 
   it("a store, its transaction and iterator collected together in any order", function()
-    for _ = 1, 20 do
-      local store = open()
+    for i = 1, 20 do
+      local dir = helpers.tmpdir() .. "/s"
+      local store = assert(instate.open(dir))
       store:namespace("n"):set("a", 1)
       local co = coroutine.create(function()
         store:transaction(function(tx)
-          local it = tx:namespace("n"):pairs()
-          coroutine.yield(it)
+          local ns = tx:namespace("n")
+          ns:set("b", i)
+          coroutine.yield(ns:pairs())
         end)
       end)
-      coroutine.resume(co)
-      local it2 = store:namespace("n"):pairs()
-      it2 = nil
-      store, co = nil, nil
+      local resumed, step, it = coroutine.resume(co)
+      assert.is_true(resumed)
+      assert.are.equal("a", (step(it)))     -- the suspended transaction's own view
+      assert.are.equal("b", (step(it)))
+      local step2, it2 = store:namespace("n"):pairs()
+      assert.are.equal("a", (step2(it2)))   -- the committed state: no "b"
+      assert.is_nil((step2(it2)))
+      local gone = setmetatable({ store, co, it, it2 }, { __mode = "v" })
+      store, co, step, it, step2, it2 = nil, nil, nil, nil, nil, nil
       collectgarbage()
       collectgarbage()
+      for k = 1, 4 do assert.is_nil(gone[k], "handle " .. k .. " was not collected") end
+      -- the abandoned transaction was aborted and its writer lock released:
+      -- a fresh handle writes at once and never sees "b"
+      local again = assert(instate.open(dir))
+      local ns = again:namespace("n")
+      assert.are.equal(1, ns:get("a"))
+      assert.is_nil(ns:get("b"))
+      assert.is_true(ns:set("c", i))
+      again:close()
     end
   end)
 
@@ -376,7 +400,9 @@ describe("handle checks", function()
       "bad argument #1 to 'step' (instate.Iterator expected, got instate.Store)")
     assert.are.equal("k", (step(it)))
     -- a table carrying a class's metatable is not a handle
-    assert.has_error(function() store_mt.revision(setmetatable({}, store_mt)) end)
+    local ok, err = pcall(function() store_mt.revision(setmetatable({}, store_mt)) end)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'revision' (instate.Store expected, got ", err, 1, true)
     store:close()
   end)
 end)
