@@ -98,71 +98,80 @@ describe("encoded access", function()
   end)
 end)
 
-describe("put_many", function()
+describe("save_many", function()
   local store
   before_each(function() store = open() end)
   after_each(function() store:close() end)
 
-  local function put_many(...)
-    local args = table.pack(...)
-    return store:transaction(function(tx)
-      return tx:namespace("v", "state"):put_many(table.unpack(args, 1, args.n))
-    end)
+  -- written, nested (the revision is checked apart)
+  local function save_many(...)
+    local rev, n, nested = store:namespace("v", "state"):save_many(...)
+    assert.is_number(rev, n)
+    return n, nested
   end
 
   it("writes only records that differ from the stored ones", function()
-    local n, nested = put_many(3, { "a", "b", "c" }, { 1, { x = 1 }, "s" }, 5)
+    local n, nested = save_many(3, { "a", "b", "c" }, { 1, { x = 1 }, "s" }, 5)
     assert.are.equal(3, n)
     assert.is_false(nested)
     local ns = store:namespace("v", "state")
     assert.are.equal(instate.encode({ x = 1 }), (ns:get_encoded("b")))
     local rev = store:revision()
     -- b's value changed, c's version changed, a is as stored
-    n = put_many(3, { "a", "b", "c" }, { 1, { x = 2 }, "s" }, { 5, 5, 6 })
+    n = save_many(3, { "a", "b", "c" }, { 1, { x = 2 }, "s" }, { 5, 5, 6 })
     assert.are.equal(2, n)
     assert.are.equal(rev + 1, store:revision())
     assert.are.same({ x = 2 }, ns:get("b"))
     assert.are.same({ 5, 5, 6 }, { select(2, ns:get_encoded("a")), select(2, ns:get_encoded("b")),
       select(2, ns:get_encoded("c")) })
-    -- a table built in another order is the same record (canonical bytes)
+    -- a table built in another order is the same record (canonical bytes),
+    -- and a save that writes nothing commits nothing
     local t = {}
     for i = 20, 1, -1 do t["k" .. i] = i end
-    assert.are.equal(1, put_many(1, { "t" }, { t }, 1))
+    assert.are.equal(1, save_many(1, { "t" }, { t }, 1))
+    rev = store:revision()
     local u = {}
     for i = 1, 20 do u["k" .. i] = i end
-    assert.are.equal(0, put_many(1, { "t" }, { u }, 1))
+    assert.are.equal(0, save_many(1, { "t" }, { u }, 1))
+    assert.are.equal(rev, store:revision())
   end)
 
-  it("says whether it ran in a nested transaction", function()
+  it("is a savepoint inside this coroutine's own transaction, and says so", function()
     local n, nested = store:transaction(function()
-      return store:transaction(function(tx)
-        return tx:namespace("v", "state"):put_many(1, { "a" }, { 1 }, 1)
-      end)
+      return save_many(1, { "a" }, { 1 }, 1)
     end)
     assert.are.equal(1, n)
     assert.is_true(nested)
   end)
 
   it("stores nil values as nil records, not deletions", function()
-    put_many(1, { "a" }, {}, 1)
+    save_many(1, { "a" }, {}, 1)
     assert.are.equal(instate.encode(nil), store:namespace("v", "state"):get_encoded("a"))
   end)
 
   it("an unstorable value raises naming the key's path and writes nothing", function()
-    local ok, err = pcall(put_many, 2, { "a", "inventory" }, { 1, { items = { print } } }, 1)
+    local rev = store:revision()
+    local ok, err = pcall(save_many, 2, { "a", "inventory" }, { 1, { items = { print } } }, 1)
     assert.is_false(ok)
     assert.matches("cannot store a function at inventory.items%[1%]", err)
     assert.is_nil(store:namespace("v", "state"):get("a"))
-  end)
-
-  it("is refused outside a write transaction", function()
-    assert.has_error(function() store:namespace("v"):put_many(0, {}, {}, 1) end,
-      "put_many needs a namespace of a transaction")
-    assert.has_error(function()
-      store:snapshot(function(tx) tx:namespace("v"):put_many(0, {}, {}, 1) end)
-    end, "cannot write in a snapshot")
+    assert.are.equal(rev, store:revision())
+    -- inside a transaction too: the records before it are not left behind
+    ok, err = pcall(store.transaction, store, function()
+      return save_many(2, { "b", "inventory" }, { 1, { items = { print } } }, 1)
+    end)
+    assert.is_false(ok)
+    assert.matches("cannot store a function at inventory.items%[1%]", err)
+    assert.is_true(store:transaction(function(tx)
+      local ok2 = pcall(tx:namespace("v", "state").save_many, tx:namespace("v", "state"), 2,
+        { "c", "inventory" }, { 1, { items = { print } } }, 1)
+      assert.is_false(ok2)
+      return true
+    end))
+    assert.is_nil(store:namespace("v", "state"):get("c"))
   end)
 end)
+
 
 describe("a corrupt stored value", function()
   -- Written behind the store's back with python3-lmdb: a valid record

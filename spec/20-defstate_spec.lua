@@ -29,20 +29,19 @@ end
 -- class, which stands behind every namespace's own fields.
 local function ns_methods()
   local methods = debug.getregistry()["instate.Namespace"].__index
-  assert(type(methods) == "table" and methods.put_many, "no namespace method table")
+  assert(type(methods) == "table" and methods.save_many, "no namespace method table")
   return methods
 end
 
 -- Count the values encoded while fn runs: instate.encode calls, plus the
--- values handed to ns:put_many (which encodes each one in C).
+-- values handed to ns:save_many (which encodes each one in C).
 local function count_encodes(fn)
   local methods = ns_methods()
-  local real, real_many, real_save, n = instate.encode, methods.put_many, methods.save_many, 0
+  local real, real_save, n = instate.encode, methods.save_many, 0
   instate.encode = function(...) n = n + 1; return real(...) end
-  methods.put_many = function(ns, count, ...) n = n + count; return real_many(ns, count, ...) end
   methods.save_many = function(ns, count, ...) n = n + count; return real_save(ns, count, ...) end
   local ok, err = pcall(fn)
-  instate.encode, methods.put_many, methods.save_many = real, real_many, real_save
+  instate.encode, methods.save_many = real, real_save
   assert(ok, err)
   return n
 end

@@ -12,8 +12,6 @@ local KNOWN = {
   "join",        -- store-level incr/update join this coroutine's own transaction
   "coclose",     -- coroutine.close does not abort the suspended transaction
   "table-error", -- a table raised by validate/migrate comes back as "table: 0x..."
-  "leaked-tx",   -- a kept tx handle holds the writer lock after its coroutine is collected
-  "put-many-partial", -- put_many raising half-way leaves its first writes in the transaction
 }
 
 local function fuzzer_path()
