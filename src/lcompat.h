@@ -21,4 +21,10 @@
 #define lcompat_getuservalue(L, idx, n) lua_getiuservalue((L), (idx), (n))
 #define lcompat_setuservalue(L, idx, n) lua_setiuservalue((L), (idx), (n))
 
+/* Whether the collector runs, so that an allocation may call finalizers.
+ * False inside a finalizer (the collector stops itself while one runs:
+ * lua_gc() answers -1 from 5.4.4 on, "not running" before) and while the
+ * program has stopped it. */
+#define lcompat_gc_running(L) (lua_gc((L), LUA_GCISRUNNING) == 1)
+
 #endif /* LCOMPAT_H */
