@@ -503,6 +503,12 @@ describe("codec", function()
       {"\xd4", "at byte 0: truncated fixext (need 1 bytes, 0 left)"},
       {"\xd8\x01" .. ("\0"):rep(15), "at byte 0: truncated ext (need 16 bytes, 15 left)"},
       {graph(""), "at byte 3: truncated input (a value expected, 0 bytes left)"},
+      -- a GRAPH holds at least one REF: without one it is another
+      -- library's extension type 1, not ours
+      {"\xd4\x01\x01", "at byte 0: graph extension without a reference"},
+      {"\xd6\x01\x93\x80\x80\x80", "at byte 0: graph extension without a reference"},
+      {graph("\x92\x80\x91\x90"), "at byte 0: graph extension without a reference"},
+      {"\x91" .. graph("\x91\xd4\x02\x00"), "at byte 1: graph extension not at the top level"},
     }
     for i, c in ipairs(cases) do
       it("case " .. i .. ": " .. c[2], function()

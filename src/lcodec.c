@@ -1480,6 +1480,9 @@ static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n)
 	d.r.n = n;
 	d.r.pos = 0;
 	d.r.err_off = 0;
+	d.r.graph = 0;
+	d.r.graph_off = 0;
+	d.r.refs = 0;
 	d.r.err[0] = '\0';
 	d.refs = 0;
 	d.tables = 0;
