@@ -411,7 +411,8 @@ describe("handle checks", function()
     -- a table carrying a class's metatable is not a handle
     local ok, err = pcall(function() store_mt.revision(setmetatable({}, store_mt)) end)
     assert.is_false(ok)
-    assert.matches("bad argument #1 to 'revision' (instate.Store expected, got ", err, 1, true)
+    assert.are.equal("bad argument #1 to 'revision' (instate.Store expected, got table)",
+      err:gsub("^[^:]+:%d+: ", ""))
     store:close()
   end)
 end)

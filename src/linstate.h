@@ -145,6 +145,10 @@ static inline void *linstate_checkhandle(lua_State *L, int idx, const char *mark
 		if (ok)
 			return p;
 	}
+	if (lua_type(L, idx) != LUA_TUSERDATA)   /* a table wearing the class's
+	                                            metatable has its __name */
+		luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", tname,
+			luaL_typename(L, idx)));
 	luaL_typeerror(L, idx, tname);
 	return NULL;
 }
