@@ -12,7 +12,7 @@ MAKEFLAGS += --no-print-directory
 
 # Debian packages: what building and testing need, and what benchmarks add.
 DEPS       = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev lmdb-utils \
-             libzstd-dev lua-busted luarocks python3-lmdb python3-msgpack
+             libzstd-dev lua-busted luarocks python3-lmdb python3-msgpack util-linux
 BENCH_DEPS = lua-cjson lua-sql-sqlite3 tarantool zstd sqlite3
 FUZZ_DEPS  = clang
 VALGRIND_DEPS = valgrind

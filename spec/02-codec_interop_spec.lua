@@ -144,4 +144,31 @@ put("none", None)
     assert.equal(read(dir .. "/strs.bin"), instate.encode(get("strs")))
     assert.equal(read(dir .. "/array32.bin"), instate.encode(a32))
   end)
+
+  it("refuses another library's extension types 1 and 2, naming the byte", function()
+    local dir = helpers.tmpdir()
+    python(dir, [==[
+import sys, msgpack
+d = sys.argv[1]
+def put(name, value):
+    open(d + "/" + name + ".bin", "wb").write(msgpack.packb(value))
+# type 1 (our GRAPH) around plain MessagePack, with no reference inside
+put("ext1", msgpack.ExtType(1, msgpack.packb([1, 2, 3])))
+put("ext1_in_list", [0, msgpack.ExtType(1, b"\x01")])
+put("ext2", {"k": msgpack.ExtType(2, b"\x00")})
+put("timestamp", msgpack.Timestamp(1, 0))
+]==])
+    local cases = {
+      {"ext1", "corrupt MessagePack at byte 0: graph extension without a reference"},
+      {"ext1_in_list", "corrupt MessagePack at byte 2: graph extension not at the top level"},
+      {"ext2", "corrupt MessagePack at byte 3: reference outside a graph extension"},
+      {"timestamp", "corrupt MessagePack at byte 0: unsupported extension type -1"},
+    }
+    for _, c in ipairs(cases) do
+      local v, msg, code = instate.decode(read(dir .. "/" .. c[1] .. ".bin"))
+      assert.is_nil(v, c[1])
+      assert.equal(c[2], msg)
+      assert.equal("CORRUPT", code)
+    end
+  end)
 end)

@@ -37,8 +37,15 @@ describe("namespace", function()
     end
     -- a table dressed up with the namespace's metatable is still refused
     local fake = setmetatable({}, getmetatable(ns))
-    assert.has_error(function() fake:get("k") end)
-    assert.has_error(function() ns.name = "renamed" end)
+    local ok, err = pcall(function() fake:get("k") end)
+    assert.is_false(ok)
+    assert.matches("calling 'get' on bad self %(instate%.Namespace expected, got table%)$", err)
+    -- the name is read-only (today Lua's own message: the handle has no __newindex)
+    ok, err = pcall(function() ns.name = "renamed" end)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("read-only", 1, true)
+      or err:find("attempt to index a instate.Namespace value", 1, true), err)
+    assert.are.equal("items", ns.name)
   end)
 
   describe("get/set/delete", function()
@@ -103,10 +110,14 @@ describe("namespace", function()
     end)
 
     it("raises on bad set options", function()
-      assert.has_error(function() ns:set("k", 1, "ttl") end)
-      assert.has_error(function() ns:set("k", 1, { ttl = "soon" }) end)
-      assert.has_error(function() ns:set("k", 1, { ttl = -1 }) end)
-      assert.has_error(function() ns:set("k", 1, { tll = 1 }) end)
+      assert.has_error(function() ns:set("k", 1, "ttl") end,
+        "bad argument #3 to 'set' (table expected, got string)")
+      assert.has_error(function() ns:set("k", 1, { ttl = "soon" }) end,
+        "bad argument #3 to 'set' (option 'ttl' must be a number)")
+      assert.has_error(function() ns:set("k", 1, { ttl = -1 }) end,
+        "bad argument #3 to 'set' (ttl must be a positive number of seconds)")
+      assert.has_error(function() ns:set("k", 1, { tll = 1 }) end,
+        "bad argument #3 to 'set' (unknown option 'tll')")
       assert.is_false(ns:has("k"))
     end)
   end)
@@ -193,14 +204,17 @@ describe("namespace", function()
 
     it("raises on an unstorable result and changes nothing", function()
       ns:set("k", 1)
-      assert.has_error(function() ns:update("k", function() return print end) end)
+      assert.has_error(function() ns:update("k", function() return print end) end,
+        "cannot store a function at k")
       assert.are.equal(1, ns:get("k"))
       assert.is_true(ns:set("k", 2))
     end)
 
     it("raises when fn is not a function", function()
-      assert.has_error(function() ns:update("k", 1) end)
-      assert.has_error(function() ns:update("k") end)
+      assert.has_error(function() ns:update("k", 1) end,
+        "bad argument #2 to 'update' (function expected, got number)")
+      assert.has_error(function() ns:update("k") end,
+        "bad argument #2 to 'update' (function expected, got nil)")
     end)
   end)
 
@@ -223,10 +237,13 @@ describe("namespace", function()
 
     it("raises on a non-number value and leaves it", function()
       ns:set("s", "text")
-      assert.has_error(function() ns:incr("s") end)
+      assert.has_error(function() ns:incr("s") end,
+        "cannot incr key 's': its value is a string, not a number")
       assert.are.equal("text", ns:get("s"))
-      assert.has_error(function() ns:incr("c", "one") end)
-      assert.has_error(function() ns:incr("c", 1, {}) end)
+      assert.has_error(function() ns:incr("c", "one") end,
+        "bad argument #2 to 'incr' (number expected, got string)")
+      assert.has_error(function() ns:incr("c", 1, {}) end,
+        "bad argument #3 to 'incr' (number expected, got table)")
       assert.is_false(ns:has("c"))
     end)
 
@@ -262,9 +279,12 @@ describe("namespace", function()
 
     it("raises on a bad expire argument", function()
       ns:set("k", 1)
-      assert.has_error(function() ns:expire("k") end)
-      assert.has_error(function() ns:expire("k", "soon") end)
-      assert.has_error(function() ns:expire("k", -1) end)
+      assert.has_error(function() ns:expire("k") end,
+        "bad argument #2 to 'expire' (number expected, got no value)")
+      assert.has_error(function() ns:expire("k", "soon") end,
+        "bad argument #2 to 'expire' (number expected, got string)")
+      assert.has_error(function() ns:expire("k", -1) end,
+        "bad argument #2 to 'expire' (ttl must be a non-negative number of seconds)")
       assert.is_false(ns:ttl("k"))
     end)
   end)
@@ -328,8 +348,10 @@ describe("namespace", function()
     end)
 
     it("raises on a prefix that is not a string", function()
-      assert.has_error(function() ns:pairs({}) end)
-      assert.has_error(function() ns:pairs(true) end)
+      assert.has_error(function() ns:pairs({}) end,
+        "bad argument #1 to 'pairs' (string expected, got table)")
+      assert.has_error(function() ns:pairs(true) end,
+        "bad argument #1 to 'pairs' (string expected, got boolean)")
     end)
 
     it("reads one snapshot: writes during the loop are not seen", function()
@@ -460,8 +482,10 @@ describe("namespace", function()
 
   describe("closed namespaces", function()
     it("a method called on a non-namespace raises", function()
-      assert.has_error(function() ns.get({}, "k") end)
-      assert.has_error(function() ns.set("x", "k", 1) end)
+      assert.has_error(function() ns.get({}, "k") end,
+        "bad argument #1 to 'get' (instate.Namespace expected, got table)")
+      assert.has_error(function() ns.set("x", "k", 1) end,
+        "bad argument #1 to 'set' (instate.Namespace expected, got string)")
     end)
   end)
 end)

@@ -85,17 +85,24 @@ describe("store:transaction", function()
   end)
 
   it("raises when fn is not a function", function()
-    assert.has_error(function() store:transaction() end)
-    assert.has_error(function() store:transaction("fn") end)
-    assert.has_error(function() store:snapshot({}) end)
+    assert.has_error(function() store:transaction() end,
+      "bad argument #1 to 'transaction' (function expected, got no value)")
+    assert.has_error(function() store:transaction("fn") end,
+      "bad argument #1 to 'transaction' (function expected, got string)")
+    assert.has_error(function() store:snapshot({}) end,
+      "bad argument #1 to 'snapshot' (function expected, got table)")
   end)
 
   it("tx:namespace validates the name", function()
     store:transaction(function(tx)
-      assert.has_error(function() tx:namespace("__meta") end)
-      assert.has_error(function() tx:namespace("") end)
-      assert.has_error(function() tx:namespace(string.rep("x", 256)) end)
-      assert.has_error(function() tx:namespace() end)
+      assert.has_error(function() tx:namespace("__meta") end,
+        "bad argument #1 to 'namespace' (namespace names starting with '__' are reserved ('__meta'))")
+      assert.has_error(function() tx:namespace("") end,
+        "bad argument #1 to 'namespace' (namespace name must be 1..255 bytes, got 0)")
+      assert.has_error(function() tx:namespace(string.rep("x", 256)) end,
+        "bad argument #1 to 'namespace' (namespace name must be 1..255 bytes, got 256)")
+      assert.has_error(function() tx:namespace() end,
+        "bad argument #1 to 'namespace' (string expected, got no value)")
     end)
   end)
 
@@ -207,7 +214,7 @@ describe("store:transaction", function()
 
     it("a snapshot's handle is unusable too", function()
       local snap_ns = store:snapshot(function(snap) return snap:namespace("n") end)
-      assert.has_error(function() snap_ns:get("k") end)
+      assert.has_error(function() snap_ns:get("k") end, "transaction has ended")
     end)
   end)
 
@@ -235,7 +242,8 @@ describe("store:transaction", function()
         co_result = co()
       end)
       assert.is_nil(co_result[1])
-      assert.is_string(co_result[2])
+      assert.are.equal("cannot begin a transaction: a write transaction is already open"
+        .. " in this thread (another coroutine's)", co_result[2])
       assert.are.equal("BUSY", co_result[3])
       assert.are.equal(1, ns:get("k"))
     end)

@@ -185,7 +185,9 @@ describe("ttl", function()
       assert.is_false(pcall(ns.add, ns, "k", 1, { ttl = bad }), tostring(bad))
     end
     assert.is_false(ns:has("k"))
-    assert.has_error(function() instate._set_clock("now") end)
-    assert.has_error(function() instate._set_clock(1.5) end)
+    assert.has_error(function() instate._set_clock("now") end,
+      "bad argument #1 to '_set_clock' (number expected, got string)")
+    assert.has_error(function() instate._set_clock(1.5) end,
+      "bad argument #1 to '_set_clock' (number has no integer representation)")
   end)
 end)

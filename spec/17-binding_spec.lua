@@ -1,7 +1,6 @@
 -- The binding's extensions (namespace types, encoded access, bulk calls)
 -- and lifetimes that no script should be able to break.
 local instate = require "instate"
-local compat = require "instate.compat"
 local helpers = require "helpers"
 
 local function open(opts)
@@ -17,7 +16,8 @@ describe("namespace types", function()
       "namespace 'vars' has type 'state', not 'kv'")
     assert.has_error(function() store:namespace("vars", "kv") end,
       "namespace 'vars' has type 'state', not 'kv'")
-    assert.has_error(function() store:namespace("vars", "table") end)
+    assert.has_error(function() store:namespace("vars", "table") end,
+      "bad argument #2 to 'namespace' (invalid option 'table')")
     store:close()
   end)
 
@@ -49,10 +49,14 @@ describe("encoded access", function()
   end)
 
   it("set_encoded refuses bytes that are not one MessagePack value", function()
-    assert.has_error(function() ns:set_encoded("k", "\193") end)
-    assert.has_error(function() ns:set_encoded("k", "\1\1") end)
-    assert.has_error(function() ns:set_encoded("k", "\146\1") end)
-    assert.has_error(function() ns:set_encoded("k", 1, { version = -1 }) end)
+    assert.has_error(function() ns:set_encoded("k", "\193") end,
+      "bad argument #2 to 'set_encoded' (not a valid encoding: corrupt MessagePack at byte 0: invalid byte 0xc1)")
+    assert.has_error(function() ns:set_encoded("k", "\1\1") end,
+      "bad argument #2 to 'set_encoded' (not a valid encoding: corrupt MessagePack at byte 1: 1 trailing bytes after the value)")
+    assert.has_error(function() ns:set_encoded("k", "\146\1") end,
+      "bad argument #2 to 'set_encoded' (not a valid encoding: corrupt MessagePack at byte 0: array of 2 elements needs at least 2 bytes, 1 left)")
+    assert.has_error(function() ns:set_encoded("k", 1, { version = -1 }) end,
+      "bad argument #3 to 'set_encoded' (option 'version' out of range (0..4294967295))")
     assert.has_error(function() ns:set_encoded("k", "\1", { colour = 1 }) end,
       "bad argument #3 to 'set_encoded' (unknown option 'colour')")
     assert.is_nil(ns:get("k"))
@@ -80,8 +84,10 @@ describe("encoded access", function()
     assert.are.same({ b = 3, c = 0 }, versions)
     assert.are.same({ a = { 1, 2 }, b = "x", c = 5 }, values)
     assert.are.equal(2, select("#", ns:get_all_encoded()))
-    assert.has_error(function() ns:get_all_encoded(nil, { bogus = 1 }) end)
-    assert.has_error(function() ns:get_all_encoded(nil, { version_default = -1 }) end)
+    assert.has_error(function() ns:get_all_encoded(nil, { bogus = 1 }) end,
+      "bad argument #2 to 'get_all_encoded' (unknown option 'bogus')")
+    assert.has_error(function() ns:get_all_encoded(nil, { version_default = -1 }) end,
+      "bad argument #2 to 'get_all_encoded' (option 'version_default' out of range (0..4294967295))")
   end)
 
   it("pairs_encoded yields key, bytes, version", function()
@@ -92,71 +98,80 @@ describe("encoded access", function()
   end)
 end)
 
-describe("put_many", function()
+describe("save_many", function()
   local store
   before_each(function() store = open() end)
   after_each(function() store:close() end)
 
-  local function put_many(...)
-    local args = compat.pack(...)
-    return store:transaction(function(tx)
-      return tx:namespace("v", "state"):put_many(compat.unpack(args, 1, args.n))
-    end)
+  -- written, nested (the revision is checked apart)
+  local function save_many(...)
+    local rev, n, nested = store:namespace("v", "state"):save_many(...)
+    assert.is_number(rev, n)
+    return n, nested
   end
 
   it("writes only records that differ from the stored ones", function()
-    local n, nested = put_many(3, { "a", "b", "c" }, { 1, { x = 1 }, "s" }, 5)
+    local n, nested = save_many(3, { "a", "b", "c" }, { 1, { x = 1 }, "s" }, 5)
     assert.are.equal(3, n)
     assert.is_false(nested)
     local ns = store:namespace("v", "state")
     assert.are.equal(instate.encode({ x = 1 }), (ns:get_encoded("b")))
     local rev = store:revision()
     -- b's value changed, c's version changed, a is as stored
-    n = put_many(3, { "a", "b", "c" }, { 1, { x = 2 }, "s" }, { 5, 5, 6 })
+    n = save_many(3, { "a", "b", "c" }, { 1, { x = 2 }, "s" }, { 5, 5, 6 })
     assert.are.equal(2, n)
     assert.are.equal(rev + 1, store:revision())
     assert.are.same({ x = 2 }, ns:get("b"))
     assert.are.same({ 5, 5, 6 }, { select(2, ns:get_encoded("a")), select(2, ns:get_encoded("b")),
       select(2, ns:get_encoded("c")) })
-    -- a table built in another order is the same record (canonical bytes)
+    -- a table built in another order is the same record (canonical bytes),
+    -- and a save that writes nothing commits nothing
     local t = {}
     for i = 20, 1, -1 do t["k" .. i] = i end
-    assert.are.equal(1, put_many(1, { "t" }, { t }, 1))
+    assert.are.equal(1, save_many(1, { "t" }, { t }, 1))
+    rev = store:revision()
     local u = {}
     for i = 1, 20 do u["k" .. i] = i end
-    assert.are.equal(0, put_many(1, { "t" }, { u }, 1))
+    assert.are.equal(0, save_many(1, { "t" }, { u }, 1))
+    assert.are.equal(rev, store:revision())
   end)
 
-  it("says whether it ran in a nested transaction", function()
+  it("is a savepoint inside this coroutine's own transaction, and says so", function()
     local n, nested = store:transaction(function()
-      return store:transaction(function(tx)
-        return tx:namespace("v", "state"):put_many(1, { "a" }, { 1 }, 1)
-      end)
+      return save_many(1, { "a" }, { 1 }, 1)
     end)
     assert.are.equal(1, n)
     assert.is_true(nested)
   end)
 
   it("stores nil values as nil records, not deletions", function()
-    put_many(1, { "a" }, {}, 1)
+    save_many(1, { "a" }, {}, 1)
     assert.are.equal(instate.encode(nil), store:namespace("v", "state"):get_encoded("a"))
   end)
 
   it("an unstorable value raises naming the key's path and writes nothing", function()
-    local ok, err = pcall(put_many, 2, { "a", "inventory" }, { 1, { items = { print } } }, 1)
+    local rev = store:revision()
+    local ok, err = pcall(save_many, 2, { "a", "inventory" }, { 1, { items = { print } } }, 1)
     assert.is_false(ok)
     assert.matches("cannot store a function at inventory.items%[1%]", err)
     assert.is_nil(store:namespace("v", "state"):get("a"))
-  end)
-
-  it("is refused outside a write transaction", function()
-    assert.has_error(function() store:namespace("v"):put_many(0, {}, {}, 1) end,
-      "put_many needs a namespace of a transaction")
-    assert.has_error(function()
-      store:snapshot(function(tx) tx:namespace("v"):put_many(0, {}, {}, 1) end)
-    end, "cannot write in a snapshot")
+    assert.are.equal(rev, store:revision())
+    -- inside a transaction too: the records before it are not left behind
+    ok, err = pcall(store.transaction, store, function()
+      return save_many(2, { "b", "inventory" }, { 1, { items = { print } } }, 1)
+    end)
+    assert.is_false(ok)
+    assert.matches("cannot store a function at inventory.items%[1%]", err)
+    assert.is_true(store:transaction(function(tx)
+      local ok2 = pcall(tx:namespace("v", "state").save_many, tx:namespace("v", "state"), 2,
+        { "c", "inventory" }, { 1, { items = { print } } }, 1)
+      assert.is_false(ok2)
+      return true
+    end))
+    assert.is_nil(store:namespace("v", "state"):get("c"))
   end)
 end)
+
 
 describe("a corrupt stored value", function()
   -- Written behind the store's back with python3-lmdb: a valid record
@@ -191,7 +206,8 @@ with env.begin(write=True) as txn:
     assert.are.equal("CORRUPT", code)
     assert.are.equal(1, ns:get("good"))
     -- iteration raises naming the key; the encoded view still reads it
-    assert.has_error(function() for _ in ns:pairs() do end end)
+    assert.has_error(function() for _ in ns:pairs() do end end,
+      "corrupt value at key 'bad': corrupt MessagePack at byte 0: invalid byte 0xc1")
     assert.are.equal("\193", (ns:get_encoded("bad")))
     -- a read-modify-write refuses it and changes nothing
     local r, rmsg, rcode = ns:incr("bad")
@@ -255,21 +271,37 @@ describe("lifetimes", function()
   end)
 
   it("a store, its transaction and iterator collected together in any order", function()
-    for _ = 1, 20 do
-      local store = open()
+    for i = 1, 20 do
+      local dir = helpers.tmpdir() .. "/s"
+      local store = assert(instate.open(dir))
       store:namespace("n"):set("a", 1)
       local co = coroutine.create(function()
         store:transaction(function(tx)
-          local it = tx:namespace("n"):pairs()
-          coroutine.yield(it)
+          local ns = tx:namespace("n")
+          ns:set("b", i)
+          coroutine.yield(ns:pairs())
         end)
       end)
-      coroutine.resume(co)
-      local it2 = store:namespace("n"):pairs()
-      it2 = nil
-      store, co = nil, nil
+      local resumed, step, it = coroutine.resume(co)
+      assert.is_true(resumed)
+      assert.are.equal("a", (step(it)))     -- the suspended transaction's own view
+      assert.are.equal("b", (step(it)))
+      local step2, it2 = store:namespace("n"):pairs()
+      assert.are.equal("a", (step2(it2)))   -- the committed state: no "b"
+      assert.is_nil((step2(it2)))
+      local gone = setmetatable({ store, co, it, it2 }, { __mode = "v" })
+      store, co, step, it, step2, it2 = nil, nil, nil, nil, nil, nil
       collectgarbage()
       collectgarbage()
+      for k = 1, 4 do assert.is_nil(gone[k], "handle " .. k .. " was not collected") end
+      -- the abandoned transaction was aborted and its writer lock released:
+      -- a fresh handle writes at once and never sees "b"
+      local again = assert(instate.open(dir))
+      local ns = again:namespace("n")
+      assert.are.equal(1, ns:get("a"))
+      assert.is_nil(ns:get("b"))
+      assert.is_true(ns:set("c", i))
+      again:close()
     end
   end)
 
@@ -378,7 +410,10 @@ describe("handle checks", function()
       "bad argument #1 to 'step' (instate.Iterator expected, got instate.Store)")
     assert.are.equal("k", (step(it)))
     -- a table carrying a class's metatable is not a handle
-    assert.has_error(function() store_mt.revision(setmetatable({}, store_mt)) end)
+    local ok, err = pcall(function() store_mt.revision(setmetatable({}, store_mt)) end)
+    assert.is_false(ok)
+    assert.are.equal("bad argument #1 to 'revision' (instate.Store expected, got table)",
+      err:gsub("^[^:]+:%d+: ", ""))
     store:close()
   end)
 end)

@@ -30,20 +30,19 @@ end
 -- class, which stands behind every namespace's own fields.
 local function ns_methods()
   local methods = debug.getregistry()["instate.Namespace"].__index
-  assert(type(methods) == "table" and methods.put_many, "no namespace method table")
+  assert(type(methods) == "table" and methods.save_many, "no namespace method table")
   return methods
 end
 
 -- Count the values encoded while fn runs: instate.encode calls, plus the
--- values handed to ns:put_many (which encodes each one in C).
+-- values handed to ns:save_many (which encodes each one in C).
 local function count_encodes(fn)
   local methods = ns_methods()
-  local real, real_many, real_save, n = instate.encode, methods.put_many, methods.save_many, 0
+  local real, real_save, n = instate.encode, methods.save_many, 0
   instate.encode = function(...) n = n + 1; return real(...) end
-  methods.put_many = function(ns, count, ...) n = n + count; return real_many(ns, count, ...) end
   methods.save_many = function(ns, count, ...) n = n + count; return real_save(ns, count, ...) end
   local ok, err = pcall(fn)
-  instate.encode, methods.put_many, methods.save_many = real, real_many, real_save
+  instate.encode, methods.save_many = real, real_save
   assert(ok, err)
   return n
 end
@@ -86,7 +85,8 @@ describe("defstate", function()
       instate.save_all()
       assert.are.same({ "game" }, store:namespaces())
       assert.are.equal("\5", record(store, "gold", "game"))
-      assert.has_error(function() store:namespace("game", "kv") end)
+      assert.has_error(function() store:namespace("game", "kv") end,
+        "namespace 'game' has type 'state', not 'kv'")
       -- Another namespace holds other variables.
       store = restart(path, { namespace = "other" })
       assert.are.equal(0, instate.defstate("gold", 0):get())
@@ -107,8 +107,15 @@ describe("defstate", function()
       instate.defstate("a", 1)
       assert.is_number(instate.save_all())
       instate.teardown()
-      assert.has_error(function() instate.setup(new_path(), { sync = "sometimes" }) end)
-      assert.has_error(function() instate.setup(new_path(), { no_such_option = 1 }) end)
+      local ok, err = pcall(instate.setup, new_path(), { sync = "sometimes" })
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to '", err, 1, true)
+      assert.matches([[(option 'sync' must be "full", "nometa" or "none", got "sometimes")]],
+        err, 1, true)
+      ok, err = pcall(instate.setup, new_path(), { no_such_option = 1 })
+      assert.is_false(ok)
+      assert.matches("bad argument #2 to '", err, 1, true)
+      assert.matches("(unknown option 'no_such_option')", err, 1, true)
     end)
 
     it("returns nil, message, code when the store cannot be opened", function()
@@ -1074,11 +1081,11 @@ env.close()
           assert.are.equal(1, a:get())
           error("x")
         end)
-      end)
+      end, "x")
       assert.are.equal(5, a:get())
       assert.has_error(function()
         instate.transaction(function() a:reset(); error("x") end)
-      end)
+      end, "x")
       assert.are.equal(5, a:get())
     end)
 
@@ -1143,7 +1150,7 @@ env.close()
       local inv = instate.defstate("inv", {})
       assert.has_error(function()
         instate.transaction(function() inv:set({ "gem" }); error("x") end)
-      end)
+      end, "x")
       assert.are.same({ "stick" }, inv:get())
       assert.are.equal("stick", instate.defstate("inv"):update(function(t) return t[1] end))
     end)

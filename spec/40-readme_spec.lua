@@ -28,10 +28,8 @@ describe("README examples", function()
       end
       local dir = helpers.tmpdir()
       helpers.write_file(dir .. "/example.lua", prelude .. code)
-      local p = io.popen("cd " .. helpers.sh_quote(dir) .. " && " .. helpers.lua_cmd()
+      local out, ok = helpers.shell("cd " .. helpers.sh_quote(dir) .. " && " .. helpers.lua_cmd()
         .. " example.lua 2>&1")
-      local out = p:read("*a")
-      local ok = p:close()
       assert.is_true(ok, out)
     end)
   end

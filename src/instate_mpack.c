@@ -44,7 +44,8 @@ int instate_mp_begin(instate_mp_reader *r, int *graph)
 	instate_mp_item it;
 	unsigned c;
 
-	*graph = 0;
+	*graph = r->graph = 0;
+	r->refs = 0;
 	if (r->pos >= r->n)
 		return 0;
 	c = r->p[r->pos];
@@ -62,7 +63,8 @@ int instate_mp_begin(instate_mp_reader *r, int *graph)
 			return instate_mp_corrupt(r, r->pos, "%lu trailing bytes after the value",
 			                          (unsigned long)(r->n - r->pos));
 		r->pos = (size_t)(it.data - r->p);
-		*graph = 1;
+		r->graph_off = off;
+		*graph = r->graph = 1;
 	}
 	return 0;
 }
@@ -72,6 +74,11 @@ int instate_mp_finish(instate_mp_reader *r)
 	if (r->pos != r->n)
 		return instate_mp_corrupt(r, r->pos, "%lu trailing bytes after the value",
 		                          (unsigned long)(r->n - r->pos));
+	/* We wrap a value in GRAPH only once a REF was written: a GRAPH of a
+	 * plain tree is someone else's extension type 1, to be refused rather
+	 * than read as if its payload were ours. */
+	if (r->graph && r->refs == 0)
+		return instate_mp_corrupt(r, r->graph_off, "graph extension without a reference");
 	return 0;
 }
 
@@ -89,6 +96,7 @@ int instate_mp_check_ext(instate_mp_reader *r, size_t off, const instate_mp_item
 			return instate_mp_corrupt(r, off,
 				"reference to table %llu, but only %llu tables begun",
 				(unsigned long long)*id, (unsigned long long)tables);
+		r->refs++;
 		return 0;
 	}
 	if (it->ext == INSTATE_MP_EXT_GRAPH)

@@ -377,8 +377,11 @@ typedef struct instate_mp_item {
 typedef struct instate_mp_reader {
 	const unsigned char *p;
 	size_t n;
-	size_t pos;     /**< offset of the next item */
+	size_t pos;       /**< offset of the next item */
 	size_t err_off;
+	int graph;        /**< inside a GRAPH (set by instate_mp_begin()) */
+	size_t graph_off; /**< where that GRAPH begins */
+	uint64_t refs;    /**< REFs accepted by instate_mp_check_ext() */
 	char err[INSTATE_MP_ERRMAX];
 } instate_mp_reader;
 
@@ -600,7 +603,9 @@ static inline uint64_t instate_mp_ref_id(const instate_mp_item *it)
 int instate_mp_begin(instate_mp_reader *r, int *graph);
 
 /**
- * @brief After the top-level value: anything left is trailing garbage.
+ * @brief After the top-level value: anything left is trailing garbage, and
+ * a GRAPH must have held at least one REF (without one it is another
+ * library's extension type 1, which this format does not read).
  * @return 0 or #INSTATE_CORRUPT.
  */
 int instate_mp_finish(instate_mp_reader *r);
@@ -620,8 +625,9 @@ int instate_mp_check_ext(instate_mp_reader *r, size_t off, const instate_mp_item
  *
  * Checks structure, every length against the bytes left, nesting depth
  * (#INSTATE_MP_MAX_DEPTH), map keys (no nil, no NaN), extension types
- * (GRAPH only at the top, REF only inside a GRAPH and only to a table
- * already begun, nothing else) and that no byte trails the value.
+ * (GRAPH only at the top and holding at least one REF, REF only inside a
+ * GRAPH and only to a table already begun, nothing else) and that no byte
+ * trails the value.
  *
  * @param[out] err_off the offset of the fault (may be NULL).
  * @param[out] err the message "corrupt MessagePack at byte N: ..." (may be

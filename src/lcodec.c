@@ -3,10 +3,17 @@
  * docs/FORMAT.md section 1. The bytes themselves are written and read by
  * instate_mpack.h; this file walks Lua values.
  *
- * Encoding runs no Lua code and calls no metamethods (raw access only), and
- * allocates nothing per call: the output buffer, the table-identity set and
- * the scratch arrays of the canonical order live in one userdata per Lua
- * state, reused, so an error raised half-way leaks nothing.
+ * Encoding runs no Lua code, calls no metamethods (raw access only) and
+ * allocates no Lua object, so no collector step, and hence no finalizer,
+ * can run inside it. Each encoding works on an encoder context (enc_ctx:
+ * the output buffer, the table-identity set, the scratch arrays of the
+ * canonical order), as zstd's ZSTD_CCtx: the state's codec keeps a few,
+ * reused, so a call allocates nothing and an error raised half-way leaks
+ * nothing. A context is busy while its encoding runs, and encodings made
+ * with the collector stopped (those of finalizers) never use the context
+ * of ordinary calls: a finalizer that encodes, even one run between
+ * linstate_encode() and the caller's use of its bytes, cannot touch them
+ * (linstate.h states the lifetime).
  *
  * Canonical encoding (FORMAT.md section 1, "Canonical map order") sorts the
  * entries of every map by their encoded bytes, so a value gives the same
@@ -62,12 +69,15 @@ typedef struct enc_frame {
 /* One map entry being put in canonical order: its bytes are len bytes at
  * buffer offset off (offsets: nested encodings may move the buffer). pre
  * holds the first 8 of them big-endian, zero-padded, so most comparisons
- * are one integer compare. idx is the key's slot in the keys table of the
- * second pass. */
+ * are one integer compare. idx is the entry's place in next order (second
+ * pass). pos is not the entry's: once a map's entries are sorted, the pos
+ * fields of its entries, read in stack order, map a place in next order
+ * to the sorted position (it fills what would be padding). */
 typedef struct canon_ent {
 	uint64_t pre;
 	size_t off, len;
 	uint32_t idx;
+	uint32_t pos;
 } canon_ent;
 
 /* The decoder's string cache: direct-mapped, SCACHE_SLOTS slots, strings
@@ -90,7 +100,8 @@ typedef struct scache_slot {
 	uint64_t pa, pb;
 } scache_slot;
 
-typedef struct codec {
+/* One encoding's state (see the top of the file). */
+typedef struct enc_ctx {
 	unsigned char *buf;
 	size_t len, cap;
 	size_t last_len;     /* size of the previous encoding, to shrink after a spike */
@@ -112,7 +123,24 @@ typedef struct codec {
 	const void **ids;    /* pass 2: id -> table, to forget a probe's tables */
 	size_t ids_cap;
 	const char *root;
+	int busy;            /* an encoding runs on it */
 	enc_frame frames[INSTATE_MP_MAX_DEPTH + 1];
+} enc_ctx;
+
+/* Contexts per state: ctx[0] for ordinary calls; the others, made on
+ * demand, for encodings made while the collector is stopped (inside a
+ * finalizer) or, should one ever run, inside another encoding. Finalizers
+ * do not nest (the collector is stopped while one runs), so two are used
+ * in practice. */
+#define ENC_CTX_MAX 4
+
+/* The per-state codec: the encoder contexts and the decoder's string
+ * cache. The decoder keeps its own state on the C stack and touches the
+ * cache only in steps that allocate nothing (see dec_str()), so nested
+ * decodes need nothing more. */
+typedef struct codec {
+	enc_ctx *ctx[ENC_CTX_MAX];
+	enc_ctx main;                     /* ctx[0] */
 	scache_slot scache[SCACHE_SLOTS]; /* the decoder's, see dec_str() */
 } codec;
 
@@ -162,9 +190,8 @@ static inline uint32_t load32(const void *p)
 /* ===================================================================== */
 /* The per-state codec                                                   */
 
-static int codec_gc(lua_State *L)
+static void ctx_free(enc_ctx *c)
 {
-	codec *c = luaL_checkudata(L, 1, CODEC_MT);
 	free(c->buf);
 	free(c->slots);
 	free(c->ents);
@@ -176,6 +203,21 @@ static int codec_gc(lua_State *L)
 	c->len = c->cap = 0;
 	c->mask = c->count = 0;
 	c->nent = c->ent_cap = c->ids_cap = 0;
+}
+
+static int codec_gc(lua_State *L)
+{
+	codec *cd = luaL_checkudata(L, 1, CODEC_MT);
+	int i;
+
+	ctx_free(&cd->main);
+	for (i = 1; i < ENC_CTX_MAX; i++) {
+		if (cd->ctx[i]) {
+			ctx_free(cd->ctx[i]);
+			free(cd->ctx[i]);
+			cd->ctx[i] = NULL;
+		}
+	}
 	return 0;
 }
 
@@ -191,7 +233,8 @@ static codec *push_codec(lua_State *L)
 	lua_pop(L, 1);
 	c = lcompat_newuserdata(L, sizeof *c, 1);
 	memset(c, 0, sizeof *c);
-	c->gen = 1;
+	c->main.gen = 1;
+	c->ctx[0] = &c->main;
 	if (luaL_newmetatable(L, CODEC_MT)) {
 		lua_pushcfunction(L, codec_gc);
 		lua_setfield(L, -2, "__gc");
@@ -212,37 +255,75 @@ static codec *get_codec(lua_State *L)
 	return c;
 }
 
-static void out_of_memory(lua_State *L)
+/* Take a free context for an encoding about to start: ctx[0] for an
+ * ordinary call, another one for a call made with the collector stopped,
+ * which is how a finalizer runs. (A program that stops the collector
+ * itself merely encodes in the second context: no finalizer can run then.)
+ * Raises only if every context is busy, which needs encodings nested
+ * ENC_CTX_MAX deep. */
+static enc_ctx *ctx_acquire(lua_State *L, codec *cd)
 {
+	int i = lcompat_gc_running(L) ? 0 : 1;
+	enc_ctx *c = NULL;
+
+	for (; i < ENC_CTX_MAX; i++) {
+		c = cd->ctx[i];
+		if (!c) {
+			c = calloc(1, sizeof *c);
+			if (!c)
+				break;
+			c->gen = 1;
+			cd->ctx[i] = c;
+		}
+		if (!c->busy) {
+			c->busy = 1;
+			return c;
+		}
+	}
+	luaL_error(L, c ? "cannot encode: %d encodings in progress" : "not enough memory",
+	           ENC_CTX_MAX);
+	return NULL;
+}
+
+/* Every exit of an encoding, raising ones first of all, releases its
+ * context; what a raise reports is taken out of the context before. */
+static inline void ctx_release(enc_ctx *c)
+{
+	c->busy = 0;
+}
+
+static void out_of_memory(lua_State *L, enc_ctx *c)
+{
+	ctx_release(c);
 	lua_pushliteral(L, "not enough memory");
 	lua_error(L);
 }
 
-static void buf_grow(lua_State *L, codec *c, size_t need)
+static void buf_grow(lua_State *L, enc_ctx *c, size_t need)
 {
 	size_t cap = c->cap ? c->cap : 256;
 	unsigned char *p;
 
 	if (need > SIZE_MAX / 2 - c->len)
-		out_of_memory(L);
+		out_of_memory(L, c);
 	while (cap - c->len < need)
 		cap *= 2;
 	p = realloc(c->buf, cap);
 	if (!p)
-		out_of_memory(L);
+		out_of_memory(L, c);
 	c->buf = p;
 	c->cap = cap;
 }
 
 /* Room for n more bytes at the end of the buffer. */
-static inline unsigned char *buf_reserve(lua_State *L, codec *c, size_t n)
+static inline unsigned char *buf_reserve(lua_State *L, enc_ctx *c, size_t n)
 {
 	if (c->cap - c->len < n)
 		buf_grow(L, c, n);
 	return c->buf + c->len;
 }
 
-static inline void buf_commit(codec *c, unsigned char *end)
+static inline void buf_commit(enc_ctx *c, unsigned char *end)
 {
 	c->len = (size_t)(end - c->buf);
 }
@@ -258,16 +339,16 @@ static inline uint32_t seen_hash(const void *p)
 	return (uint32_t)((a >> 6) ^ (a >> 28));
 }
 
-static void seen_grow(lua_State *L, codec *c)
+static void seen_grow(lua_State *L, enc_ctx *c)
 {
 	uint32_t size = c->mask ? (c->mask + 1) * 2 : SEEN_MIN, i, j;
 	seen_slot *s;
 
 	if (size == 0 || size > UINT32_MAX / 2)
-		out_of_memory(L);
+		out_of_memory(L, c);
 	s = calloc(size, sizeof *s);
 	if (!s)
-		out_of_memory(L);
+		out_of_memory(L, c);
 	if (c->mask) {
 		for (i = 0; i <= c->mask; i++) {
 			const seen_slot *o = &c->slots[i];
@@ -286,7 +367,7 @@ static void seen_grow(lua_State *L, codec *c)
 
 /* The id of table p if already written (returns 1), else gives it the next
  * id in order of first appearance (returns 0). */
-static inline int seen_check(lua_State *L, codec *c, const void *p, uint32_t *id)
+static inline int seen_check(lua_State *L, enc_ctx *c, const void *p, uint32_t *id)
 {
 	uint32_t i;
 
@@ -308,7 +389,7 @@ static inline int seen_check(lua_State *L, codec *c, const void *p, uint32_t *id
 }
 
 /* Empty the set of tables. */
-static void seen_clear(codec *c)
+static void seen_clear(enc_ctx *c)
 {
 	c->count = 0;
 	if (++c->gen == 0) { /* wrapped: stale slots could look live */
@@ -321,7 +402,7 @@ static void seen_clear(codec *c)
 /* Take p out of the set (it must be there), closing the gap the way linear
  * probing needs: move back every later slot of the run that would no
  * longer be found past the hole. */
-static void seen_remove(codec *c, const void *p)
+static void seen_remove(enc_ctx *c, const void *p)
 {
 	uint32_t i = seen_hash(p) & c->mask, j, k;
 
@@ -343,22 +424,22 @@ static void seen_remove(codec *c, const void *p)
 }
 
 /* Forget the tables numbered from `count` on (a probe's), newest first. */
-static void seen_rollback(codec *c, uint32_t count)
+static void seen_rollback(enc_ctx *c, uint32_t count)
 {
 	while (c->count > count)
 		seen_remove(c, c->ids[--c->count]);
 }
 
-static void ids_put(lua_State *L, codec *c, uint32_t id, const void *p)
+static void ids_put(lua_State *L, enc_ctx *c, uint32_t id, const void *p)
 {
 	if (id >= c->ids_cap) {
 		size_t cap = c->ids_cap ? c->ids_cap * 2 : 256;
 		const void **n;
 		if (cap > SIZE_MAX / sizeof *n)
-			out_of_memory(L);
+			out_of_memory(L, c);
 		n = realloc((void *)c->ids, cap * sizeof *n);
 		if (!n)
-			out_of_memory(L);
+			out_of_memory(L, c);
 		c->ids = n;
 		c->ids_cap = cap;
 	}
@@ -366,7 +447,7 @@ static void ids_put(lua_State *L, codec *c, uint32_t id, const void *p)
 }
 
 /* Room for `total` entries in the entry stack. */
-static void ent_reserve(lua_State *L, codec *c, size_t total)
+static void ent_reserve(lua_State *L, enc_ctx *c, size_t total)
 {
 	size_t cap = c->ent_cap ? c->ent_cap : 64;
 	canon_ent *n;
@@ -375,12 +456,12 @@ static void ent_reserve(lua_State *L, codec *c, size_t total)
 		return;
 	while (cap < total) {
 		if (cap > SIZE_MAX / 2 / sizeof *n)
-			out_of_memory(L);
+			out_of_memory(L, c);
 		cap *= 2;
 	}
 	n = realloc(c->ents, cap * sizeof *n);
 	if (!n)
-		out_of_memory(L);
+		out_of_memory(L, c);
 	c->ents = n;
 	c->ent_cap = cap;
 }
@@ -388,7 +469,7 @@ static void ent_reserve(lua_State *L, codec *c, size_t total)
 /* Start an encoding: empty buffer and set, and give back memory once the
  * encodings have stayed much smaller than what the buffers hold for a while
  * (not at once: alternating large and small values would regrow each time). */
-static void codec_reset(codec *c)
+static void ctx_reset(enc_ctx *c)
 {
 	int big_buf = c->cap > BUF_KEEP && c->last_len < c->cap / 8;
 	int big_set = c->mask + 1 > SEEN_KEEP && (uint64_t)c->last_count * 8 < c->mask + 1;
@@ -516,24 +597,38 @@ static void add_segment(lua_State *L, luaL_Buffer *b, const enc_frame *f)
 	}
 }
 
-/* Raise "<what> at <root><path>" where the path has `depth` segments. */
-static void enc_fail(lua_State *L, codec *c, int depth, const char *what)
+/* Raise "<what> at <root><path>" where the path has `depth` segments.
+ * Building the message allocates, and so may run a finalizer that
+ * encodes: the path is copied out and the context released first. The
+ * keys it names stay in their stack slots, below anything pushed here. */
+static void enc_fail(lua_State *L, enc_ctx *c, int depth, const char *what)
 {
+	enc_frame frames[INSTATE_MP_MAX_DEPTH + 1];
+	const char *root = c->root;
 	luaL_Buffer b;
 	int k;
 
+	memcpy(frames, c->frames, (size_t)depth * sizeof *frames);
+	ctx_release(c);
 	luaL_checkstack(L, 4, NULL);
 	luaL_buffinit(L, &b);
 	luaL_addstring(&b, what);
 	luaL_addstring(&b, " at ");
-	luaL_addstring(&b, c->root);
+	luaL_addstring(&b, root);
 	for (k = 0; k < depth; k++)
-		add_segment(L, &b, &c->frames[k]);
+		add_segment(L, &b, &frames[k]);
 	luaL_pushresult(&b);
 	lua_error(L);
 }
 
-static void enc_fail_type(lua_State *L, codec *c, int depth, int t, const char *as)
+/* luaL_checkstack()'s message, raised once the context is released. */
+static void enc_stack_overflow(lua_State *L, enc_ctx *c)
+{
+	ctx_release(c);
+	luaL_error(L, "stack overflow (%s)", "value nested too deeply");
+}
+
+static void enc_fail_type(lua_State *L, enc_ctx *c, int depth, int t, const char *as)
 {
 	char what[64];
 	snprintf(what, sizeof what, "cannot store a %s%s", lua_typename(L, t), as);
@@ -543,7 +638,7 @@ static void enc_fail_type(lua_State *L, codec *c, int depth, int t, const char *
 /* ===================================================================== */
 /* Encoder                                                               */
 
-static void enc_table(lua_State *L, codec *c, int idx, int depth);
+static void enc_table(lua_State *L, enc_ctx *c, int idx, int depth);
 
 /* memcpy for the short strings (keys, names) that make up most values:
  * fixed-size overlapping moves the compiler inlines, instead of a call. */
@@ -588,7 +683,7 @@ static ALWAYS_INLINE int str_is_utf8(const char *s, size_t n)
 }
 
 /* Out of line: its message buffer would cost every caller a stack frame. */
-static void enc_fail_long(lua_State *L, codec *c, int depth, size_t n)
+static void enc_fail_long(lua_State *L, enc_ctx *c, int depth, size_t n)
 {
 	char what[80];
 	snprintf(what, sizeof what, "cannot store a string of %lu bytes (4 GiB is the limit)",
@@ -597,7 +692,7 @@ static void enc_fail_long(lua_State *L, codec *c, int depth, size_t n)
 }
 
 /* The string at idx. */
-static ALWAYS_INLINE void enc_string(lua_State *L, codec *c, int idx, int depth)
+static ALWAYS_INLINE void enc_string(lua_State *L, enc_ctx *c, int idx, int depth)
 {
 	size_t n;
 	const char *s = lua_tolstring(L, idx, &n);
@@ -618,7 +713,7 @@ static ALWAYS_INLINE void enc_string(lua_State *L, codec *c, int idx, int depth)
 
 /* The value at idx (absolute or negative) of Lua type t, at `depth`
  * segments below the root. */
-static void enc_value(lua_State *L, codec *c, int idx, int t, int depth)
+static void enc_value(lua_State *L, enc_ctx *c, int idx, int t, int depth)
 {
 	unsigned char *p;
 
@@ -673,7 +768,7 @@ static int is_array(lua_State *L, int idx, lua_Unsigned n)
  * walk with lua_next expecting the keys 1, 2, ... n in order and no table
  * value. At the first surprise rewind the output and return 0: nothing but
  * bytes was written, since only tables touch the identity set. */
-static int enc_scalar_array(lua_State *L, codec *c, int idx, lua_Unsigned n, int depth,
+static int enc_scalar_array(lua_State *L, enc_ctx *c, int idx, lua_Unsigned n, int depth,
                             enc_frame *fr)
 {
 	size_t start = c->len;
@@ -725,13 +820,13 @@ static inline uint64_t ent_prefix(const unsigned char *p, size_t n)
 
 /* 8 zero bytes past the end of the buffer (not part of it), so that
  * ent_prefix() may read 8 bytes at any entry. */
-static void buf_pad(lua_State *L, codec *c)
+static void buf_pad(lua_State *L, enc_ctx *c)
 {
 	memset(buf_reserve(L, c, 8), 0, 8);
 }
 
 /* Call buf_pad() first if the buffer grew since. */
-static inline void ent_set(codec *c, canon_ent *e, size_t off, size_t len)
+static inline void ent_set(enc_ctx *c, canon_ent *e, size_t off, size_t len)
 {
 	e->off = off;
 	e->len = len;
@@ -779,7 +874,7 @@ static int ent_isort(const unsigned char *b, canon_ent *a, size_t n)
  * the space above the entries as the other half. Returns whether the order
  * changed (entries are recorded in buffer order, so unchanged means
  * offsets still ascend). */
-static int ent_sort(lua_State *L, codec *c, size_t e0, size_t n)
+static int ent_sort(lua_State *L, enc_ctx *c, size_t e0, size_t n)
 {
 	const unsigned char *b = c->buf;
 	canon_ent *a, *t, *x;
@@ -788,7 +883,7 @@ static int ent_sort(lua_State *L, codec *c, size_t e0, size_t n)
 	if (n <= SORT_SMALL)
 		return ent_isort(b, c->ents + e0, n);
 	if (n > (SIZE_MAX - e0) / 2)
-		out_of_memory(L);
+		out_of_memory(L, c);
 	ent_reserve(L, c, e0 + 2 * n);
 	a = c->ents + e0;
 	t = a + n;
@@ -821,7 +916,7 @@ static int ent_sort(lua_State *L, codec *c, size_t e0, size_t n)
 /* Pass 1: the map body from `body` to the end of the buffer holds the
  * entries recorded from e0 on; sort them and permute the body, through the
  * free space at the end of the buffer. */
-static void canon_permute(lua_State *L, codec *c, size_t e0, size_t body)
+static void canon_permute(lua_State *L, enc_ctx *c, size_t e0, size_t body)
 {
 	size_t n = c->nent - e0, end = c->len, i;
 	unsigned char *tmp, *q;
@@ -845,7 +940,7 @@ static void canon_permute(lua_State *L, codec *c, size_t e0, size_t body)
 /* ---- tables --------------------------------------------------------- */
 
 /* A map in next order (and, when canonical, sorted afterwards). */
-static void enc_map(lua_State *L, codec *c, int idx, int depth, enc_frame *fr)
+static void enc_map(lua_State *L, enc_ctx *c, int idx, int depth, enc_frame *fr)
 {
 	/* One pass: a one-byte fixmap header, widened afterwards in the
 	 * rare case of more than 15 pairs. */
@@ -899,12 +994,18 @@ static void enc_map(lua_State *L, codec *c, int idx, int depth, enc_frame *fr)
 /* Pass 2: a map whose order is settled before its entries are written, so
  * that tables are numbered in canonical order. The sort bytes are written
  * first at the end of the buffer, then the entries in order after them,
- * then the entries are moved down over the sort bytes. */
-static void enc_map_graph(lua_State *L, codec *c, int idx, int depth, enc_frame *fr)
+ * then the entries are moved down over the sort bytes.
+ *
+ * Writing in sorted order needs the keys in that order. A Lua table to
+ * hold them would be an allocation, and so a collector step inside the
+ * encoding; they go in stack slots instead, filled by one more next walk
+ * (with the sorted position of every place in next order from pos). A map
+ * too big for the stack takes a walk per part that fits. */
+static void enc_map_graph(lua_State *L, enc_ctx *c, int idx, int depth, enc_frame *fr)
 {
 	lua_Unsigned n = 0;
-	int tables = 0, tkeys = 0, keys, probe, kt;
-	size_t e0 = c->nent, region, real, i;
+	int tables = 0, tkeys = 0, probe, kt, base;
+	size_t e0 = c->nent, region, real, i, done, part;
 	unsigned char *p;
 
 	lua_pushnil(L);
@@ -923,9 +1024,6 @@ static void enc_map_graph(lua_State *L, codec *c, int idx, int depth, enc_frame 
 	}
 	if (n > UINT32_MAX)
 		enc_fail(L, c, depth, "cannot store a table of more than 2^32-1 entries");
-	luaL_checkstack(L, 4, "value nested too deeply");
-	lua_createtable(L, n > (lua_Unsigned)INT_MAX ? INT_MAX : (int)n, 0);
-	keys = lua_gettop(L);
 	p = buf_reserve(L, c, 5);
 	buf_commit(c, instate_mp_put_map_header(p, (uint32_t)n));
 	region = c->len;
@@ -936,8 +1034,6 @@ static void enc_map_graph(lua_State *L, codec *c, int idx, int depth, enc_frame 
 	while (lua_next(L, idx)) {
 		size_t off = c->len;
 		canon_ent *e;
-		lua_pushvalue(L, -2);
-		lua_rawseti(L, keys, (lua_Integer)++i);
 		fr->keyidx = lua_gettop(L) - 1;
 		kt = lua_type(L, -2);
 		if (kt == LUA_TTABLE) {
@@ -964,30 +1060,52 @@ static void enc_map_graph(lua_State *L, codec *c, int idx, int depth, enc_frame 
 		buf_pad(L, c);
 		e = &c->ents[c->nent++];
 		ent_set(c, e, off, c->len - off);
-		e->idx = (uint32_t)i;
+		e->idx = (uint32_t)i++;
 	}
 	ent_sort(L, c, e0, (size_t)n);
+	for (i = 0; i < n; i++)
+		c->ents[e0 + c->ents[e0 + i].idx].pos = (uint32_t)i;
 	real = c->len;
-	for (i = 0; i < n; i++) {
-		lua_rawgeti(L, keys, (lua_Integer)c->ents[e0 + i].idx);
-		fr->keyidx = lua_gettop(L);
-		kt = lua_type(L, -1);
-		if (kt == LUA_TTABLE)
-			enc_table(L, c, fr->keyidx, depth + 1);
-		else
-			enc_value(L, c, -1, kt, depth + 1);
-		lua_pushvalue(L, -1);
-		lua_rawget(L, idx);
-		enc_value(L, c, -1, lua_type(L, -1), depth + 1);
-		lua_pop(L, 2);
+	base = lua_gettop(L);
+	for (done = 0; done < n; done += part) {
+		size_t place = 0, k;
+		/* room for the part, and for lua_next's key and value above it */
+		part = n - done;
+		while (part > 1 && (part > INT_MAX - 8 || !lua_checkstack(L, (int)part + 8)))
+			part /= 2;
+		if (!lua_checkstack(L, (int)part + 8))
+			enc_stack_overflow(L, c);
+		lua_settop(L, base + (int)part);
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			size_t pos = c->ents[e0 + place++].pos;
+			if (pos - done < part) {
+				lua_pushvalue(L, -2);
+				lua_replace(L, base + 1 + (int)(pos - done));
+			}
+			lua_pop(L, 1);
+		}
+		for (k = 0; k < part; k++) {
+			int slot = base + 1 + (int)k;
+			fr->keyidx = slot;
+			kt = lua_type(L, slot);
+			if (kt == LUA_TTABLE)
+				enc_table(L, c, slot, depth + 1);
+			else
+				enc_value(L, c, slot, kt, depth + 1);
+			lua_pushvalue(L, slot);
+			lua_rawget(L, idx);
+			enc_value(L, c, -1, lua_type(L, -1), depth + 1);
+			lua_pop(L, 1);
+		}
+		lua_settop(L, base);
 	}
 	memmove(c->buf + region, c->buf + real, c->len - real);
 	c->len = region + (c->len - real);
 	c->nent = e0;
-	lua_pop(L, 1);
 }
 
-static void enc_table(lua_State *L, codec *c, int idx, int depth)
+static void enc_table(lua_State *L, enc_ctx *c, int idx, int depth)
 {
 	enc_frame *fr;
 	unsigned char *p;
@@ -1011,9 +1129,8 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 		snprintf(what, sizeof what, "value nested deeper than %d levels", INSTATE_MP_MAX_DEPTH);
 		enc_fail(L, c, depth, what);
 	}
-	/* luaL_checkstack() inlined: its message, without a second call per table */
 	if (!lua_checkstack(L, 3))
-		luaL_error(L, "stack overflow (%s)", "value nested too deeply");
+		enc_stack_overflow(L, c);
 	fr = &c->frames[depth];
 
 	n = lua_rawlen(L, idx);
@@ -1037,10 +1154,14 @@ static void enc_table(lua_State *L, codec *c, int idx, int depth)
 	}
 }
 
-static const char *encode_with(lua_State *L, codec *c, int idx, const char *root, size_t *len,
+/* Encode the value at idx in a context of cd's; see linstate.h for how
+ * long the bytes returned stay valid. */
+static const char *encode_with(lua_State *L, codec *cd, int idx, const char *root, size_t *len,
                                int canonical)
 {
-	codec_reset(c);
+	enc_ctx *c = ctx_acquire(L, cd);
+
+	ctx_reset(c);
 	c->canon = canonical;
 	c->root = root ? root : "value";
 	idx = lua_absindex(L, idx);
@@ -1070,6 +1191,7 @@ static const char *encode_with(lua_State *L, codec *c, int idx, const char *root
 	}
 	c->last_len = c->len;
 	c->last_count = c->count;
+	ctx_release(c);
 	*len = c->len;
 	return (const char *)c->buf;
 }
@@ -1358,6 +1480,9 @@ static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n)
 	d.r.n = n;
 	d.r.pos = 0;
 	d.r.err_off = 0;
+	d.r.graph = 0;
+	d.r.graph_off = 0;
+	d.r.refs = 0;
 	d.r.err[0] = '\0';
 	d.refs = 0;
 	d.tables = 0;

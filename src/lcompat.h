@@ -28,4 +28,10 @@
  * finalizer only. */
 #define lcompat_toclose(L, idx) lua_toclose((L), (idx))
 
+/* Whether the collector runs, so that an allocation may call finalizers.
+ * False inside a finalizer (the collector stops itself while one runs:
+ * lua_gc() answers -1 from 5.4.4 on, "not running" before) and while the
+ * program has stopped it. */
+#define lcompat_gc_running(L) (lua_gc((L), LUA_GCISRUNNING) == 1)
+
 #endif /* LCOMPAT_H */

@@ -14,25 +14,37 @@
 
 /*
  * Encode the value at stack index idx as MessagePack. Returns a pointer to
- * the bytes, valid until the next linstate_encode() call in this Lua state
- * (a per-state scratch buffer owned by a userdata, so raising leaks nothing).
- * An unstorable value raises "cannot store a <type> at <root><path>", e.g.
- * root "inventory" gives "cannot store a function at inventory.items[3].on_use".
- * Calls no metamethods and runs no Lua code.
+ * the *len bytes, in an encoder context of this Lua state that is busy for
+ * the call alone (reused, so a call allocates nothing, and raising leaks
+ * nothing). An unstorable value raises "cannot store a <type> at
+ * <root><path>", e.g. root "inventory" gives
+ * "cannot store a function at inventory.items[3].on_use".
+ *
+ * Calls no metamethods, runs no Lua code and creates no Lua object, so no
+ * finalizer runs inside it. Re-entrant: an encoding made while another is
+ * in progress, or by a finalizer at any time, uses a context of its own.
+ *
+ * Lifetime of the bytes: valid until the calling C function encodes
+ * again, runs Lua code (lua_call, lua_pcall, luaL_error, ...), or returns.
+ * Allocating in between is fine (a finalizer the collector runs then
+ * encodes elsewhere): hand them to the core (instate_put) or copy them
+ * (lua_pushlstring) within that window.
  */
 const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len);
 
 /*
  * linstate_encode() in canonical map order (docs/FORMAT.md section 1): the
  * same value gives the same bytes in every process, whatever the insertion
- * history of its tables. Same contract and buffer as linstate_encode().
+ * history of its tables. Same contract and lifetime as linstate_encode().
  */
 const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, size_t *len);
 
 /*
  * Decode n bytes at p. On success pushes the value and returns 1. On corrupt
  * input pushes an error message naming the byte offset and returns 0. Raises
- * only on memory errors. Never runs Lua code.
+ * only on memory errors. Never runs Lua code itself; a finalizer run by its
+ * allocations may decode or encode (re-entrant), or write to a store: p
+ * must stay valid through that too (a Lua string on the stack does).
  */
 int linstate_decode(lua_State *L, const char *p, size_t n);
 
@@ -133,6 +145,10 @@ static inline void *linstate_checkhandle(lua_State *L, int idx, const char *mark
 		if (ok)
 			return p;
 	}
+	if (lua_type(L, idx) != LUA_TUSERDATA)   /* a table wearing the class's
+	                                            metatable has its __name */
+		luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", tname,
+			luaL_typename(L, idx)));
 	luaL_typeerror(L, idx, tname);
 	return NULL;
 }

@@ -612,77 +612,6 @@ static int l_ns_set_encoded(lua_State *L)
 }
 
 /*
- * tx_ns:put_many(n, keys, values, versions) -> written, nested
- *
- * ns:save_many's writes, inside the caller's own write transaction (a
- * layer that runs its save as part of a bigger transaction): for i = 1..n
- * encode values[i] in canonical
- * map order (named keys[i] in errors; equal values give equal bytes in any
- * process, so an unchanged variable is recognised after a restart too) and
- * write it with versions[i] (or versions itself when a number), unless the
- * live record already holds these bytes and version (INSTATE_IFCHANGED:
- * the store itself is the reference, so nothing per variable is kept in
- * memory, and a save inside a transaction that later aborts cannot make
- * anything look saved). Returns the number of records written, and whether
- * the transaction is nested in another (then nothing it wrote is committed
- * when the outermost one ends, if it aborts). One C loop
- * instead of n calls; raising inside aborts the enclosing transaction.
- */
-static int l_ns_put_many(lua_State *L)
-{
-	lns *n = linstate_checkns(L, 1);
-	lua_Integer i, count = luaL_checkinteger(L, 2);
-	lua_Integer written = 0, version = 0;
-	int const_version;
-
-	if (!n->tx)
-		return luaL_error(L, "put_many needs a namespace of a transaction");
-	if (n->tx->readonly)
-		return luaL_error(L, "cannot write in a snapshot");
-	luaL_checktype(L, 3, LUA_TTABLE);
-	luaL_checktype(L, 4, LUA_TTABLE);
-	const_version = lua_type(L, 5) == LUA_TNUMBER;
-	if (const_version)
-		version = luaL_checkinteger(L, 5);
-	else
-		luaL_checktype(L, 5, LUA_TTABLE);
-	lua_settop(L, 5);
-	for (i = 1; i <= count; i++) {
-		size_t klen, vlen;
-		const char *key, *val;
-		instate_meta meta;
-		int rc;
-
-		if (lua_rawgeti(L, 3, i) != LUA_TSTRING)
-			return luaL_error(L, "put_many: keys[%I] is not a string", i);
-		key = lua_tolstring(L, 6, &klen);
-		if (klen < 1 || klen > INSTATE_KEY_MAX)
-			return luaL_error(L, "put_many: keys[%I] must be 1..%d bytes", i, INSTATE_KEY_MAX);
-		lua_rawgeti(L, 4, i);
-		val = linstate_encode_canonical(L, 7, value_root(key, klen), &vlen);
-		if (!const_version) {
-			lua_rawgeti(L, 5, i);
-			version = lua_tointeger(L, -1);
-		}
-		if (version < 0 || version > 0xffffffffLL)
-			return luaL_error(L, "put_many: version of '%s' out of range", key);
-		meta.expires_ms = 0;
-		meta.version = (uint32_t)version;
-		rc = instate_put(n->tx->txn, n->ns, key, klen, val, vlen, &meta, INSTATE_IFCHANGED);
-		if (rc == 0) {
-			written++;
-		} else if (rc != INSTATE_EXISTS) {
-			ns_fail(L, n, rc, lua_pushfstring(L, "cannot write '%s'", key));
-			return linstate_raise_failure(L);
-		}
-		lua_settop(L, 5);
-	}
-	lua_pushinteger(L, written);
-	lua_pushboolean(L, n->tx->parent != NULL);
-	return 2;
-}
-
-/*
  * ns:save_many(n, keys, values, versions) -> revision, written, nested
  *                                          | nil, msg, code
  *
@@ -1065,7 +994,6 @@ static const luaL_Reg ns_methods[] = {
 	{ "clear", l_ns_clear },
 	{ "get_encoded", l_ns_get_encoded },
 	{ "set_encoded", l_ns_set_encoded },
-	{ "put_many", l_ns_put_many },
 	{ "save_many", l_ns_save_many },
 	{ "get_all_encoded", l_ns_get_all_encoded },
 	{ "get_all_objects", l_ns_get_all_objects },

@@ -151,7 +151,8 @@ static int txn_start(lua_State *L, int readonly, int base)
 	if (!readonly && st->cur) {
 		if (st->owner != L)
 			return linstate_fail(L, INSTATE_BUSY,
-				"cannot begin a transaction: another coroutine has one open");
+				"cannot begin a transaction: a write transaction is already open"
+				" in this thread (another coroutine's)");
 		parent = st->cur;
 	}
 	t = lcompat_newuserdata(L, sizeof *t, 3);

@@ -208,7 +208,9 @@ static void test_validate(void)
 	VALID("\x82\xc3\x01\x91\x01\x90");        /* bool key, table key */
 	VALID("\xd6\x01\x91\xd4\x02\x00");        /* a self cycle */
 	VALID("\xc7\x05\x01\x92\x80\xd4\x02\x01"); /* shared table */
-	VALID("\xd4\x01\x01");                   /* a graph around a plain value */
+	/* a graph without a reference: another library's extension type 1 */
+	INVALID("\xd4\x01\x01", 0, "graph extension without a reference");
+	INVALID("\xc7\x03\x01\x92\x80\x80", 0, "graph extension without a reference");
 	INVALID("", 0, "truncated input (a value expected, 0 bytes left)");
 	INVALID("\xc1", 0, "invalid byte 0xc1");
 	INVALID("\x01\x02", 1, "1 trailing bytes after the value");

@@ -13,6 +13,9 @@
  * exception (docs/FORMAT.md section 1) needs a map with two or more table
  * keys; a difference without one aborts.
  *
+ * Encoding must create no Lua object (src/linstate.h: no finalizer can run
+ * inside it): the state's allocator counts them, and one aborts.
+ *
  * Build: make fuzz (clang, -DINSTATE_FUZZ=ON); run with -max_total_time=N.
  */
 #include "linstate.h"
@@ -23,21 +26,53 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* encode(value at 1) -> string, under pcall so a raise is observable */
-static int encode_top(lua_State *L)
+/* Lua objects created while `counting` is set: encoding must create none
+ * (so no finalizer can run inside it, src/linstate.h). lua_Alloc is told
+ * of a new object by ptr NULL and osize its type. */
+static int counting;
+static long objects_created;
+
+static void *count_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	(void)ud;
+	if (nsize == 0) {
+		free(ptr);
+		return NULL;
+	}
+	if (counting && ptr == NULL &&
+	    (osize == LUA_TSTRING || osize == LUA_TTABLE || osize == LUA_TFUNCTION ||
+	     osize == LUA_TUSERDATA || osize == LUA_TTHREAD))
+		objects_created++;
+	return realloc(ptr, nsize);
+}
+
+/* Encode the value at 1 and push the bytes; a raise escapes (the callers
+ * run this under pcall). Aborts if encoding created a Lua object. */
+static int encode_counted(lua_State *L, int canonical)
 {
 	size_t n;
-	const char *s = linstate_encode(L, 1, "value", &n);
+	const char *s;
+
+	objects_created = 0;
+	counting = 1;
+	s = canonical ? linstate_encode_canonical(L, 1, "value", &n)
+	              : linstate_encode(L, 1, "value", &n);
+	counting = 0;
+	if (objects_created)
+		abort();
 	lua_pushlstring(L, s, n);
 	return 1;
 }
 
+/* encode(value at 1) -> string, under pcall so a raise is observable */
+static int encode_top(lua_State *L)
+{
+	return encode_counted(L, 0);
+}
+
 static int encode_canonical_top(lua_State *L)
 {
-	size_t n;
-	const char *s = linstate_encode_canonical(L, 1, "value", &n);
-	lua_pushlstring(L, s, n);
-	return 1;
+	return encode_counted(L, 1);
 }
 
 /* Whether the value at idx holds a map with two or more table keys.
@@ -79,6 +114,7 @@ static int canonical(lua_State *L, int idx)
 	lua_pushcfunction(L, encode_canonical_top);
 	lua_pushvalue(L, idx);
 	if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+		counting = 0; /* the raise built its message */
 		if (!strstr(lua_tostring(L, -1), "nested deeper than"))
 			abort();
 		lua_pop(L, 1);
@@ -166,7 +202,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *e1;
 
 	if (!L) {
-		L = luaL_newstate();
+		L = lua_newstate(count_alloc, NULL);
 		if (!L)
 			abort();
 		lua_newtable(L);
@@ -191,6 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lua_pushcfunction(L, encode_top); /* v1 is at base + 1 */
 	lua_pushvalue(L, base + 1);
 	if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+		counting = 0; /* the raise built its message */
 		/* Only legitimate way to fail: references let a table be first
 		 * reached along a deeper path than the one the input used. */
 		if (!strstr(lua_tostring(L, -1), "nested deeper than"))
