@@ -1,6 +1,7 @@
 -- The rockspec builds and installs offline into a private tree, and the
 -- installed module loads in a fresh lua5.4 process.
 local helpers = require "helpers"
+local compat = require "instate.compat"
 
 local src = helpers.source_dir()
 local rockspec = src .. "/rockspec/instate-scm-1.rockspec"
@@ -12,7 +13,7 @@ end
 
 local function load_rockspec()
   local env = {}
-  local chunk = assert(loadfile(rockspec, "t", env))
+  local chunk = assert(compat.loadfile(rockspec, "t", env))
   chunk()
   return env
 end

@@ -881,7 +881,7 @@ describe("codec", function()
       ]==]
       local child = [[
         local instate = require "instate"
-        local build = load(...)
+        local build = require("instate.compat").load(...)
         local values = build(tonumber((select(2, ...))))
         for _, v in ipairs(values) do
           local c, p = instate.encode(v, nil, {canonical = true}), instate.encode(v)
@@ -902,7 +902,7 @@ describe("codec", function()
       local c1, p1 = run(1)
       local c2, p2 = run(2)
       local plain_differs = 0
-      local here = load(build)(1)
+      local here = compat.load(build)(1)
       for i = 1, #c1 do
         assert.equal(c1[i], c2[i], "value " .. i .. " differs between processes")
         local s = canon(here[i])

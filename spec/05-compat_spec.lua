@@ -49,6 +49,23 @@ describe("instate.compat", function()
     end)
   end
 
+  it("load and loadfile with an environment", function()
+    local env = { x = 2 }
+    local f = assert(compat.load("y = x * 21; return y", "=chunk", "t", env))
+    assert.equal(42, f())
+    assert.equal(42, env.y)
+    assert.is_nil(rawget(_G, "y"))
+    local nf, err = compat.load("return +", "=bad", "t", env)
+    assert.is_nil(nf)
+    assert.matches("^bad:1:", err)
+    local path = helpers.tmpdir() .. "/chunk.lua"
+    helpers.write_file(path, "z = x + 1")
+    local g = assert(compat.loadfile(path, "t", env))
+    g()
+    assert.equal(3, env.z)
+    assert.is_nil(rawget(_G, "z"))
+  end)
+
   it("pack and unpack", function()
     local t = compat.pack(1, nil, 3, nil)
     assert.equal(4, t.n)

@@ -14,6 +14,9 @@
 --  * to_be_closed: true where `local x <close>` and coroutine.close exist
 --    (5.4). Elsewhere the documented equivalent is an explicit close()
 --    (and __gc as the last resort).
+--  * load(chunk, name, mode, env), loadfile(path, mode, env): as in 5.2+
+--    and LuaJIT; on 5.1 through loadstring/setfenv (mode is not checked
+--    there).
 
 local type, select, floor = type, select, math.floor
 
@@ -37,5 +40,26 @@ compat.pack = table.pack or function(...)
 end
 
 compat.to_be_closed = coroutine.close ~= nil
+
+if pcall(load, "return") then          -- load takes a string: 5.2+, LuaJIT
+	compat.load, compat.loadfile = load, loadfile
+else
+	local load51, loadstring, loadfile51, setfenv = load, loadstring, loadfile, setfenv
+	compat.load = function(chunk, name, _, env)
+		local f, err
+		if type(chunk) == "string" then
+			f, err = loadstring(chunk, name)
+		else
+			f, err = load51(chunk, name)
+		end
+		if f and env then setfenv(f, env) end
+		return f, err
+	end
+	compat.loadfile = function(path, _, env)
+		local f, err = loadfile51(path)
+		if f and env then setfenv(f, env) end
+		return f, err
+	end
+end
 
 return compat
