@@ -49,8 +49,12 @@
 	((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
 #define lua_rawlen(L, i) lua_objlen((L), (i))
 
-/* The user value of a userdata is its environment (always a table). */
-#define LCOMPAT_GETUV(L, i) lua_getfenv((L), (i))
+/* The user value of a userdata is its environment (always a table). One
+ * made without user values has the creating C function's, which reads as
+ * none (every binding function shares one environment). */
+#define LCOMPAT_GETUV(L, i) \
+	(lua_getfenv((L), (i)), lua_rawequal((L), -1, LUA_ENVIRONINDEX) ? \
+	 (lua_pop((L), 1), lua_pushnil(L)) : (void)0)
 #define LCOMPAT_SETUV(L, i) ((void)lua_setfenv((L), (i)))
 
 static inline int lcompat_rawgetp(lua_State *L, int idx, const void *p)
@@ -181,10 +185,12 @@ typedef ptrdiff_t lua_KContext;
 static inline int lcompat_pcall_noyield(lua_State *L, int nargs, int nresults, int errfunc)
 {
 	int status = lua_pcall(L, nargs, nresults, errfunc);
+	static const char why[] = "cannot yield inside a transaction on Lua 5.1 and LuaJIT";
+	const char *msg;
 	if (status == LUA_ERRRUN && lua_type(L, -1) == LUA_TSTRING &&
-	    strstr(lua_tostring(L, -1), "attempt to yield across")) {
-		lua_pushfstring(L, "cannot yield inside a transaction on Lua 5.1 and LuaJIT (%s)",
-			lua_tostring(L, -1));
+	    strstr((msg = lua_tostring(L, -1)), "attempt to yield across") &&
+	    !strstr(msg, why)) {  /* said once, by the innermost transaction */
+		lua_pushfstring(L, "%s (%s)", why, msg);
 		lua_remove(L, -2);
 	}
 	return status;
@@ -472,12 +478,25 @@ static inline int lcompat_setiuservalue(lua_State *L, int idx, int n)
 /* 5.4's luaL_typeerror (__name of the value's metatable, if any). */
 static inline int lcompat_typeerror(lua_State *L, int arg, const char *tname)
 {
-	const char *typearg;
+	const char *typearg = NULL;
 	if (luaL_getmetafield(L, arg, "__name") && lua_type(L, -1) == LUA_TSTRING)
 		typearg = lua_tostring(L, -1);
 	else if (lua_type(L, arg) == LUA_TLIGHTUSERDATA)
 		typearg = "light userdata";
-	else
+	else if (lua_getmetatable(L, arg)) {
+		/* 5.1 and 5.2 name no metatable (__name is 5.3's): the registry
+		 * key luaL_newmetatable gave it, such as "FILE*" (an error path:
+		 * the scan costs nothing elsewhere) */
+		lua_pushnil(L);
+		while (lua_next(L, LUA_REGISTRYINDEX)) {
+			if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, -3)) {
+				typearg = lua_tostring(L, -2);
+				break;
+			}
+			lua_pop(L, 1);
+		}
+	}
+	if (!typearg)
 		typearg = luaL_typename(L, arg);
 	return luaL_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s", tname, typearg));
 }
