@@ -26,6 +26,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -298,10 +299,14 @@ static inline int lcompat_num2int(lua_Number n, lua_Integer *out)
 	return 0;
 }
 
+/* -0.0 is not one: it would become integer 0 and lose its sign (5.3 and
+ * 5.4 hold it as a float). */
 static inline int lcompat_isinteger(lua_State *L, int idx)
 {
 	lua_Integer i;
-	return lua_type(L, idx) == LUA_TNUMBER && lcompat_num2int(lua_tonumber(L, idx), &i);
+	lua_Number n;
+	return lua_type(L, idx) == LUA_TNUMBER &&
+	       lcompat_num2int((n = lua_tonumber(L, idx)), &i) && !(i == 0 && signbit(n));
 }
 #define lua_isinteger lcompat_isinteger
 

@@ -77,6 +77,9 @@ static int test_api(lua_State *L)
 		int ok = -1;
 		CHECK(lua_isinteger(L, 1));
 		CHECK(!lua_isinteger(L, 2));
+		lua_pushnumber(L, -0.0);             /* keeps its sign: a float */
+		CHECK(!lua_isinteger(L, -1));
+		lua_pop(L, 1);
 		CHECK(lua_tointegerx(L, 1, &ok) == 7 && ok == 1);
 		CHECK(lua_tointegerx(L, 2, &ok) == 0 && ok == 0);
 		CHECK(lua_tointegerx(L, 3, &ok) == 42 && ok == 1);
