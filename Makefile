@@ -31,7 +31,20 @@ define need_packages
 	fi
 endef
 
-.PHONY: all build deps deps-bench deps-fuzz test demo sanitize bench fuzz faults valgrind install clean
+# Other Luas: `make test-lua LUA=5.3` builds against that Lua into
+# build-lua5.3/ (LUA=luajit: build-luajit/) and runs its C tests and the
+# specs registered for it; `make test-luas` does so for 5.1, 5.2, 5.3 and
+# LuaJIT.
+LUA        ?= 5.4
+LUAS       = 5.1 5.2 5.3 luajit
+LUA_BUILD  = build-$(if $(filter luajit,$(LUA)),luajit,lua$(LUA))
+LUA_DEPS_5.1    = lua5.1 liblua5.1-0-dev
+LUA_DEPS_5.2    = lua5.2 liblua5.2-dev
+LUA_DEPS_5.3    = lua5.3 liblua5.3-dev
+LUA_DEPS_5.4    = lua5.4 liblua5.4-dev
+LUA_DEPS_luajit = luajit libluajit-5.1-dev
+
+.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench fuzz faults valgrind install clean
 
 all: build
 
@@ -52,6 +65,17 @@ build: $(BUILD)/CMakeCache.txt
 
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-lua: deps
+	$(call need_packages,$(LUA_DEPS_$(LUA)))
+	cmake -S . -B $(LUA_BUILD) -DINSTATE_LUA=$(LUA) $(CMAKE_ARGS)
+	cmake --build $(LUA_BUILD) -j $(JOBS)
+	cd $(LUA_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-luas:
+	@for v in $(LUAS); do \
+	  echo "== Lua $$v"; $(MAKE) test-lua LUA=$$v || exit 1; \
+	done
 
 demo: deps build
 	@BUILD=$(BUILD) sh examples/run-demo.sh
@@ -99,4 +123,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) build-lua5.1 build-lua5.2 build-lua5.3 build-lua5.4 build-luajit

@@ -21,7 +21,7 @@ description = {
 }
 
 dependencies = {
-   "lua >= 5.4, < 5.5",
+   "lua >= 5.1, < 5.5",
 }
 
 external_dependencies = {

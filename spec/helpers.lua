@@ -62,9 +62,10 @@ function helpers.source_dir()
   return os.getenv("INSTATE_SOURCE_DIR") or "."
 end
 
---- The interpreter child processes run: INSTATE_LUA_BIN, else the one
--- running the specs by its Debian name (lua5.1 .. lua5.4, luajit).
-helpers.lua_bin = os.getenv("INSTATE_LUA_BIN")
+--- The interpreter child processes run: INSTATE_LUA_INTERP (set by ctest),
+-- else the one running the specs by its Debian name (lua5.1 .. lua5.4,
+-- luajit).
+helpers.lua_bin = os.getenv("INSTATE_LUA_INTERP")
   or (jit and "luajit") or ("lua" .. _VERSION:match("%d+%.%d+"))
 
 --- A shell prefix that runs helpers.lua_bin with the module paths of this

@@ -141,6 +141,7 @@ static int txn_finish(lua_State *L, int status, lua_KContext ctx)
 	}
 	return lua_gettop(L) - base;
 }
+LCOMPAT_KFUNCTION(txn_finish)
 
 static int txn_start(lua_State *L, int readonly, int base)
 {
@@ -202,7 +203,7 @@ static int txn_start(lua_State *L, int readonly, int base)
 	for (i = 0; i < nargs; i++)
 		lua_pushvalue(L, 3 + i);
 	return txn_finish(L, lua_pcallk(L, nargs + 1, LUA_MULTRET, 0, (lua_KContext)base,
-		txn_finish), (lua_KContext)base);
+		LCOMPAT_K(txn_finish)), (lua_KContext)base);
 }
 
 int linstate_store_transaction(lua_State *L)

@@ -16,6 +16,8 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "lcompat.h" /* the same C on every Lua */
+
 int luaopen_instate_core(lua_State *L);
 
 #define THREADS 4
@@ -46,10 +48,11 @@ static lua_State *new_state(void)
 	const char *src = getenv("INSTATE_SOURCE_DIR");
 	lua_State *L = luaL_newstate();
 	luaL_openlibs(L);
-	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+	lua_getglobal(L, "package");
+	lua_getfield(L, -1, "preload");
 	lua_pushcfunction(L, luaopen_instate_core);
 	lua_setfield(L, -2, "instate.core");
-	lua_pop(L, 1);
+	lua_pop(L, 2);
 	lua_getglobal(L, "package");
 	lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua", src ? src : ".", src ? src : ".");
 	lua_setfield(L, -2, "path");

@@ -16,6 +16,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "lcompat.h" /* the same C on every Lua */
+
 int luaopen_instate_core(lua_State *L);
 
 #define WRITERS 4 /* the expected by_thread listing below names t1..t4 */
