@@ -15,6 +15,7 @@ describe("instate.compat", function()
   it("says which Lua it runs on", function()
     assert.equal(INTEGERS, compat.integers)
     assert.equal(LUA54, compat.to_be_closed)
+    assert.equal(_VERSION ~= "Lua 5.1", compat.yield_across_c)
   end)
 
   it("math_type: integer, float or nil on every Lua", function()
@@ -46,6 +47,8 @@ describe("instate.compat", function()
       assert.equal("integer", math_type(2 ^ 63 - 1024))
       assert.equal("float", math_type(2 ^ 63))
       assert.equal("float", math_type(-2 ^ 63 - 2048))
+      assert.equal("integer", math_type(0))
+      assert.equal("float", math_type(helpers.neg_zero))
     end)
   end
 

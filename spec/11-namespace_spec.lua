@@ -374,36 +374,59 @@ describe("namespace", function()
     -- LMDB has a fixed table of reader slots: a snapshot that is never
     -- released keeps one forever, so running more loops than there are
     -- slots proves each one was given back.
-    it("releases its snapshot on break", function()
-      for i = 1, 3 do ns:set("k" .. i, i) end
-      local slots = store:stats().max_readers
-      collectgarbage("stop")
-      local ok, err = pcall(function()
+    -- A loop left early ends its snapshot at once through the for loop's
+    -- closing value (5.4); elsewhere the iterator keeps it until collected.
+    if compat.to_be_closed then
+      it("releases its snapshot on break", function()
+        for i = 1, 3 do ns:set("k" .. i, i) end
+        local slots = store:stats().max_readers
+        collectgarbage("stop")
+        local ok, err = pcall(function()
+          for _ = 1, slots + 20 do
+            for k in ns:pairs() do
+              if k == "k2" then break end
+            end
+          end
+        end)
+        collectgarbage("restart")
+        assert(ok, err)
+        assert.is_true(ns:set("k4", 4))
+      end)
+
+      it("releases its snapshot when the loop raises", function()
+        ns:set("k", 1)
+        local slots = store:stats().max_readers
+        collectgarbage("stop")
+        for _ = 1, slots + 20 do
+          local ok, err = pcall(function()
+            for _ in ns:pairs() do error("stop", 0) end
+          end)
+          assert.are.equal("stop", err)
+          assert.is_false(ok)
+        end
+        collectgarbage("restart")
+        assert.are.equal(1, ns:count())
+      end)
+    else
+      it("a loop left by break or a raise keeps its snapshot until collected", function()
+        for i = 1, 3 do ns:set("k" .. i, i) end
+        local slots = store:stats().max_readers
         for _ = 1, slots + 20 do
           for k in ns:pairs() do
             if k == "k2" then break end
           end
+          local ok, err = pcall(function()
+            for _ in ns:pairs() do error("stop", 0) end
+          end)
+          assert.is_false(ok)
+          assert.are.equal("stop", err)
+          collectgarbage()
+          collectgarbage()
         end
+        assert.is_true(ns:set("k4", 4))
+        assert.are.equal(4, ns:count())
       end)
-      collectgarbage("restart")
-      assert(ok, err)
-      assert.is_true(ns:set("k4", 4))
-    end)
-
-    it("releases its snapshot when the loop raises", function()
-      ns:set("k", 1)
-      local slots = store:stats().max_readers
-      collectgarbage("stop")
-      for _ = 1, slots + 20 do
-        local ok, err = pcall(function()
-          for _ in ns:pairs() do error("stop", 0) end
-        end)
-        assert.are.equal("stop", err)
-        assert.is_false(ok)
-      end
-      collectgarbage("restart")
-      assert.are.equal(1, ns:count())
-    end)
+    end
 
     it("releases its snapshot when run to the end", function()
       ns:set("k", 1)

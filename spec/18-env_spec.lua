@@ -4,6 +4,7 @@
 -- (EIO, a full disk, dead readers, racing growers) are in spec/c/test_env.c.
 local helpers = require "helpers"
 local instate = require "instate"
+local compat = require "instate.compat"
 
 local q = helpers.sh_quote
 
@@ -74,45 +75,49 @@ describe("opening a store", function()
   end)
 end)
 
-describe("map growth under coroutines holding snapshots", function()
-  it("keeps every snapshot and iterator consistent", function()
-    local dir = helpers.tmpdir()
-    local store = assert(instate.open(dir .. "/s", { map_size = 256 * 1024, sync = "none" }))
-    local ns = store:namespace("n")
-    local value = string.rep("v", 4000)
-    for i = 1, 10 do assert(ns:set(string.format("k%03d", i), value .. i)) end
-    -- Each coroutine holds one snapshot across yields while the map grows.
-    local cos = {}
-    for c = 1, 4 do
-      cos[c] = coroutine.create(function()
-        return store:snapshot(function(tx)
-          local n, seen = tx:namespace("n"), 0
-          for k, v in n:pairs() do
-            assert(v == value .. tonumber(k:sub(2)), k)
-            seen = seen + 1
-            coroutine.yield()
-          end
-          return seen
-        end)
-      end)
-    end
-    local before = store:stats().map_size
-    local results, i = {}, 10
-    repeat
+-- Its coroutines yield inside snapshots: 5.2+ (5.1 and LuaJIT cannot yield
+-- across the binding's C calls).
+if compat.yield_across_c then
+  describe("map growth under coroutines holding snapshots", function()
+    it("keeps every snapshot and iterator consistent", function()
+      local dir = helpers.tmpdir()
+      local store = assert(instate.open(dir .. "/s", { map_size = 256 * 1024, sync = "none" }))
+      local ns = store:namespace("n")
+      local value = string.rep("v", 4000)
+      for i = 1, 10 do assert(ns:set(string.format("k%03d", i), value .. i)) end
+      -- Each coroutine holds one snapshot across yields while the map grows.
+      local cos = {}
       for c = 1, 4 do
-        if coroutine.status(cos[c]) == "suspended" then
-          local ok, r = coroutine.resume(cos[c])
-          assert(ok, r)
-          if coroutine.status(cos[c]) == "dead" then results[c] = r end
+        cos[c] = coroutine.create(function()
+          return store:snapshot(function(tx)
+            local n, seen = tx:namespace("n"), 0
+            for k, v in n:pairs() do
+              assert(v == value .. tonumber(k:sub(2)), k)
+              seen = seen + 1
+              coroutine.yield()
+            end
+            return seen
+          end)
+        end)
+      end
+      local before = store:stats().map_size
+      local results, i = {}, 10
+      repeat
+        for c = 1, 4 do
+          if coroutine.status(cos[c]) == "suspended" then
+            local ok, r = coroutine.resume(cos[c])
+            assert(ok, r)
+            if coroutine.status(cos[c]) == "dead" then results[c] = r end
+          end
         end
-      end
-      for _ = 1, 40 do
-        i = i + 1
-        assert(ns:set(string.format("k%03d", i), value .. i))
-      end
-    until #results == 4 and results[1] and results[2] and results[3] and results[4]
-    for c = 1, 4 do assert.equal(10, results[c]) end
-    assert.is_true(store:stats().map_size >= 4 * before)
-    store:close()
+        for _ = 1, 40 do
+          i = i + 1
+          assert(ns:set(string.format("k%03d", i), value .. i))
+        end
+      until #results == 4 and results[1] and results[2] and results[3] and results[4]
+      for c = 1, 4 do assert.equal(10, results[c]) end
+      assert.is_true(store:stats().map_size >= 4 * before)
+      store:close()
+    end)
   end)
-end)
+end

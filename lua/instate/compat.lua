@@ -6,14 +6,18 @@
 -- table lookup or an extra call on any Lua.
 --
 --  * math_type(v): math.type where it exists (5.3, 5.4). Elsewhere numbers
---    have no subtypes: an integral number in [-2^63, 2^63) is "integer",
---    any other number (fraction, NaN, inf) is "float", a non-number nil.
+--    have no subtypes: an integral number in [-2^63, 2^63) but -0.0 is
+--    "integer", any other number (fraction, NaN, inf, -0.0) is "float"
+--    (the binding's rule for integer arguments), a non-number nil.
 --  * integers: true when numbers have an integer subtype (5.3, 5.4).
 --  * unpack(t, i, j), pack(...): table.unpack/table.pack, or 5.1's unpack
 --    and an equivalent of table.pack (the field n holds the count).
 --  * to_be_closed: true where `local x <close>` and coroutine.close exist
 --    (5.4). Elsewhere the documented equivalent is an explicit close()
 --    (and __gc as the last resort).
+--  * yield_across_c: true where a coroutine can yield inside a C call such
+--    as store:transaction (5.2+, lua_callk); on 5.1 and LuaJIT such a
+--    yield raises.
 --  * load(chunk, name, mode, env), loadfile(path, mode, env): as in 5.2+
 --    and LuaJIT; on 5.1 through loadstring/setfenv (mode is not checked
 --    there).
@@ -27,7 +31,9 @@ if not math_type then
 	local TWO63 = 2 ^ 63
 	math_type = function(v)
 		if type(v) ~= "number" then return nil end
-		if v == floor(v) and v >= -TWO63 and v < TWO63 then return "integer" end
+		if v == floor(v) and v >= -TWO63 and v < TWO63 and (v ~= 0 or 1 / v > 0) then
+			return "integer"
+		end
 		return "float"
 	end
 end
@@ -40,6 +46,7 @@ compat.pack = table.pack or function(...)
 end
 
 compat.to_be_closed = coroutine.close ~= nil
+compat.yield_across_c = _VERSION ~= "Lua 5.1"
 
 if pcall(load, "return") then          -- load takes a string: 5.2+, LuaJIT
 	compat.load, compat.loadfile = load, loadfile
