@@ -185,9 +185,8 @@ static void test_binding(lua_State *L, const char *dir)
 
 	/* misuse raises with the integers in the message */
 	CHECK_STR(run(L,
-		"local ok, e = pcall(STORE.transaction, STORE, function(tx)\n"
-		"  tx:namespace('n'):put_many(2, {'a', 5}, {1, 2}, 0) end)\n"
-		"return e:match('put_many.*')"), "put_many: keys[2] is not a string");
+		"local ok, e = pcall(NS.save_many, NS, 2, {'a', 5}, {1, 2}, 0)\n"
+		"return e:match('save_many.*')"), "save_many: keys[2] is not a string");
 	CHECK_STR(run(L,
 		"return WHY(require('instate.core').open, DIR .. 'x', {map_size = 4096.5})"),
 		"option 'map_size' must be an integer, got number");
