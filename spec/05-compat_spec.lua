@@ -52,6 +52,23 @@ describe("instate.compat", function()
     end)
   end
 
+  it("error: a tail-called function raises at its caller's line", function()
+    local function inner() compat.error("boom", 2) end
+    local function outer() return inner() end
+    local line
+    local ok, err = pcall(function()
+      line = debug.getinfo(1, "l").currentline; outer()
+    end)
+    assert.is_false(ok)
+    assert.equal("spec/05-compat_spec.lua:" .. line .. ": boom", err:match("spec/05%-compat_spec%.lua:.*"))
+    ok, err = pcall(compat.error, "as is", 0)
+    assert.is_false(ok)
+    assert.equal("as is", err)
+    local t = {}
+    ok, err = pcall(compat.error, t)
+    assert.equal(t, err)
+  end)
+
   it("load and loadfile with an environment", function()
     local env = { x = 2 }
     local f = assert(compat.load("y = x * 21; return y", "=chunk", "t", env))

@@ -18,11 +18,15 @@
 --  * yield_across_c: true where a coroutine can yield inside a C call such
 --    as store:transaction (5.2+, lua_callk); on 5.1 and LuaJIT such a
 --    yield raises.
+--  * error(msg, level): error, except on 5.1, where a function reached by
+--    a tail call has a marker level without a position above it: the
+--    level that marker takes is skipped, so that the position is the
+--    caller's, as on the others.
 --  * load(chunk, name, mode, env), loadfile(path, mode, env): as in 5.2+
 --    and LuaJIT; on 5.1 through loadstring/setfenv (mode is not checked
 --    there).
 
-local type, select, floor = type, select, math.floor
+local type, select, floor, error = type, select, math.floor, error
 
 local compat = {}
 
@@ -47,6 +51,21 @@ end
 
 compat.to_be_closed = coroutine.close ~= nil
 compat.yield_across_c = _VERSION ~= "Lua 5.1"
+
+if _VERSION == "Lua 5.1" and not jit then
+	local getinfo = debug.getinfo
+	compat.error = function(msg, level)
+		level = level or 1
+		if level <= 0 then error(msg, 0) end
+		-- level + 1: this function's own frame
+		local l = level + 1
+		local info = getinfo(l, "S")
+		if info and info.what == "tail" then l = l + 1 end
+		error(msg, l)
+	end
+else
+	compat.error = error
+end
 
 if pcall(load, "return") then          -- load takes a string: 5.2+, LuaJIT
 	compat.load, compat.loadfile = load, loadfile

@@ -34,10 +34,11 @@
 -- class. Its methods come from a plain __index table: a method call then
 -- costs no function call besides the method itself.
 
+local compat = require "instate.compat"
 local type, pairs, error, pcall, tostring, setmetatable, getmetatable, next =
-      type, pairs, error, pcall, tostring, setmetatable, getmetatable, next
+      type, pairs, compat.error, pcall, tostring, setmetatable, getmetatable, next
 local concat = table.concat
-local math_type = require("instate.compat").math_type
+local math_type = compat.math_type
 
 local KEY_MAX = 511
 
