@@ -230,7 +230,7 @@ function M.run(opts)
     calls = calls + 1
     local line = calls .. " " .. desc
     history[#history + 1] = line
-    if #history > 4000 then table.move(history, 2001, #history, 1); for i = 2001, 4000 do history[i] = nil end end
+    if #history > 4000 then for i = 2001, #history do history[i - 2000] = history[i] end; for i = 2001, 4000 do history[i] = nil end end
     if logf then logf:write(line, "\n") end
     if verbose then print(line) end
   end
