@@ -527,7 +527,16 @@ static inline int lcompat_typeerror(lua_State *L, int arg, const char *tname)
 /* Whether the collector runs, so that an allocation may call finalizers.
  * False inside a finalizer (the collector stops itself while one runs:
  * lua_gc() answers -1 from 5.4.4 on, "not running" before) and while the
- * program has stopped it. */
+ * program has stopped it. 5.2 and 5.3 take a third argument; 5.1 and
+ * LuaJIT cannot tell, and say running: the codec's contexts stay safe there
+ * because an encode allocates no Lua object, so no finalizer runs inside
+ * one. */
+#if LUA_VERSION_NUM >= 504
 #define lcompat_gc_running(L) (lua_gc((L), LUA_GCISRUNNING) == 1)
+#elif LUA_VERSION_NUM >= 502
+#define lcompat_gc_running(L) (lua_gc((L), LUA_GCISRUNNING, 0) == 1)
+#else
+#define lcompat_gc_running(L) ((void)(L), 1)
+#endif
 
 #endif /* LCOMPAT_H */
