@@ -299,4 +299,23 @@ function helpers.record_bytes(key, payload, expires_ms, version)
     .. helpers.be(helpers.crc32c(key .. string.char(flags) .. rest), 4) .. rest
 end
 
+--- Write one raw record behind the store's back (python3-lmdb): in the LMDB
+-- database of namespace ns of the store directory dir, key -> bytes.
+function helpers.put_raw(dir, ns, key, bytes)
+  local function py_bytes(b)
+    return (b:gsub(".", function(c) return ("\\x%02x"):format(c:byte()) end))
+  end
+  local py = ([[
+import lmdb
+env = lmdb.open(%q, max_dbs=8)
+db = env.open_db(b"%s")
+with env.begin(write=True) as txn:
+    txn.put(b"%s", b"%s", db=db)
+]]):format(dir, py_bytes(ns), py_bytes(key), py_bytes(bytes))
+  local script = helpers.tmpdir() .. "/put_raw.py"
+  helpers.write_file(script, py)
+  local out, ok = helpers.shell("/usr/bin/python3 " .. helpers.sh_quote(script) .. " 2>&1")
+  assert(ok, out)
+end
+
 return helpers

@@ -100,6 +100,25 @@ local function tx_state(s)
   return classify(function(k) return ns:get(k) end, NKEYS, ns:get("gone") ~= nil)
 end
 
+-- The operation of both transaction scenarios: every key rewritten and one
+-- deleted in one transaction of s. A namespace that cannot be opened aborts
+-- the transaction (a table raised by fn comes back as that table) and is
+-- reported as a triple.
+local function rewrite_all(s, new)
+  return function()
+    local ok, r, msg, code = pcall(s.transaction, s, function(tx)
+      local ns, nmsg, ncode = tx:namespace("kv")
+      if not ns then error({ nmsg, ncode }) end
+      for i = 1, NKEYS do ns:set("k" .. i, new[i]) end
+      ns:delete("gone")
+      return true
+    end)
+    if ok then return r, msg, code end
+    if type(r) == "table" then return nil, r[1], r[2] end
+    error(r, 0)
+  end
+end
+
 ops.transaction = {
   prepare = function(dir)
     local s = open(dir)
@@ -114,20 +133,7 @@ ops.transaction = {
     for i = 1, NKEYS do new[i] = value(i, "new") end
     -- A write that fails inside is ignored on purpose: the transaction
     -- must then refuse to commit the writes before and after it.
-    return function()
-      -- a namespace that cannot be opened aborts the transaction (a table
-      -- raised by fn comes back as that table) and is reported as a triple
-      local ok, r, msg, code = pcall(s.transaction, s, function(tx)
-        local ns, nmsg, ncode = tx:namespace("kv")
-        if not ns then error({ nmsg, ncode }) end
-        for i = 1, NKEYS do ns:set("k" .. i, new[i]) end
-        ns:delete("gone")
-        return true
-      end)
-      if ok then return r, msg, code end
-      if type(r) == "table" then return nil, r[1], r[2] end
-      error(r, 0)
-    end, { s = s }
+    return rewrite_all(s, new), { s = s }
   end,
   state = function(dir)
     local s = open(dir)
@@ -155,20 +161,7 @@ ops.grow = {
     local s = assert(instate.open(dir .. "/store", SMALL))
     local new = {}
     for i = 1, NKEYS do new[i] = value(i, "new", 600) end
-    return function()
-      -- a namespace that cannot be opened aborts the transaction (a table
-      -- raised by fn comes back as that table) and is reported as a triple
-      local ok, r, msg, code = pcall(s.transaction, s, function(tx)
-        local ns, nmsg, ncode = tx:namespace("kv")
-        if not ns then error({ nmsg, ncode }) end
-        for i = 1, NKEYS do ns:set("k" .. i, new[i]) end
-        ns:delete("gone")
-        return true
-      end)
-      if ok then return r, msg, code end
-      if type(r) == "table" then return nil, r[1], r[2] end
-      error(r, 0)
-    end, { s = s }
+    return rewrite_all(s, new), { s = s }
   end,
   state = function(dir)
     local s = assert(instate.open(dir .. "/store", SMALL))
