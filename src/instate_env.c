@@ -343,7 +343,7 @@ int instate__refresh(instate_env *e)
 	if (rc == 0) {
 		for (i = 0; i < nopened; i++)
 			__atomic_store_n(&opened[i]->dbi_state, NS_DBI_OPEN, __ATOMIC_RELEASE);
-		e->ns_seen = nsid;
+		__atomic_store_n(&e->ns_seen, nsid, __ATOMIC_RELEASE);
 	}
 	free(opened);
 	return rc;

@@ -12,6 +12,7 @@
 #include "instate_store_int.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -255,9 +256,15 @@ static int begin_read(instate_txn *t)
 {
 	instate_env *e = t->e;
 	uint64_t rev, nsid;
-	int rc;
+	int rc, waits = 0;
 
 	for (;;) {
+		/* What the namespace cache reflected before the snapshot began:
+		 * a snapshot is only known to hold valid handles for namespaces
+		 * published (under e->mu, after mdb_txn_commit returned) before
+		 * the LMDB read txn started. */
+		uint32_t seen0 = __atomic_load_n(&e->ns_seen, __ATOMIC_ACQUIRE);
+
 		RDLOCK(e);
 		rc = e->env ? instate__rtxn(e, &t->mt) : MDB_PANIC;
 		if (rc == 0) {
@@ -268,7 +275,26 @@ static int begin_read(instate_txn *t)
 				mdb_txn_abort(t->mt);
 			} else {
 				pthread_mutex_lock(&e->mu);
-				if (nsid <= e->ns_seen || e->wtxn_live) {
+				if (nsid > seen0 && (e->wtxn_live || nsid <= e->ns_seen) &&
+				    waits < 10000) {
+					/* A write txn of this process that created a
+					 * namespace was between LMDB's meta write (its
+					 * data visible) and the end of mdb_txn_commit
+					 * (the handle valid in txns begun after it) when
+					 * this snapshot began, or may be now: the
+					 * snapshot could read that namespace as empty.
+					 * Begin again once the commit is published; a
+					 * write txn that merely stays open is waited for
+					 * only briefly (the old behaviour then). */
+					pthread_mutex_unlock(&e->mu);
+					mdb_txn_abort(t->mt);
+					t->mt = NULL;
+					UNLOCK(e);
+					waits++;
+					sched_yield();
+					continue;
+				}
+				if (nsid <= seen0 || e->wtxn_live) {
 					pthread_mutex_unlock(&e->mu);
 					/* counted before the map lock goes: a reopen
 					 * waits for every live snapshot */
@@ -476,7 +502,7 @@ static int commit_top(instate_txn *t)
 				__atomic_store_n(&t->made[i].ns->dbi_state, NS_DBI_OPEN,
 				                 __ATOMIC_RELEASE);
 		if (t->nsid > e->ns_seen)
-			e->ns_seen = t->nsid;
+			__atomic_store_n(&e->ns_seen, t->nsid, __ATOMIC_RELEASE);
 		e->wtxn_live = 0;
 		pthread_mutex_unlock(&e->mu);
 		t->nmade = 0;

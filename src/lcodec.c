@@ -1437,10 +1437,16 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 		dec_str(L, d, it.data, it.len, is_key);
 		return 0;
 	case INSTATE_MP_UINT:
+		if (!lcompat_uint_exact(it.v.u))
+			return instate_mp_corrupt(&d->r, off,
+				"an integer beyond 2^53, which this Lua's numbers cannot hold exactly");
 		/* above INT64_MAX: the integer with the same 64 bits, like string.unpack("J") */
 		lua_pushinteger(L, (lua_Integer)it.v.u);
 		return 0;
 	case INSTATE_MP_INT:
+		if (!lcompat_int_exact(it.v.i))
+			return instate_mp_corrupt(&d->r, off,
+				"an integer beyond 2^53, which this Lua's numbers cannot hold exactly");
 		lua_pushinteger(L, (lua_Integer)it.v.i);
 		return 0;
 	case INSTATE_MP_FLOAT:

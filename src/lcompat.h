@@ -539,4 +539,16 @@ static inline int lcompat_typeerror(lua_State *L, int arg, const char *tname)
 #define lcompat_gc_running(L) ((void)(L), 1)
 #endif
 
+/* Whether an integer read from a store comes back exactly as this Lua's
+ * number: always with 64-bit integers (5.3, 5.4); within +-2^53 where
+ * numbers are doubles (5.1, 5.2, LuaJIT), so that a larger one is refused
+ * by name rather than read as a nearby double. */
+#if LUA_VERSION_NUM >= 503
+#define lcompat_int_exact(v) ((void)(v), 1)
+#define lcompat_uint_exact(u) ((void)(u), 1)
+#else
+#define lcompat_int_exact(v) ((v) >= -(INT64_C(1) << 53) && (v) <= (INT64_C(1) << 53))
+#define lcompat_uint_exact(u) ((u) <= (UINT64_C(1) << 53))
+#endif
+
 #endif /* LCOMPAT_H */

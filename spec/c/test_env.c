@@ -807,6 +807,9 @@ static void test_stale_readers(void)
 static instate_store *grow_store;
 static int grow_done;
 static int reader_errors, reader_scans;
+/* what went wrong, by kind: begin, cursor open, step, value, count */
+static int reader_kinds[5];
+static int reader_last_rc;
 static pthread_mutex_t rmu = PTHREAD_MUTEX_INITIALIZER;
 
 static void *reader_thread(void *arg)
@@ -823,27 +826,39 @@ static void *reader_thread(void *arg)
 		int rc, n = 0;
 
 		/* One snapshot held across many calls while others remap. */
-		if (instate_txn_begin(grow_store, NULL, INSTATE_TXN_READ, &t) != 0) {
+		if ((rc = instate_txn_begin(grow_store, NULL, INSTATE_TXN_READ, &t)) != 0) {
 			errors++;
+			__atomic_add_fetch(&reader_kinds[0], 1, __ATOMIC_RELAXED);
+			reader_last_rc = rc;
 			continue;
 		}
 		rev = instate_txn_revision(t);
 		if (instate_cursor_open(t, ns, NULL, 0, &c) == 0) {
 			while ((rc = instate_cursor_next(c, &k, &v, NULL)) == 0) {
 				/* every value is its key repeated, 4000 bytes */
-				if (v.len != 4000 || k.len == 0 || memcmp(v.data, k.data, k.len) != 0)
+				if (v.len != 4000 || k.len == 0 || memcmp(v.data, k.data, k.len) != 0) {
 					errors++;
+					__atomic_add_fetch(&reader_kinds[3], 1, __ATOMIC_RELAXED);
+				}
 				n++;
 			}
-			if (rc != INSTATE_NOTFOUND)
+			if (rc != INSTATE_NOTFOUND) {
 				errors++;
+				__atomic_add_fetch(&reader_kinds[2], 1, __ATOMIC_RELAXED);
+				reader_last_rc = rc;
+			}
 			instate_cursor_close(c);
 		} else {
 			errors++;
+			__atomic_add_fetch(&reader_kinds[1], 1, __ATOMIC_RELAXED);
 		}
 		/* revision r holds exactly r - 1 records (the first write is r1) */
-		if (rev > 0 && (uint64_t)n != rev)
+		if (rev > 0 && (uint64_t)n != rev) {
 			errors++;
+			if (__atomic_add_fetch(&reader_kinds[4], 1, __ATOMIC_RELAXED) <= 3)
+				fprintf(stderr, "  a snapshot at revision %llu walked %d records\n",
+				        (unsigned long long)rev, n);
+		}
 		instate_txn_abort(t);
 		scans++;
 	}
@@ -868,13 +883,17 @@ static void test_readers_during_growth(void)
 	o.map_size = 256 * 1024;
 	o.sync = INSTATE_SYNC_NONE;
 	grow_store = open_at(tpath("growth"), &o);
-	for (i = 0; i < RTHREADS; i++)
-		pthread_create(&th[i], NULL, reader_thread, NULL);
+	/* The readers start once the namespace exists: this test is about
+	 * growth under live snapshots (snapshots begun while the namespace is
+	 * created are readers_during_create's). */
 	for (i = 0; i < 600; i++) {
 		size_t kl = (size_t)snprintf(key, sizeof key, "key%05d", i);
 		for (j = 0; j < (int)sizeof val; j++)
 			val[j] = key[(size_t)j % kl];
 		CHECK_RC(putn(grow_store, "g", key, val, sizeof val), 0);
+		if (i == 0)
+			for (j = 0; j < RTHREADS; j++)
+				pthread_create(&th[j], NULL, reader_thread, NULL);
 	}
 	__atomic_store_n(&grow_done, 1, __ATOMIC_RELEASE);
 	for (i = 0; i < RTHREADS; i++)
@@ -883,10 +902,87 @@ static void test_readers_during_growth(void)
 	CHECK(st.map_size >= 2 * 1024 * 1024);
 	CHECK(reader_scans > 0);
 	if (reader_errors)
-		fprintf(stderr, "readers during growth: %d errors in %d scans\n", reader_errors,
-		        reader_scans);
+		fprintf(stderr, "readers during growth: %d errors in %d scans (begin %d, cursor %d,"
+		        " step %d, value %d, count %d; last rc %d: %s)\n", reader_errors, reader_scans,
+		        reader_kinds[0], reader_kinds[1], reader_kinds[2], reader_kinds[3],
+		        reader_kinds[4], reader_last_rc, instate_strerror(reader_last_rc));
 	CHECK(reader_errors == 0);
 	instate_store_close(grow_store);
+}
+
+/* ===================================================================== */
+/* 8. Snapshots begun while this process commits new namespaces           */
+
+#define CREATES 300
+static instate_store *create_store;
+static int create_done, create_errors, create_checks;
+
+static void *create_reader(void *arg)
+{
+	instate_buf v = { 0 };
+	int errors = 0, checks = 0;
+	instate_ns *ns[CREATES + 1];
+	char name[32];
+	int i;
+
+	(void)arg;
+	for (i = 1; i <= CREATES; i++) {
+		snprintf(name, sizeof name, "c%d", i);
+		ns[i] = ns_of(create_store, name);
+	}
+	while (!__atomic_load_n(&create_done, __ATOMIC_ACQUIRE)) {
+		instate_txn *t;
+		uint64_t rev, r;
+		if (instate_txn_begin(create_store, NULL, INSTATE_TXN_READ, &t) != 0) {
+			errors++;
+			continue;
+		}
+		/* revision r created namespace c<r> holding k: all present */
+		rev = instate_txn_revision(t);
+		for (r = 1; r <= rev && r <= CREATES; r++) {
+			checks++;
+			if (instate_get(t, ns[r], "k", 1, &v, NULL) != 0) {
+				if (errors++ < 3)
+					fprintf(stderr, "  a snapshot at revision %llu reads c%llu as empty\n",
+					        (unsigned long long)rev, (unsigned long long)r);
+			}
+		}
+		instate_txn_abort(t);
+	}
+	instate_buf_free(&v);
+	pthread_mutex_lock(&rmu);
+	create_errors += errors;
+	create_checks += checks;
+	pthread_mutex_unlock(&rmu);
+	return NULL;
+}
+
+static void test_readers_during_create(void)
+{
+	instate_options o;
+	pthread_t th[RTHREADS];
+	char name[32];
+	int i;
+
+	instate_options_init(&o);
+	o.sync = INSTATE_SYNC_NONE;
+	o.max_namespaces = CREATES + 8;
+	create_store = open_at(tpath("create"), &o);
+	for (i = 0; i < RTHREADS; i++)
+		pthread_create(&th[i], NULL, create_reader, NULL);
+	for (i = 1; i <= CREATES; i++) {
+		snprintf(name, sizeof name, "c%d", i);
+		CHECK_RC(putn(create_store, name, "k", "v", 1), 0);
+	}
+	__atomic_store_n(&create_done, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < RTHREADS; i++)
+		pthread_join(th[i], NULL);
+	CHECK(create_checks > 0);
+	if (create_errors)
+		fprintf(stderr, "readers during create: %d of %d reads empty\n", create_errors,
+		        create_checks);
+	CHECK(create_errors == 0);
+	instate_store_close(create_store);
 }
 
 static const struct {
@@ -901,6 +997,7 @@ static const struct {
 	{ "hostile_files", test_hostile_files },
 	{ "second_handle", test_second_handle },
 	{ "readers_during_growth", test_readers_during_growth },
+	{ "readers_during_create", test_readers_during_create },
 };
 
 /* test_env [NAME...]: the named tests, or all of them. */
