@@ -42,7 +42,7 @@ LUA_DEPS_5.1    = lua5.1 liblua5.1-0-dev
 LUA_DEPS_5.2    = lua5.2 liblua5.2-dev
 LUA_DEPS_5.3    = lua5.3 liblua5.3-dev
 LUA_DEPS_5.4    = lua5.4 liblua5.4-dev
-LUA_DEPS_luajit = luajit libluajit-5.1-dev
+LUA_DEPS_luajit = luajit libluajit-5.1-dev love xvfb xauth
 
 .PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench fuzz faults valgrind install clean
 

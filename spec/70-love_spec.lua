@@ -1,0 +1,37 @@
+--- The LÖVE example (examples/love/) run as a player would: headless under
+-- Xvfb, twice, each in a fresh process; the second run must restore what
+-- the first one saved in love.quit. Needs the module built against LuaJIT
+-- (LÖVE 11 runs LuaJIT 2.1): registered for INSTATE_LUA=luajit only.
+local helpers = require "helpers"
+
+local q = helpers.sh_quote
+
+local function run_game(store, frames)
+  local src, build = helpers.source_dir(), helpers.build_dir()
+  local cmd = table.concat({
+    "INSTATE_CPATH=" .. q(build .. "/lib/?.so"),
+    "INSTATE_PATH=" .. q(src .. "/lua/?.lua;" .. src .. "/lua/?/init.lua"),
+    "INSTATE_LOVE_STORE=" .. q(store),
+    "INSTATE_LOVE_FRAMES=" .. frames,
+    "SDL_AUDIODRIVER=dummy",
+    "HOME=" .. q(helpers.tmpdir()),     -- LÖVE's save directory goes there
+    "timeout 120 xvfb-run -a love", q(src .. "/examples/love"), "2>&1",
+  }, " ")
+  local out, ok = helpers.shell(cmd)
+  assert(ok, "love failed:\n" .. out)
+  return out
+end
+
+describe("the LÖVE example", function()
+  it("restores in love.load what love.quit saved in the previous run", function()
+    local store = helpers.tmpdir() .. "/state"
+    local first = run_game(store, 10)
+    assert.matches("restored: runs=0 score=0\n", first, 1, true)
+    local saved = first:match("saved: runs=1 score=(%d+)\n")
+    assert.is_not_nil(saved, first)
+    assert.is_true(tonumber(saved) >= 10, first)
+    local second = run_game(store, 5)
+    assert.matches("restored: runs=1 score=" .. saved .. "\n", second, 1, true)
+    assert.matches("saved: runs=2 score=" .. (tonumber(saved) + 5) .. "\n", second, 1, true)
+  end)
+end)
