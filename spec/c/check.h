@@ -48,4 +48,22 @@ static instate_ns *ns_of(instate_store *s, const char *name)
 	return ns;
 }
 
+/* One write transaction putting k = v with that expiry and version; the
+ * commit's code. */
+static inline int put_record(instate_store *s, instate_ns *ns, const char *k, const char *v,
+                             int64_t exp, uint32_t ver)
+{
+	instate_txn *t;
+	instate_meta m = { exp, ver };
+	int rc = instate_txn_begin(s, NULL, 0, &t);
+	if (rc)
+		return rc;
+	rc = instate_put(t, ns, k, strlen(k), v, strlen(v), &m, 0);
+	if (rc) {
+		instate_txn_abort(t);
+		return rc;
+	}
+	return instate_txn_commit(t);
+}
+
 #endif /* INSTATE_CHECK_H */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "linstate.h"
+#include "count_alloc.h"
 
 #include <lualib.h>
 
@@ -33,25 +34,6 @@ static int check(int ok, const char *what, int line)
 		fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, line, what);
 	}
 	return ok;
-}
-
-/* Objects Lua creates while `counting` is set (documented in lua_Alloc:
- * ptr NULL and osize a type tag means a new object of that type). */
-static int counting;
-static long objects_created;
-
-static void *count_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	(void)ud;
-	if (nsize == 0) {
-		free(ptr);
-		return NULL;
-	}
-	if (counting && ptr == NULL &&
-	    (osize == LUA_TSTRING || osize == LUA_TTABLE || osize == LUA_TFUNCTION ||
-	     osize == LUA_TUSERDATA || osize == LUA_TTHREAD))
-		objects_created++;
-	return realloc(ptr, nsize);
 }
 
 /* Values with shared tables, table keys and maps of every size, so that

@@ -36,22 +36,6 @@ static instate_store *open_store(const char *name, int readonly)
 	return s;
 }
 
-static int put1(instate_store *s, instate_ns *ns, const char *k, const char *v,
-                int64_t exp, uint32_t ver)
-{
-	instate_txn *t;
-	instate_meta m = { exp, ver };
-	int rc = instate_txn_begin(s, NULL, 0, &t);
-	if (rc)
-		return rc;
-	rc = instate_put(t, ns, k, strlen(k), v, strlen(v), &m, 0);
-	if (rc) {
-		instate_txn_abort(t);
-		return rc;
-	}
-	return instate_txn_commit(t);
-}
-
 static int get1(instate_store *s, instate_ns *ns, const char *k, instate_buf *v,
                 instate_meta *m)
 {
@@ -195,7 +179,7 @@ static void test_read_paths(void)
 	s = open_store("paths", 0);
 	ns = ns_of(s, "n");
 	for (i = 0; i < 5; i++)
-		CHECK_RC(put1(s, ns, keys[i], "value!", 0, 0), 0);
+		CHECK_RC(put_record(s, ns, keys[i], "value!", 0, 0), 0);
 	instate_store_close(s);
 	/* one bit of the payload of "c": same length, wrong checksum */
 	damage("paths", "n", "c", 7, 0x01, NULL, 0);
@@ -293,7 +277,7 @@ static void test_bad_headers(void)
 
 	s = open_store("hdr", 0);
 	ns = ns_of(s, "n");
-	CHECK_RC(put1(s, ns, "ok", "fine", 0, 0), 0);
+	CHECK_RC(put_record(s, ns, "ok", "fine", 0, 0), 0);
 	instate_store_close(s);
 	for (i = 0; i < sizeof bad / sizeof *bad; i++) {
 		char key[8];
@@ -338,7 +322,7 @@ static void test_bad_headers(void)
 	/* flag flips in a sound record: the checksum covers the flags */
 	s = open_store("hdr", 0);
 	ns = ns_of(s, "n");
-	CHECK_RC(put1(s, ns, "f", "payload bytes", 1LL << 50, 9), 0);
+	CHECK_RC(put_record(s, ns, "f", "payload bytes", 1LL << 50, 9), 0);
 	instate_store_close(s);
 	for (i = 0; i < 8; i++) {
 		damage("hdr", "n", "f", 0, (unsigned char)(1u << i), NULL, 0);
@@ -516,7 +500,7 @@ static void test_format1(void)
 	s = open_store("f1", 0);
 	read_format1(s, 1);
 	a = ns_of(s, "a");
-	CHECK_RC(put1(s, a, "k1", "again", 0, 0), 0);
+	CHECK_RC(put_record(s, a, "k1", "again", 0, 0), 0);
 	rep.n = 0;
 	CHECK_RC(instate_store_check(s, on_bad, &rep, &info), 0);
 	CHECK(info.records == 7 && info.corrupt == 1 && rep.n == 1);
@@ -578,8 +562,8 @@ static void test_ns_type_byte(void)
 	int listed = 0;
 
 	s = open_store("nstype", 0);
-	CHECK_RC(put1(s, ns_of(s, "good"), "k", "v", 0, 0), 0);
-	CHECK_RC(put1(s, ns_of(s, "x"), "k", "v", 0, 0), 0);
+	CHECK_RC(put_record(s, ns_of(s, "good"), "k", "v", 0, 0), 0);
+	CHECK_RC(put_record(s, ns_of(s, "x"), "k", "v", 0, 0), 0);
 	instate_store_close(s);
 	env = raw_open("nstype", 0);
 	p = raw_get(env, "__meta", "ns:x", &n);

@@ -34,17 +34,7 @@ static instate_store *open_store(const char *name, const instate_options *o)
 /* One write transaction putting key=val; returns the commit's code. */
 static int put1(instate_store *s, instate_ns *ns, const char *k, const char *v, int64_t exp)
 {
-	instate_txn *t;
-	instate_meta m = { exp, 0 };
-	int rc = instate_txn_begin(s, NULL, 0, &t);
-	if (rc)
-		return rc;
-	rc = instate_put(t, ns, k, strlen(k), v, strlen(v), &m, 0);
-	if (rc) {
-		instate_txn_abort(t);
-		return rc;
-	}
-	return instate_txn_commit(t);
+	return put_record(s, ns, k, v, exp, 0);
 }
 
 /* Read key in a fresh snapshot: 0 and the value in out, or the error. */

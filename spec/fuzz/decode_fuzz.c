@@ -19,32 +19,13 @@
  * Build: make fuzz (clang, -DINSTATE_FUZZ=ON); run with -max_total_time=N.
  */
 #include "linstate.h"
+#include "../c/count_alloc.h"
 #include "instate_mpack.h"
 
 #include <lualib.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Lua objects created while `counting` is set: encoding must create none
- * (so no finalizer can run inside it, src/linstate.h). lua_Alloc is told
- * of a new object by ptr NULL and osize its type. */
-static int counting;
-static long objects_created;
-
-static void *count_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	(void)ud;
-	if (nsize == 0) {
-		free(ptr);
-		return NULL;
-	}
-	if (counting && ptr == NULL &&
-	    (osize == LUA_TSTRING || osize == LUA_TTABLE || osize == LUA_TFUNCTION ||
-	     osize == LUA_TUSERDATA || osize == LUA_TTHREAD))
-		objects_created++;
-	return realloc(ptr, nsize);
-}
 
 /* Encode the value at 1 and push the bytes; a raise escapes (the callers
  * run this under pcall). Aborts if encoding created a Lua object. */
