@@ -62,6 +62,7 @@ build = {
       ["instate"] = "lua/instate/init.lua",
       ["instate.compat"] = "lua/instate/compat.lua",
       ["instate.defstate"] = "lua/instate/defstate.lua",
+      ["instate.format"] = "lua/instate/format.lua",
    },
    copy_directories = { "docs" },
 }
