@@ -64,5 +64,7 @@ build = {
       ["instate.defstate"] = "lua/instate/defstate.lua",
       ["instate.format"] = "lua/instate/format.lua",
    },
+   -- the instate command; luarocks wraps it to run with this Lua
+   install = { bin = { instate = "bin/instate" } },
    copy_directories = { "docs" },
 }

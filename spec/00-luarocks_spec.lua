@@ -48,10 +48,10 @@ describe("rockspec", function()
     local tree = helpers.tmpdir()
     local work = helpers.tmpdir()
     -- Build from a copy, so the build leaves no objects in the source tree.
-    local ok, out = sh(("cp -r %s/src %s/lua %s/rockspec %s/docs %s/ && cd %s && "
+    local ok, out = sh(("cp -r %s/src %s/lua %s/rockspec %s/docs %s/bin %s/ && cd %s && "
       .. "env -u LD_PRELOAD luarocks --lua-version 5.4 --tree %s make rockspec/instate-scm-1.rockspec")
       :format(helpers.sh_quote(src), helpers.sh_quote(src), helpers.sh_quote(src),
-              helpers.sh_quote(src), helpers.sh_quote(work), helpers.sh_quote(work),
+              helpers.sh_quote(src), helpers.sh_quote(src), helpers.sh_quote(work), helpers.sh_quote(work),
               helpers.sh_quote(tree)))
     assert.is_true(ok, out)
     local probe = [[
@@ -74,5 +74,10 @@ describe("rockspec", function()
     local ok2, out2 = sh(cmd)
     assert.is_true(ok2, out2)
     assert.matches("loaded", out2)
+    -- the instate command, wrapped by luarocks to run with its Lua and tree
+    local ok3, out3 = sh(("cd / && env -u LD_PRELOAD -u LUA_PATH -u LUA_CPATH %s --version")
+      :format(helpers.sh_quote(tree .. "/bin/instate")))
+    assert.is_true(ok3, out3)
+    assert.matches("^instate %d+%.%d+%.%d+ %(Lua 5%.4%)\n$", out3)
   end)
 end)

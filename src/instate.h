@@ -235,6 +235,8 @@ typedef struct instate_stats {
 	uint64_t max_readers;  /**< reader slots available */
 	uint64_t revision;     /**< as instate_store_revision() */
 	int readonly;          /**< opened read-only */
+	uint32_t format;       /**< the store's format (#INSTATE_STORE_FORMAT; 1: an older
+	                            store opened read-only, not upgraded) */
 } instate_stats;
 
 /** @brief Fill `out` with the store's statistics. @return 0 or an error code. */

@@ -1124,6 +1124,7 @@ int instate_store_stats(instate_store *s, instate_stats *out)
 	out->page_size = e->page_size;
 	out->max_readers = info.me_maxreaders;
 	out->readonly = e->readonly;
+	out->format = e->format;
 	return rc;
 }
 

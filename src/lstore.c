@@ -130,7 +130,7 @@ static int l_store_stats(lua_State *L)
 	int rc = instate_store_stats(linstate_checklstore(L, 1)->s, &s);
 	if (rc)
 		return linstate_fail(L, rc, "cannot read statistics");
-	lua_createtable(L, 0, 9);
+	lua_createtable(L, 0, 10);
 #define SETI(f) (lua_pushinteger(L, (lua_Integer)s.f), lua_setfield(L, -2, #f))
 	SETI(map_size);
 	SETI(max_size);
@@ -140,6 +140,7 @@ static int l_store_stats(lua_State *L)
 	SETI(readers);
 	SETI(max_readers);
 	SETI(revision);
+	SETI(format);
 #undef SETI
 	lua_pushboolean(L, s.readonly);
 	lua_setfield(L, -2, "readonly");
