@@ -27,7 +27,8 @@
 --    Lua expression.
 --  * Truncation is visible: a table beyond opts.max_depth is written
 --    <truncated: max_depth N, M entries>, and text that would pass
---    opts.max_bytes stops before the token that would, followed by
+--    opts.max_bytes stops before the token that would (within a string,
+--    before the character or escape that would), followed by
 --    " <truncated: max_bytes N>". parse refuses both.
 --  * Metatables are ignored: tables are read raw.
 
@@ -290,8 +291,22 @@ function render(v, indent, max_depth, max_bytes)
 	local ok, err = pcall(put, v, 0, "value")
 	if not ok then
 		if err ~= TRUNCATED then error(err, 0) end
-		bytes = bytes - #out[n]
-		out[n] = (n > 1 and " " or "") .. ("<truncated: max_bytes %d>"):format(max_bytes)
+		local last = out[n]
+		bytes = bytes - #last
+		local kept = ""
+		if last:sub(1, 1) == '"' then
+			-- a string keeps its head, cut between escapes and characters
+			local room, i = max_bytes - bytes, 1
+			while true do
+				local c = byte(last, i)
+				local l = c == 92 and (last:find("^\\%d%d%d", i) and 4 or 2)
+					or c >= 0xC0 and (c >= 0xF0 and 4 or c >= 0xE0 and 3 or 2) or 1
+				if i + l - 1 > room then break end
+				i = i + l
+			end
+			kept = last:sub(1, i - 1)
+		end
+		out[n] = kept .. ((n > 1 or kept ~= "") and " " or "") .. ("<truncated: max_bytes %d>"):format(max_bytes)
 	end
 	return concat(out, "", 1, n)
 end
