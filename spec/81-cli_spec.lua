@@ -225,6 +225,7 @@ describe("instate (the command)", function()
     assert.equal(lines("items  kv     4 records", "state  state  2 records"), ok("ls", "save"))
     assert.equal('[{"name":"items","type":"kv","records":4},{"name":"state","type":"state","records":2}]\n',
       ok("ls", "save", "--json"))
+    assert.equal(ok("ls", "save", "--json"), ok("--json", "ls", "save"))
     assert.equal(lines(
       [[bytes        "\000\255"]],
       [[potion       2]],
