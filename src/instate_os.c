@@ -826,7 +826,12 @@ int instate__os_dir_open(const char *path, int flags, instate_os_dir *d)
 		fl |= FILE_FLAG_OPEN_REPARSE_POINT;
 	if (!(w = wide(path, &rc)))
 		return rc;
-	d->h = CreateFileW(w, FILE_READ_ATTRIBUTES, SHARE_ALL, NULL, OPEN_EXISTING, fl, NULL);
+	/* Not sharing delete: while the store is open its directory cannot
+	 * be renamed or removed (nor, Windows refusing to rename a directory
+	 * with open files inside, its parents), so the path LMDB is given
+	 * keeps leading to the directory checked. */
+	d->h = CreateFileW(w, FILE_READ_ATTRIBUTES, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+	                   OPEN_EXISTING, fl, NULL);
 	free(w);
 	if (d->h == INVALID_HANDLE_VALUE)
 		return last_errno();

@@ -180,8 +180,8 @@ typedef struct instate_os_stat {
 /** A directory the core keeps open: files are then named relative to it,
  * so the directory checked is the one used whatever its parents do. POSIX:
  * a descriptor (O_DIRECTORY), and openat and friends. Windows: a handle on
- * the directory (which keeps it from being removed or renamed) and its
- * UTF-8 path, which names are joined to. */
+ * the directory that does not share delete (so it cannot be renamed or
+ * removed while open) and its UTF-8 path, which names are joined to. */
 typedef struct instate_os_dir {
 #ifdef _WIN32
 	void *h;
