@@ -109,8 +109,14 @@ void instate__os_once(instate_os_once *once, void (*fn)(void));
  */
 int instate__os_mutex_init(instate_os_mutex *m);
 void instate__os_mutex_destroy(instate_os_mutex *m);
+#ifdef _WIN32
 void instate__os_mutex_lock(instate_os_mutex *m);
 void instate__os_mutex_unlock(instate_os_mutex *m);
+#else
+/* Inline: taken around every call that touches the map. */
+static inline void instate__os_mutex_lock(instate_os_mutex *m) { pthread_mutex_lock(m); }
+static inline void instate__os_mutex_unlock(instate_os_mutex *m) { pthread_mutex_unlock(m); }
+#endif
 int instate__os_cond_init(instate_os_cond *c);
 void instate__os_cond_destroy(instate_os_cond *c);
 /** @brief Atomically release m and wait for a signal; m is held again on
@@ -131,10 +137,17 @@ void instate__os_cond_signal(instate_os_cond *c);
  */
 int instate__os_rwlock_init(instate_os_rwlock *l);
 void instate__os_rwlock_destroy(instate_os_rwlock *l);
+#ifdef INSTATE_OS_RWLOCK_PTHREAD
+static inline void instate__os_rwlock_rdlock(instate_os_rwlock *l) { pthread_rwlock_rdlock(l); }
+static inline void instate__os_rwlock_wrlock(instate_os_rwlock *l) { pthread_rwlock_wrlock(l); }
+static inline void instate__os_rwlock_rdunlock(instate_os_rwlock *l) { pthread_rwlock_unlock(l); }
+static inline void instate__os_rwlock_wrunlock(instate_os_rwlock *l) { pthread_rwlock_unlock(l); }
+#else
 void instate__os_rwlock_rdlock(instate_os_rwlock *l);
 void instate__os_rwlock_wrlock(instate_os_rwlock *l);
 void instate__os_rwlock_rdunlock(instate_os_rwlock *l);
 void instate__os_rwlock_wrunlock(instate_os_rwlock *l);
+#endif
 
 /* ===================================================================== */
 /* Files                                                                 */
