@@ -3,8 +3,9 @@
  * operating system (instate_os.c). Not installed.
  *
  * POSIX (Linux/glibc, tested; macOS and the BSDs by construction) and
- * Windows (mingw-w64, Vista or later; UTF-16 file calls). docs/DESIGN.md
- * (Portability) lists what each system gets and what is untested.
+ * Windows (mingw-w64; Windows 8 or later, for GetSystemTimePreciseAsFileTime;
+ * UTF-16 file calls). docs/DESIGN.md (Portability) lists what each system
+ * gets and what is untested.
  *
  * Conventions, as in the rest of the core: every function returning int
  * returns 0 or a positive errno (Windows errors are translated to the
