@@ -42,6 +42,7 @@ build = {
             "src/instate_error.c",
             "src/instate_meta.c",
             "src/instate_mpack.c",
+            "src/instate_os.c",
             "src/instate_txn.c",
             "src/lcheck.c",
             "src/lcodec.c",
