@@ -13,7 +13,7 @@ MAKEFLAGS += --no-print-directory
 # Debian packages: what building and testing need, and what benchmarks add.
 DEPS       = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev lmdb-utils \
              libzstd-dev lua-busted luarocks python3-lmdb python3-msgpack util-linux
-BENCH_DEPS = lua-cjson lua-sql-sqlite3 tarantool zstd sqlite3
+BENCH_DEPS = lua-cjson lua-messagepack lua-sql-sqlite3 tarantool zstd sqlite3
 FUZZ_DEPS  = clang
 VALGRIND_DEPS = valgrind
 
@@ -43,8 +43,18 @@ LUA_DEPS_5.2    = lua5.2 liblua5.2-dev
 LUA_DEPS_5.3    = lua5.3 liblua5.3-dev
 LUA_DEPS_5.4    = lua5.4 liblua5.4-dev
 LUA_DEPS_luajit = luajit libluajit-5.1-dev love xvfb xauth
+LUA_INTERP = $(if $(filter luajit,$(LUA)),luajit,lua$(LUA))
 
-.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench fuzz faults valgrind install clean check-portable
+# Benchmarks: `make bench` runs every bench/*.lua under 5.4 (build/);
+# `make bench LUA=luajit` (or 5.1, 5.2, 5.3) builds the module for that Lua
+# in its build directory and runs the benches that run on every Lua (codec,
+# defstate); `make bench-luas` runs those on all five, one table each.
+BENCHES      = $(filter-out bench/bench_compat.lua,$(wildcard bench/*.lua))
+BENCHES_LUAS = bench/codec.lua bench/defstate.lua
+BENCH_LUAS   = 5.1 5.2 5.3 5.4 luajit
+BENCH_BUILD  = $(if $(filter 5.4,$(LUA)),$(BUILD),$(LUA_BUILD))
+
+.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench bench-lua bench-luas fuzz faults valgrind install clean check-portable
 
 all: build
 
@@ -85,11 +95,31 @@ sanitize: deps
 	cmake --build $(SAN_BUILD) -j $(JOBS)
 	cd $(SAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+ifeq ($(LUA),5.4)
 bench: deps-bench build
-	@for b in bench/*.lua; do \
+	@for b in $(BENCHES); do \
 	  echo "== $$b"; \
 	  LUA_CPATH="$(BUILD)/lib/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
 	    INSTATE_BUILD_DIR=$(BUILD) lua5.4 $$b || exit 1; \
+	done
+else
+bench: bench-lua
+endif
+
+# The module and the LMDB floor program only: what the benches load and run.
+bench-lua: deps-bench
+	$(call need_packages,$(filter-out love xvfb xauth,$(LUA_DEPS_$(LUA))))
+	@test -f $(BENCH_BUILD)/CMakeCache.txt || cmake -S . -B $(BENCH_BUILD) -DINSTATE_LUA=$(LUA) $(CMAKE_ARGS)
+	cmake --build $(BENCH_BUILD) -j $(JOBS) --target instate_lua bench_lmdb_floor
+	@for b in $(BENCHES_LUAS); do \
+	  echo "== $$b ($(LUA_INTERP))"; \
+	  LUA_CPATH="$(BENCH_BUILD)/lib/?.so;;" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
+	    INSTATE_BUILD_DIR=$(BENCH_BUILD) $(LUA_INTERP) $$b || exit 1; \
+	done
+
+bench-luas:
+	@for v in $(BENCH_LUAS); do \
+	  echo "=== Lua $$v"; $(MAKE) bench-lua LUA=$$v || exit 1; \
 	done
 
 fuzz: deps-fuzz

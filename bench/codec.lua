@@ -1,12 +1,16 @@
---- Codec benchmark: instate.encode/decode against lua-cjson on a "game state".
+--- Codec benchmark: instate.encode/decode against lua-cjson and
+-- lua-messagepack (pure Lua) on a "game state", on any of Lua 5.1, 5.2, 5.3,
+-- 5.4 and LuaJIT 2.1 (bench_compat.lua holds what differs).
 --
 -- The state is N variables, each a small table such as
 --   {x = 1.5, y = -3, name = "item-123", tags = {"a", "b", "c"}, hp = 100, alive = true}
 -- with varied values from a fixed seed. Two shapes are timed:
 --   whole:   the N variables as one array, one encode/decode call
 --   per-var: N calls, one per variable (what saving every variable does)
--- Rounds interleave instate and cjson in this process; the medians are shown
--- with MB/s (of each codec's own output) and speed ratios. The floor is the
+-- Rounds interleave instate, cjson and MessagePack in this process; the
+-- medians are shown with MB/s (of each codec's own output) and speed ratios
+-- (> 1: instate is faster). The values come from a generator that gives the
+-- same ones on every Lua. The floor is the
 -- time plain Lua takes to build the same tables from ready values, which no
 -- decoder can beat.
 --
@@ -14,11 +18,19 @@
 -- shapes, with its cost over plain encoding; "with references" adds one
 -- shared table to the whole state, which takes the second, id-ordering pass.
 --
--- Run: make bench   (or LUA_CPATH=build/lib/?.so;; lua5.4 bench/codec.lua)
+-- Run: make bench   (make bench LUA=luajit, make bench-luas: every Lua; or
+-- LUA_CPATH='build/lib/?.so;;' LUA_PATH='lua/?.lua;lua/?/init.lua;;' lua5.4 bench/codec.lua)
+package.path = (arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/?.lua;" .. package.path
 local instate = require "instate"
+local bc = require "bench_compat"
 local ok_cjson, cjson = pcall(require, "cjson")
 if not ok_cjson then
   io.stderr:write("lua-cjson is not installed (apt-get install lua-cjson)\n")
+  os.exit(1)
+end
+local mp, mp_err = bc.messagepack()
+if not mp then
+  io.stderr:write(mp_err, "\n")
   os.exit(1)
 end
 
@@ -27,17 +39,18 @@ local tags_pool = {"a", "b", "c", "fire", "ice", "rare", "quest", "npc", "boss",
 
 -- Deterministic values: the same state on every run and machine.
 local function make_values(n)
-  math.randomseed(12345)
+  local random = bc.random
+  bc.randomseed(12345)
   local v = {xs = {}, ys = {}, names = {}, tags = {}, hps = {}, alive = {}}
   for i = 1, n do
-    v.xs[i] = math.random(-100000, 100000) / 64 + math.random() -- a mix of exact and long floats
-    v.ys[i] = math.random(-5000, 5000)
-    v.names[i] = "item-" .. math.random(1, 1000000)
+    v.xs[i] = random(-100000, 100000) / 64 + random() -- a mix of exact and long floats
+    v.ys[i] = random(-5000, 5000)
+    v.names[i] = "item-" .. random(1, 1000000)
     local t = {}
-    for k = 1, math.random(0, 4) do t[k] = tags_pool[math.random(#tags_pool)] end
+    for k = 1, random(0, 4) do t[k] = tags_pool[random(1, #tags_pool)] end
     v.tags[i] = t
-    v.hps[i] = math.random(0, 100000)
-    v.alive[i] = math.random() < 0.8
+    v.hps[i] = random(0, 100000)
+    v.alive[i] = random() < 0.8
   end
   return v
 end
@@ -58,8 +71,9 @@ end
 local function median(t)
   table.sort(t)
   local n = #t
-  if n % 2 == 1 then return t[(n + 1) // 2] end
-  return (t[n // 2] + t[n // 2 + 1]) / 2
+  local h = bc.idiv2(n)
+  if n % 2 == 1 then return t[h + 1] end
+  return (t[h] + t[h + 1]) / 2
 end
 
 local function time(fn, ...)
@@ -96,6 +110,8 @@ local function run(n, rounds)
   -- sanity: instate round-trips exactly
   local back = instate.decode(instate.encode(state))
   assert(#back == n and back[n].name == state[n].name and back[n].x == state[n].x)
+  back = mp.unpack(mp.pack(state))
+  assert(#back == n and back[n].name == state[n].name and back[n].x == state[n].x)
 
   local canon_opts = {canonical = true}
   local function canon(x) return instate.encode(x, nil, canon_opts) end
@@ -108,6 +124,9 @@ local function run(n, rounds)
   assert(canon(instate.decode(canon(state))) == canon(state))
 
   sizes.r = #instate.encode(shared)
+  -- The checks' decoded copies go before timing: kept alive, they doubled
+  -- both codecs' decode times on LuaJIT (a larger heap for the collector).
+  back, back2 = nil, nil
   -- canonical against plain: timed back to back, in alternating order
   local canon_pairs = {
     {"i.cenc", "i.enc2", whole_enc, state},
@@ -131,35 +150,45 @@ local function run(n, rounds)
     t = time(per_dec, instate.decode, s); add("i.pdec", t)
     t, s = time(per_enc, cjson.encode, state); add("c.penc", t); sizes.cp = s.bytes
     t = time(per_dec, cjson.decode, s); add("c.pdec", t)
+    t, s = time(whole_enc, mp.pack, state); add("m.enc", t); sizes.m = #s
+    t = time(whole_dec, mp.unpack, s); add("m.dec", t)
+    t, s = time(per_enc, mp.pack, state); add("m.penc", t); sizes.mp = s.bytes
+    t = time(per_dec, mp.unpack, s); add("m.pdec", t)
   end
   local m = {}
   for k, list in pairs(samples) do m[k] = median(list) end
   local function mbs(bytes, t) return bytes / 1e6 / t end
 
-  row("N = %d (%d rounds, medians; instate %.2f MB, cjson %.2f MB as one value)",
-    n, rounds, sizes.i / 1e6, sizes.c / 1e6)
-  row("  %-22s %10s %10s %10s %10s %12s", "", "instate ms", "MB/s", "cjson ms", "MB/s", "speed vs cjson")
-  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode, whole state",
-    m["i.enc"] * 1e3, mbs(sizes.i, m["i.enc"]), m["c.enc"] * 1e3, mbs(sizes.c, m["c.enc"]),
-    m["c.enc"] / m["i.enc"])
-  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "decode, whole state",
-    m["i.dec"] * 1e3, mbs(sizes.i, m["i.dec"]), m["c.dec"] * 1e3, mbs(sizes.c, m["c.dec"]),
-    m["c.dec"] / m["i.dec"])
-  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode, per variable",
-    m["i.penc"] * 1e3, mbs(sizes.ip, m["i.penc"]), m["c.penc"] * 1e3, mbs(sizes.cp, m["c.penc"]),
-    m["c.penc"] / m["i.penc"])
-  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "decode, per variable",
-    m["i.pdec"] * 1e3, mbs(sizes.ip, m["i.pdec"]), m["c.pdec"] * 1e3, mbs(sizes.cp, m["c.pdec"]),
-    m["c.pdec"] / m["i.pdec"])
-  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode canonical, whole",
-    m["i.cenc"] * 1e3, mbs(sizes.i, m["i.cenc"]), m["c.enc"] * 1e3, mbs(sizes.c, m["c.enc"]),
-    m["c.enc"] / m["i.cenc"])
-  row("  %-22s %10.1f %10.1f %10.1f %10.1f %11.2fx", "encode canonical, per var",
-    m["i.cpenc"] * 1e3, mbs(sizes.ip, m["i.cpenc"]), m["c.penc"] * 1e3, mbs(sizes.cp, m["c.penc"]),
-    m["c.penc"] / m["i.cpenc"])
-  row("  %-22s %10.1f %10.1f", "encode, with references", m["i.renc"] * 1e3, mbs(sizes.r, m["i.renc"]))
-  row("  %-22s %10.1f %10.1f", "  canonical (2 passes)", m["i.crenc"] * 1e3, mbs(sizes.r, m["i.crenc"]))
-  row("  %-22s %10.1f %10s %10s %10s %11s", "floor: build in Lua", m.floor * 1e3, "", "", "", "")
+  row("N = %d (%d rounds, medians; as one value: instate %.2f MB, cjson %.2f MB, MessagePack %.2f MB)",
+    n, rounds, sizes.i / 1e6, sizes.c / 1e6, sizes.m / 1e6)
+  row("  %-26s %10s %7s %10s %7s %10s %7s %9s %9s", "", "instate ms", "MB/s", "cjson ms", "MB/s",
+    "MsgPack ms", "MB/s", "vs cjson", "vs MsgPk")
+  local function line(what, ik, ck, mk, si, sc, sm)
+    local fmt = "  %-26s %10.1f %7.1f %10.1f %7.1f"
+    local args = {what, m[ik] * 1e3, mbs(si, m[ik]), m[ck] * 1e3, mbs(sc, m[ck])}
+    if mk then
+      fmt = fmt .. " %10.1f %7.1f %8.2fx %8.2fx"
+      args[#args + 1] = m[mk] * 1e3
+      args[#args + 1] = mbs(sm, m[mk])
+      args[#args + 1] = m[ck] / m[ik]
+      args[#args + 1] = m[mk] / m[ik]
+    else
+      fmt = fmt .. " %10s %7s %8.2fx"
+      args[#args + 1] = ""
+      args[#args + 1] = ""
+      args[#args + 1] = m[ck] / m[ik]
+    end
+    row(fmt, bc.unpack(args))
+  end
+  line("encode, whole state", "i.enc", "c.enc", "m.enc", sizes.i, sizes.c, sizes.m)
+  line("decode, whole state", "i.dec", "c.dec", "m.dec", sizes.i, sizes.c, sizes.m)
+  line("encode, per variable", "i.penc", "c.penc", "m.penc", sizes.ip, sizes.cp, sizes.mp)
+  line("decode, per variable", "i.pdec", "c.pdec", "m.pdec", sizes.ip, sizes.cp, sizes.mp)
+  line("encode canonical, whole", "i.cenc", "c.enc", nil, sizes.i, sizes.c)
+  line("encode canonical, per var", "i.cpenc", "c.penc", nil, sizes.ip, sizes.cp)
+  row("  %-26s %10.1f %7.1f", "encode, with references", m["i.renc"] * 1e3, mbs(sizes.r, m["i.renc"]))
+  row("  %-26s %10.1f %7.1f", "  canonical (2 passes)", m["i.crenc"] * 1e3, mbs(sizes.r, m["i.crenc"]))
+  row("  %-26s %10.1f", "floor: build in Lua", m.floor * 1e3)
   row("  decode / floor: whole %.2fx, per variable %.2fx (target <= 1.5x)",
     m["i.dec"] / m.floor, m["i.pdec"] / m.floor)
   row("  canonical / plain encode (back to back): whole %+.0f%%, per variable %+.0f%%, with references %+.0f%%",
@@ -168,7 +197,16 @@ local function run(n, rounds)
   row("")
 end
 
-io.write(string.format("instate %s codec vs lua-cjson %s (%s)\n\n", instate._VERSION or "?",
-  cjson._VERSION or "?", _VERSION))
+local function load_now()
+  local p = io.popen("uptime")
+  local out = p:read(bc.read_all)
+  p:close()
+  return (out:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+io.write(string.format("instate %s codec vs lua-cjson %s and lua-messagepack %s (%s)\n",
+  instate._VERSION or "?", cjson._VERSION or "?", mp._VERSION or "?", jit and jit.version or _VERSION))
+io.write("load before: ", load_now(), "\n\n")
 run(10000, 9)
 run(100000, 5)
+io.write("load after:  ", load_now(), "\n")

@@ -1,5 +1,6 @@
 --- defstate benchmark: a game's state as N variables, against the usual ways
--- of keeping it in a file or a database.
+-- of keeping it in a file or a database, on any of Lua 5.1, 5.2, 5.3, 5.4
+-- and LuaJIT 2.1 (bench_compat.lua holds what differs).
 --
 -- Each variable holds a small game-state table such as
 --   {x = 1.5, y = -3, name = "item-123", tags = {"a", "b", "c"}, hp = 100, alive = true}
@@ -9,8 +10,10 @@
 --              C loop) + N defstate + var:get() on each
 --              vs lua-cjson: read the file + cjson.decode
 --              vs a %q serializer's file: read + load() + run
+--              vs lua-messagepack (pure Lua): read the file + unpack
 --   save all   instate: every variable changed, save_all (durable commit)
 --              vs lua-cjson atomic save: encode, temp file, fsync, rename
+--              vs lua-messagepack atomic save: the same with pack
 --   save 1%    instate: 1% of the variables changed by set, save_all
 --              vs raw LMDB from C writing the same records in one transaction
 --              (bench/lmdb_floor update) and sqlite (WAL, synchronous=FULL)
@@ -28,8 +31,11 @@
 -- cjson, full save_all >= 2x faster than cjson's atomic save, 1% save_all
 -- within 3x of the raw LMDB floor.
 --
--- Run: make bench   (or see the Makefile's bench target for the paths)
+-- Run: make bench   (make bench LUA=luajit, make bench-luas: every Lua; or
+-- see the Makefile's bench target for the paths)
+package.path = (arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/?.lua;" .. package.path
 local instate = require "instate"
+local bc = require "bench_compat"
 
 local REPS_ENV = tonumber(os.getenv("INSTATE_BENCH_REPS"))
 local function reps_for(n) return REPS_ENV or (n <= 20000 and 5 or 3) end
@@ -42,6 +48,11 @@ local BUILD = os.getenv("INSTATE_BUILD_DIR") or "build"
 local ok_cjson, cjson = pcall(require, "cjson")
 if not ok_cjson then
   io.stderr:write("lua-cjson is not installed (apt-get install lua-cjson)\n")
+  os.exit(1)
+end
+local mp, mp_err = bc.messagepack()
+if not mp then
+  io.stderr:write(mp_err, "\n")
   os.exit(1)
 end
 local ok_sqlite, sqlite_driver = pcall(require, "luasql.sqlite3")
@@ -65,12 +76,12 @@ local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local function sh_read(cmd)
   local p = io.popen(cmd)
-  local out = p:read("a")
+  local out = p:read(bc.read_all)
   p:close()
   return out
 end
 
-local function exists(path) return os.execute("test -e " .. sh_quote(path)) == true end
+local exists = bc.exists
 
 local scratch = sh_read("mktemp -d ${TMPDIR:-/tmp}/instate-bench.XXXXXX"):gsub("%s+$", "")
 local function cleanup() os.execute("rm -rf " .. sh_quote(scratch)) end
@@ -80,8 +91,9 @@ local function median(t)
   for i = 1, #t do s[i] = t[i] end
   table.sort(s)
   local n = #s
-  if n % 2 == 1 then return s[(n + 1) // 2] end
-  return (s[n // 2] + s[n // 2 + 1]) / 2
+  local h = bc.idiv2(n)
+  if n % 2 == 1 then return s[h + 1] end
+  return (s[h] + s[h + 1]) / 2
 end
 
 local function best(t)
@@ -97,7 +109,8 @@ local TAGS = { "a", "b", "c", "fire", "ice", "rare", "quest", "npc", "boss", "lo
 
 local function var_name(i) return ("entity:%06d"):format(i) end
 
--- Variable i in round r: the same on every run and machine.
+-- Variable i in round r: the same on every run, machine and Lua.
+local rshift = bc.rshift
 local function value(i, r)
   local h = (i * 2654435761 + r * 40503) % 4294967296
   local t = {
@@ -110,7 +123,7 @@ local function value(i, r)
   local ntags = h % 4
   if ntags > 0 then
     local tags = {}
-    for k = 1, ntags do tags[k] = TAGS[(h >> (k * 3)) % #TAGS + 1] end
+    for k = 1, ntags do tags[k] = TAGS[rshift(h, k * 3) % #TAGS + 1] end
     t.tags = tags
   end
   if i % 10 == 0 then
@@ -133,7 +146,7 @@ end
 
 local function read_file(path)
   local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
+  local s = f:read(bc.read_all)
   f:close()
   return s
 end
@@ -157,9 +170,9 @@ local function fsync(path)
 end
 
 -- encode, temp file, fsync, rename (and fsync of the directory).
-local function cjson_atomic_save(state, path)
+local function atomic_save(encode, state, path)
   local t0 = now()
-  local data = cjson.encode(state)
+  local data = encode(state)
   local tmp = path .. ".tmp"
   local f = assert(io.open(tmp, "wb"))
   f:write(data)
@@ -170,13 +183,23 @@ local function cjson_atomic_save(state, path)
   return now() - t0 - off, #data
 end
 
+local function cjson_atomic_save(state, path) return atomic_save(cjson.encode, state, path) end
+local function mp_atomic_save(state, path) return atomic_save(mp.pack, state, path) end
+
 local function cjson_restore(path)
   local t0 = now()
   local state = cjson.decode(read_file(path))
   return now() - t0, state
 end
 
+local function mp_restore(path)
+  local t0 = now()
+  local state = mp.unpack(read_file(path))
+  return now() - t0, state
+end
+
 -- The %q serializer: a Lua chunk returning the whole state.
+local qnum = bc.qnum
 local function serialize(v, out)
   local tv = type(v)
   if tv == "table" then
@@ -189,8 +212,10 @@ local function serialize(v, out)
       out[#out + 1] = ","
     end
     out[#out + 1] = "}"
-  elseif tv == "string" or tv == "number" then
+  elseif tv == "string" then
     out[#out + 1] = ("%q"):format(v)
+  elseif tv == "number" then
+    out[#out + 1] = qnum(v)
   else
     out[#out + 1] = tostring(v)
   end
@@ -202,9 +227,13 @@ local function luaq_save(state, path)
   write_file(path, table.concat(out))
 end
 
+-- nil and the message when the chunk does not load: Lua 5.1 refuses one
+-- holding more than 2^18 constants ("constant table overflow").
 local function luaq_restore(path)
   local t0 = now()
-  local state = assert(load(read_file(path), "=save", "t", {}))()
+  local f, err = bc.load(read_file(path), "=save", "t", {})
+  if not f then return nil, err end
+  local state = f()
   return now() - t0, state
 end
 
@@ -223,7 +252,7 @@ end
 local function floor_records(path, n, round_of)
   local parts = {}
   for i = 1, n do
-    parts[i] = string.pack("<s4s4", var_name(i), instate.encode(value(i, round_of(i))))
+    parts[i] = bc.s4(var_name(i)) .. bc.s4(instate.encode(value(i, round_of(i))))
   end
   write_file(path, table.concat(parts))
 end
@@ -298,7 +327,7 @@ local function bench(n)
   instate.save_all()
 
   -- save_all with every variable changed, against cjson's atomic save.
-  local t_full, t_cjson_save, json_bytes = {}, {}, 0
+  local t_full, t_cjson_save, t_mp_save, json_bytes = {}, {}, {}, 0
   for rep = 1, reps do
     local round = rep
     for i = 1, n do vars[i]:set(value(i, round)) end
@@ -310,9 +339,12 @@ local function bench(n)
     for i = 1, n do by_name[var_name(i)] = vars[i]:get() end
     collectgarbage()
     t_cjson_save[rep], json_bytes = cjson_atomic_save(by_name, dir .. "/save.json")
+    collectgarbage()
+    t_mp_save[rep] = mp_atomic_save(by_name, dir .. "/save.msgpack")
   end
   row(n, "save_all, every variable changed", t_full, {
     { "cjson atomic save", t_cjson_save, "faster", 2 },
+    { "MessagePack atomic save", t_mp_save, "faster" },
   })
   -- Its bound: the canonical encoding of every value, plus raw LMDB
   -- rewriting every record (a second put over the same records). save_all
@@ -392,8 +424,10 @@ local function bench(n)
   for i = 1, n do by_name[var_name(i)] = vars[i]:get() end
   luaq_save(by_name, dir .. "/save.lua")
   write_file(dir .. "/save.json", cjson.encode(by_name))
+  write_file(dir .. "/save.msgpack", mp.pack(by_name))
   by_name = nil
-  local t_restore, t_cjson, t_luaq = {}, {}, {}
+  local t_restore, t_cjson, t_luaq, t_mp = {}, {}, {}, {}
+  local luaq_err
   local names = {}
   for i = 1, n do names[i] = var_name(i) end
   for rep = 1, reps do
@@ -417,12 +451,23 @@ local function bench(n)
     assert(state[var_name(n)].hp == vars[n]:get().hp)
     state = nil
     collectgarbage()
-    t_luaq[rep], state = luaq_restore(dir .. "/save.lua")
+    if not luaq_err then
+      t_luaq[rep], state = luaq_restore(dir .. "/save.lua")
+      if t_luaq[rep] then
+        assert(state[var_name(n)].hp == vars[n]:get().hp)
+      else
+        luaq_err = state
+      end
+    end
+    state = nil
+    collectgarbage()
+    t_mp[rep], state = mp_restore(dir .. "/save.msgpack")
     assert(state[var_name(n)].hp == vars[n]:get().hp)
   end
   row(n, "restore: setup+N defstate+get", t_restore, {
     { "cjson read+decode", t_cjson, "faster", 1.8 },
-    { "%q file read+load()", t_luaq, "faster" },
+    luaq_err and { "%q file: load() fails: " .. luaq_err } or { "%q file read+load()", t_luaq, "faster" },
+    { "MessagePack read+unpack", t_mp, "faster" },
   })
   do
     local saved = {}
@@ -472,8 +517,8 @@ local ok, err = pcall(function()
   for _, n in ipairs(SIZES) do sizes[n] = { bench(n) } end
   local runs = {}
   for _, n in ipairs(SIZES) do runs[#runs + 1] = ("%d at N=%d"):format(reps_for(n), n) end
-  print(("defstate benchmark: wall clock, median of runs (%s) [best run]; fsync process spawn %.2f ms taken off cjson; total %.0f s")
-    :format(table.concat(runs, ", "), spawn_cost * 1000, now() - started))
+  print(("defstate benchmark (%s): wall clock, median of runs (%s) [best run]; fsync process spawn %.2f ms taken off cjson and MessagePack; total %.0f s")
+    :format(jit and jit.version or _VERSION, table.concat(runs, ", "), spawn_cost * 1000, now() - started))
   print("load before: " .. load_before)
   print("load after:  " .. load_now())
   print(("%-7s %-30s %-20s %s"):format("N", "operation", "instate", "others: time, ratio median [best]"))
