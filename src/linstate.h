@@ -21,7 +21,9 @@
  * "cannot store a function at inventory.items[3].on_use".
  *
  * Calls no metamethods, runs no Lua code and creates no Lua object, so no
- * finalizer runs inside it. Re-entrant: an encoding made while another is
+ * finalizer runs inside it (on LuaJIT an int64_t/uint64_t cdata is read
+ * through the FFI converter lua/instate/compat.lua registers, which
+ * creates no object). Re-entrant: an encoding made while another is
  * in progress, or by a finalizer at any time, uses a context of its own.
  *
  * Lifetime of the bytes: valid until the calling C function encodes
@@ -42,7 +44,8 @@ const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, s
 /*
  * Decode n bytes at p. On success pushes the value and returns 1. On corrupt
  * input pushes an error message naming the byte offset and returns 0. Raises
- * only on memory errors. Never runs Lua code itself; a finalizer run by its
+ * only on memory errors. Runs no Lua code itself (but LuaJIT's converter
+ * that makes the cdata of an integer beyond 2^53, see lcodec.c); a finalizer run by its
  * allocations may decode or encode (re-entrant), or write to a store: p
  * must stay valid through that too (a Lua string on the stack does).
  */
