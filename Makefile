@@ -44,7 +44,7 @@ LUA_DEPS_5.3    = lua5.3 liblua5.3-dev
 LUA_DEPS_5.4    = lua5.4 liblua5.4-dev
 LUA_DEPS_luajit = luajit libluajit-5.1-dev love xvfb xauth
 
-.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench fuzz faults valgrind install clean
+.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas test-cross demo sanitize bench fuzz faults valgrind install clean
 
 all: build
 
@@ -76,6 +76,14 @@ test-luas:
 	@for v in $(LUAS); do \
 	  echo "== Lua $$v"; $(MAKE) test-lua LUA=$$v || exit 1; \
 	done
+	@$(MAKE) test-cross
+
+# Every Lua reads what every other wrote (spec/cross/run.lua): needs
+# build/ (make test) and the four build-*/ (make test-lua); a missing one
+# fails.
+test-cross: build
+	@echo "== cross-Lua round trip"
+	lua5.4 spec/cross/run.lua $(CURDIR)
 
 demo: deps build
 	@BUILD=$(BUILD) sh examples/run-demo.sh
