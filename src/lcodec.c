@@ -7,15 +7,18 @@
  * allocates no Lua object, so no collector step, and hence no finalizer,
  * can run inside it. (One exception, on LuaJIT only: an int64_t/uint64_t
  * cdata is read through the FFI converter compat.lua registers, which
- * creates no object either; see enc_cdata().) Each encoding works on an encoder context (enc_ctx:
- * the output buffer, the table-identity set, the scratch arrays of the
- * canonical order), as zstd's ZSTD_CCtx: the state's codec keeps a few,
- * reused, so a call allocates nothing and an error raised half-way leaks
- * nothing. A context is busy while its encoding runs, and encodings made
- * with the collector stopped (those of finalizers) never use the context
- * of ordinary calls: a finalizer that encodes, even one run between
- * linstate_encode() and the caller's use of its bytes, cannot touch them
- * (linstate.h states the lifetime).
+ * creates no object either; see enc_cdata().) Each encoding works on an
+ * encoder context (enc_ctx: the output buffer, the table-identity set,
+ * the scratch arrays of the canonical order), as zstd's ZSTD_CCtx: the
+ * state's codec keeps a few, reused, so a call allocates nothing and an
+ * error raised half-way leaks nothing. A context is busy while its
+ * encoding runs, and encodings made with the collector stopped (those of
+ * finalizers) never use the context of ordinary calls: a finalizer that
+ * encodes, even one run between linstate_encode() and the caller's use
+ * of its bytes, cannot touch them (linstate.h states the lifetime).
+ * Plain Lua 5.1 alone cannot tell a finalizer's call from its caller's
+ * (lcompat_gc_running): there it may reuse the caller's context (README,
+ * Lua versions).
  *
  * Canonical encoding (FORMAT.md section 1, "Canonical map order") sorts the
  * entries of every map by their encoded bytes, so a value gives the same
@@ -733,13 +736,12 @@ static ALWAYS_INLINE void enc_string(lua_State *L, enc_ctx *c, int idx, int dept
  * once), and LuaJIT's collector state tells a finalizer's encode from the
  * caller's (lcompat_gc_running), so a finalizer, should one run, encodes
  * in a context of its own. An error it raises releases the context. */
-static int enc_cdata(lua_State *L, enc_ctx *c, int idx, int depth)
+static int enc_cdata(lua_State *L, enc_ctx *c, int idx)
 {
 	int kind;
 	uint64_t v;
 	unsigned char *p;
 
-	(void)depth;
 	if (!lua_checkstack(L, 4))
 		enc_stack_overflow(L, c);
 	idx = lua_absindex(L, idx);
@@ -801,7 +803,7 @@ static void enc_value(lua_State *L, enc_ctx *c, int idx, int t, int depth)
 		enc_table(L, c, lua_absindex(L, idx), depth);
 		break;
 	default:
-		if (t != LCOMPAT_TCDATA || !enc_cdata(L, c, idx, depth))
+		if (t != LCOMPAT_TCDATA || !enc_cdata(L, c, idx))
 			enc_fail_type(L, c, depth, t, "");
 	}
 }

@@ -45,9 +45,10 @@ const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, s
  * Decode n bytes at p. On success pushes the value and returns 1. On corrupt
  * input pushes an error message naming the byte offset and returns 0. Raises
  * only on memory errors. Runs no Lua code itself (but LuaJIT's converter
- * that makes the cdata of an integer beyond 2^53, see lcodec.c); a finalizer run by its
- * allocations may decode or encode (re-entrant), or write to a store: p
- * must stay valid through that too (a Lua string on the stack does).
+ * that makes the cdata of an integer beyond 2^53, see lcodec.c); a
+ * finalizer run by its allocations may decode or encode (re-entrant), or
+ * write to a store: p must stay valid through that too (a Lua string on
+ * the stack does).
  */
 int linstate_decode(lua_State *L, const char *p, size_t n);
 
