@@ -185,6 +185,14 @@ typedef struct codec {
 #define ALWAYS_INLINE inline
 #endif
 
+/* For the rare paths inside them (LuaJIT's 64-bit cdata, errors): kept out
+ * of line, so that they do not grow the hot functions' code. */
+#if defined(__GNUC__)
+#define COLD __attribute__((noinline, cold))
+#else
+#define COLD
+#endif
+
 /* Unaligned native-order loads (memcpy compiles to one move). */
 static inline uint64_t load64(const void *p)
 {
@@ -641,7 +649,7 @@ static void enc_stack_overflow(lua_State *L, enc_ctx *c)
 	luaL_error(L, "stack overflow (%s)", "value nested too deeply");
 }
 
-static void enc_fail_type(lua_State *L, enc_ctx *c, int depth, int t, const char *as)
+static COLD void enc_fail_type(lua_State *L, enc_ctx *c, int depth, int t, const char *as)
 {
 	char what[96];
 	const char *why = "";
@@ -736,7 +744,7 @@ static ALWAYS_INLINE void enc_string(lua_State *L, enc_ctx *c, int idx, int dept
  * once), and LuaJIT's collector state tells a finalizer's encode from the
  * caller's (lcompat_gc_running), so a finalizer, should one run, encodes
  * in a context of its own. An error it raises releases the context. */
-static int enc_cdata(lua_State *L, enc_ctx *c, int idx)
+static COLD int enc_cdata(lua_State *L, enc_ctx *c, int idx)
 {
 	int kind;
 	uint64_t v;
@@ -1616,7 +1624,8 @@ done:
  * uint64_t cdata of that exact value; elsewhere, and as a map key (a cdata
  * key compares by identity, so no lookup would find it), it is refused,
  * naming the path: never read as a nearby double. */
-static int dec_big_int(lua_State *L, dec *d, size_t off, uint64_t v, int is_signed, int is_key)
+static COLD int dec_big_int(lua_State *L, dec *d, size_t off, uint64_t v, int is_signed,
+                            int is_key)
 {
 	char path[PATH_MAX_CHARS + 1];
 	int as_key, hook;
