@@ -101,7 +101,19 @@ describe("integers beyond 2^53", function()
       assert.are.equal("CORRUPT", code)
     end)
 
-    it("in a store, round-trip exactly, also read by 5.4's bytes", function()
+    it("need require \"instate\": instate.core alone refuses them, by name", function()
+      local out, ok = helpers.run_lua([[
+        local core = require "instate.core"
+        print(pcall(core.encode, {id = loadstring("return 5LL")()}))
+        print(core.decode("\207\1\16\0\1\0\0\86\186"))
+      ]])
+      assert(ok, out)
+      assert.are.equal("false\tcannot store a cdata (int64_t and uint64_t need require \"instate\")"
+        .. " at value.id\nnil\tcorrupt MessagePack at byte 0: an integer beyond 2^53 at value,"
+        .. " which this Lua's numbers cannot hold exactly\tCORRUPT\n", out)
+    end)
+
+    it("in a store, round-trip exactly", function()
       local dir = helpers.tmpdir() .. "/s"
       local store = assert(instate.open(dir))
       local ns = store:namespace("n")

@@ -653,9 +653,18 @@ static COLD void enc_fail_type(lua_State *L, enc_ctx *c, int depth, int t, const
 {
 	char what[96];
 	const char *why = "";
-	if (t == LCOMPAT_TCDATA)
+	if (t == LCOMPAT_TCDATA) {
+		/* without compat.lua's converters (instate.core loaded alone) no
+		 * cdata is storable */
+		int hooks = 0;
+		if (lua_checkstack(L, 1)) {
+			hooks = lua_rawgetp(L, LUA_REGISTRYINDEX, &int64_classify_key) == LUA_TFUNCTION;
+			lua_pop(L, 1);
+		}
 		why = *as ? " (cdata keys compare by identity)"
-		          : " other than int64_t or uint64_t";
+		    : hooks ? " other than int64_t or uint64_t"
+		    : " (int64_t and uint64_t need require \"instate\")";
+	}
 	snprintf(what, sizeof what, "cannot store a %s%s%s", lua_typename(L, t), as, why);
 	enc_fail(L, c, depth, what);
 }
