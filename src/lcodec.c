@@ -1235,9 +1235,10 @@ static void enc_table(lua_State *L, enc_ctx *c, int idx, int depth)
 }
 
 /* Encode the value at idx in a context of cd's; see linstate.h for how
- * long the bytes returned stay valid. */
+ * long the bytes returned stay valid. With held, the context stays busy
+ * (*held) until the caller releases it; raising releases it anyway. */
 static const char *encode_with(lua_State *L, codec *cd, int idx, const char *root, size_t *len,
-                               int canonical)
+                               int canonical, enc_ctx **held)
 {
 	enc_ctx *c = ctx_acquire(L, cd);
 
@@ -1271,7 +1272,10 @@ static const char *encode_with(lua_State *L, codec *cd, int idx, const char *roo
 	}
 	c->last_len = c->len;
 	c->last_count = c->count;
-	ctx_release(c);
+	if (held)
+		*held = c;
+	else
+		ctx_release(c);
 	*len = c->len;
 	return (const char *)c->buf;
 }
@@ -1279,13 +1283,13 @@ static const char *encode_with(lua_State *L, codec *cd, int idx, const char *roo
 const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len)
 {
 	idx = lua_absindex(L, idx);
-	return encode_with(L, get_codec(L), idx, root, len, 0);
+	return encode_with(L, get_codec(L), idx, root, len, 0, NULL);
 }
 
 const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, size_t *len)
 {
 	idx = lua_absindex(L, idx);
-	return encode_with(L, get_codec(L), idx, root, len, 1);
+	return encode_with(L, get_codec(L), idx, root, len, 1, NULL);
 }
 
 /* ===================================================================== */
@@ -1789,8 +1793,35 @@ static int l_encode(lua_State *L)
 			lua_pop(L, 1);
 		}
 	}
-	s = encode_with(L, c, 1, root, &len, canonical);
-	lua_pushlstring(L, s, len);
+	if (LCOMPAT_GC_TELLS_FINALIZERS) {
+		s = encode_with(L, c, 1, root, &len, canonical, NULL);
+		lua_pushlstring(L, s, len);
+		return 1;
+	}
+	/* Plain 5.1 cannot tell a finalizer's encode from this one, and its
+	 * lua_pushlstring runs a collector step before it copies: the context
+	 * stays busy until the copy is made, so that a finalizer run by that
+	 * step encodes in another one. The copy is a protected call, so that
+	 * a memory error releases the context too. */
+	{
+		enc_ctx *held;
+		int status;
+		s = encode_with(L, c, 1, root, &len, canonical, &held);
+		lua_pushvalue(L, lua_upvalueindex(3));
+		lua_pushlightuserdata(L, (void *)s);
+		lua_pushnumber(L, (lua_Number)len);
+		status = lua_pcall(L, 2, 1, 0);
+		ctx_release(held);
+		if (status != LUA_OK)
+			lua_error(L);
+		return 1;
+	}
+}
+
+/* l_encode's copy on plain 5.1: (bytes, length) -> string. */
+static int l_copy_bytes(lua_State *L)
+{
+	lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tonumber(L, 2));
 	return 1;
 }
 
@@ -1831,7 +1862,8 @@ void linstate_open_codec(lua_State *L)
 	get_codec(L);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
 	lua_pushliteral(L, "canonical");
-	lua_pushcclosure(L, l_encode, 2);
+	lua_pushcfunction(L, l_copy_bytes);
+	lua_pushcclosure(L, l_encode, 3);
 	lua_setfield(L, -2, "encode");
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
 	lua_pushcclosure(L, l_decode, 1);

@@ -538,6 +538,13 @@ static inline int lcompat_typeerror(lua_State *L, int arg, const char *tname)
 #else
 #define lcompat_gc_running(L) ((void)(L), 1)
 #endif
+/* 1 where lcompat_gc_running() tells a finalizer's call apart (all but
+ * plain 5.1). */
+#if LUA_VERSION_NUM >= 502 || defined(LUA_GCISRUNNING)
+#define LCOMPAT_GC_TELLS_FINALIZERS 1
+#else
+#define LCOMPAT_GC_TELLS_FINALIZERS 0
+#endif
 
 /* Whether an integer comes back exactly as this Lua's number: always with
  * 64-bit integers (5.3, 5.4); within +-2^53 where numbers are doubles

@@ -31,6 +31,11 @@
  * Allocating in between is fine (a finalizer the collector runs then
  * encodes elsewhere): hand them to the core (instate_put) or copy them
  * (lua_pushlstring) within that window.
+ * On plain Lua 5.1 (lcompat_gc_running() cannot tell a finalizer's call
+ * there) a finalizer run by an allocation in between may encode in the same
+ * context: hand the bytes to the core before allocating (instate_put
+ * allocates no Lua object); instate.encode itself keeps its context busy
+ * until its copy is made.
  */
 const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len);
 

@@ -172,8 +172,10 @@ static void test_lifetime(void)
 #else
 	/* Plain 5.1 cannot tell a finalizer's encode from the caller's (no
 	 * LUA_GCISRUNNING): a finalizer that encodes, run by an allocation
-	 * between an encode and the use of its bytes, can overwrite them there
-	 * (README, Lua versions). Checked so that the day it is fixed shows. */
+	 * between an encode and the use of its bytes, can overwrite them there,
+	 * so C callers must not allocate in between (linstate.h; instate.encode
+	 * keeps its context busy through its copy: spec/01-codec_spec.lua).
+	 * Checked so that the day it is fixed shows. */
 	if (bad == 0)
 		fprintf(stderr, "  note: no encoding changed under finalizers on this Lua\n");
 #endif
