@@ -54,7 +54,7 @@ BENCHES_LUAS = bench/codec.lua bench/defstate.lua
 BENCH_LUAS   = 5.1 5.2 5.3 5.4 luajit
 BENCH_BUILD  = $(if $(filter 5.4,$(LUA)),$(BUILD),$(LUA_BUILD))
 
-.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench bench-lua bench-luas fuzz faults valgrind install clean check-portable
+.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas test-cross demo sanitize bench bench-lua bench-luas fuzz faults valgrind install clean check-portable
 
 all: build
 
@@ -86,6 +86,14 @@ test-luas:
 	@for v in $(LUAS); do \
 	  echo "== Lua $$v"; $(MAKE) test-lua LUA=$$v || exit 1; \
 	done
+	@$(MAKE) test-cross
+
+# Every Lua reads what every other wrote (spec/cross/run.lua): needs
+# build/ (make test) and the four build-*/ (make test-lua); a missing one
+# fails.
+test-cross: build
+	@echo "== cross-Lua round trip"
+	lua5.4 spec/cross/run.lua $(CURDIR)
 
 demo: deps build
 	@BUILD=$(BUILD) sh examples/run-demo.sh

@@ -5,15 +5,20 @@
  *
  * Encoding runs no Lua code, calls no metamethods (raw access only) and
  * allocates no Lua object, so no collector step, and hence no finalizer,
- * can run inside it. Each encoding works on an encoder context (enc_ctx:
- * the output buffer, the table-identity set, the scratch arrays of the
- * canonical order), as zstd's ZSTD_CCtx: the state's codec keeps a few,
- * reused, so a call allocates nothing and an error raised half-way leaks
- * nothing. A context is busy while its encoding runs, and encodings made
- * with the collector stopped (those of finalizers) never use the context
- * of ordinary calls: a finalizer that encodes, even one run between
- * linstate_encode() and the caller's use of its bytes, cannot touch them
- * (linstate.h states the lifetime).
+ * can run inside it. (One exception, on LuaJIT only: an int64_t/uint64_t
+ * cdata is read through the FFI converter compat.lua registers, which
+ * creates no object either; see enc_cdata().) Each encoding works on an
+ * encoder context (enc_ctx: the output buffer, the table-identity set,
+ * the scratch arrays of the canonical order), as zstd's ZSTD_CCtx: the
+ * state's codec keeps a few, reused, so a call allocates nothing and an
+ * error raised half-way leaks nothing. A context is busy while its
+ * encoding runs, and encodings made with the collector stopped (those of
+ * finalizers) never use the context of ordinary calls: a finalizer that
+ * encodes, even one run between linstate_encode() and the caller's use
+ * of its bytes, cannot touch them (linstate.h states the lifetime).
+ * Plain Lua 5.1 alone cannot tell a finalizer's call from its caller's
+ * (lcompat_gc_running): there it may reuse the caller's context (README,
+ * Lua versions).
  *
  * Canonical encoding (FORMAT.md section 1, "Canonical map order") sorts the
  * entries of every map by their encoded bytes, so a value gives the same
@@ -47,6 +52,14 @@
 
 /* Registry key of this state's codec userdata: the address is unique. */
 static const char codec_key = 0;
+
+/* Registry keys of LuaJIT's 64-bit integer converters, set by
+ * core._set_int64_hooks() (lua/instate/compat.lua, which has the FFI):
+ * make(hi, lo, signed) -> int64_t or uint64_t cdata; classify(cdata) ->
+ * kind (1 int64_t, 2 uint64_t), hi, lo; or nil for any other cdata. The
+ * module itself uses the Lua C API only. Absent on the other Luas. */
+static const char int64_make_key = 0;
+static const char int64_classify_key = 0;
 
 /* One slot of the open-addressing set of tables already written. A slot is
  * live only when its gen equals the codec's: bumping gen empties the set
@@ -170,6 +183,14 @@ typedef struct codec {
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define ALWAYS_INLINE inline
+#endif
+
+/* For the rare paths inside them (LuaJIT's 64-bit cdata, errors): kept out
+ * of line, so that they do not grow the hot functions' code. */
+#if defined(__GNUC__)
+#define COLD __attribute__((noinline, cold))
+#else
+#define COLD
 #endif
 
 /* Unaligned native-order loads (memcpy compiles to one move). */
@@ -628,10 +649,23 @@ static void enc_stack_overflow(lua_State *L, enc_ctx *c)
 	luaL_error(L, "stack overflow (%s)", "value nested too deeply");
 }
 
-static void enc_fail_type(lua_State *L, enc_ctx *c, int depth, int t, const char *as)
+static COLD void enc_fail_type(lua_State *L, enc_ctx *c, int depth, int t, const char *as)
 {
-	char what[64];
-	snprintf(what, sizeof what, "cannot store a %s%s", lua_typename(L, t), as);
+	char what[96];
+	const char *why = "";
+	if (t == LCOMPAT_TCDATA) {
+		/* without compat.lua's converters (instate.core loaded alone) no
+		 * cdata is storable */
+		int hooks = 0;
+		if (lua_checkstack(L, 1)) {
+			hooks = lua_rawgetp(L, LUA_REGISTRYINDEX, &int64_classify_key) == LUA_TFUNCTION;
+			lua_pop(L, 1);
+		}
+		why = *as ? " (cdata keys compare by identity)"
+		    : hooks ? " other than int64_t or uint64_t"
+		    : " (int64_t and uint64_t need require \"instate\")";
+	}
+	snprintf(what, sizeof what, "cannot store a %s%s%s", lua_typename(L, t), as, why);
 	enc_fail(L, c, depth, what);
 }
 
@@ -711,6 +745,46 @@ static ALWAYS_INLINE void enc_string(lua_State *L, enc_ctx *c, int idx, int dept
 	buf_commit(c, p + n);
 }
 
+/* LuaJIT's int64_t or uint64_t cdata at idx: the MessagePack integer of
+ * its value, through the classifier compat.lua registered. Returns 0 for
+ * any other cdata, or when no classifier is registered (instate.core
+ * loaded without instate). The one place an encoding runs Lua code: the
+ * classifier creates no object (it reads the cdata through a buffer made
+ * once), and LuaJIT's collector state tells a finalizer's encode from the
+ * caller's (lcompat_gc_running), so a finalizer, should one run, encodes
+ * in a context of its own. An error it raises releases the context. */
+static COLD int enc_cdata(lua_State *L, enc_ctx *c, int idx)
+{
+	int kind;
+	uint64_t v;
+	unsigned char *p;
+
+	if (!lua_checkstack(L, 4))
+		enc_stack_overflow(L, c);
+	idx = lua_absindex(L, idx);
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &int64_classify_key) != LUA_TFUNCTION) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	lua_pushvalue(L, idx);
+	if (lua_pcall(L, 1, 3, 0) != LUA_OK) {
+		ctx_release(c);
+		lua_error(L);
+	}
+	kind = (int)lua_tonumber(L, -3);
+	v = (uint64_t)lua_tonumber(L, -2) << 32 | (uint32_t)lua_tonumber(L, -1);
+	lua_pop(L, 3);
+	if (kind != 1 && kind != 2)
+		return 0;
+	p = buf_reserve(L, c, INSTATE_MP_MAX_HEADER);
+	if (kind == 2 && v > (uint64_t)INT64_MAX)
+		p = instate_mp_put_uint(p, v);
+	else
+		p = instate_mp_put_int(p, (int64_t)v);
+	buf_commit(c, p);
+	return 1;
+}
+
 /* The value at idx (absolute or negative) of Lua type t, at `depth`
  * segments below the root. */
 static void enc_value(lua_State *L, enc_ctx *c, int idx, int t, int depth)
@@ -726,14 +800,19 @@ static void enc_value(lua_State *L, enc_ctx *c, int idx, int t, int depth)
 		p = buf_reserve(L, c, 1);
 		buf_commit(c, instate_mp_put_bool(p, lua_toboolean(L, idx)));
 		break;
-	case LUA_TNUMBER:
+	case LUA_TNUMBER: {
+		lua_Integer i;
 		p = buf_reserve(L, c, INSTATE_MP_MAX_HEADER);
-		if (lua_isinteger(L, idx))
-			p = instate_mp_put_int(p, (int64_t)lua_tointeger(L, idx));
+		/* Where numbers are doubles, an integral one beyond 2^53 is
+		 * written as the float it is: read back as an integer it would
+		 * be refused there (lcompat_int_exact() is 1 on 5.3 and 5.4). */
+		if (lua_isinteger(L, idx) && lcompat_int_exact(i = lua_tointeger(L, idx)))
+			p = instate_mp_put_int(p, (int64_t)i);
 		else
 			p = instate_mp_put_double(p, (double)lua_tonumber(L, idx));
 		buf_commit(c, p);
 		break;
+	}
 	case LUA_TSTRING:
 		enc_string(L, c, idx, depth);
 		break;
@@ -741,7 +820,8 @@ static void enc_value(lua_State *L, enc_ctx *c, int idx, int t, int depth)
 		enc_table(L, c, lua_absindex(L, idx), depth);
 		break;
 	default:
-		enc_fail_type(L, c, depth, t, "");
+		if (t != LCOMPAT_TCDATA || !enc_cdata(L, c, idx))
+			enc_fail_type(L, c, depth, t, "");
 	}
 }
 
@@ -1155,9 +1235,10 @@ static void enc_table(lua_State *L, enc_ctx *c, int idx, int depth)
 }
 
 /* Encode the value at idx in a context of cd's; see linstate.h for how
- * long the bytes returned stay valid. */
+ * long the bytes returned stay valid. With held, the context stays busy
+ * (*held) until the caller releases it; raising releases it anyway. */
 static const char *encode_with(lua_State *L, codec *cd, int idx, const char *root, size_t *len,
-                               int canonical)
+                               int canonical, enc_ctx **held)
 {
 	enc_ctx *c = ctx_acquire(L, cd);
 
@@ -1191,7 +1272,10 @@ static const char *encode_with(lua_State *L, codec *cd, int idx, const char *roo
 	}
 	c->last_len = c->len;
 	c->last_count = c->count;
-	ctx_release(c);
+	if (held)
+		*held = c;
+	else
+		ctx_release(c);
 	*len = c->len;
 	return (const char *)c->buf;
 }
@@ -1199,13 +1283,13 @@ static const char *encode_with(lua_State *L, codec *cd, int idx, const char *roo
 const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len)
 {
 	idx = lua_absindex(L, idx);
-	return encode_with(L, get_codec(L), idx, root, len, 0);
+	return encode_with(L, get_codec(L), idx, root, len, 0, NULL);
 }
 
 const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, size_t *len)
 {
 	idx = lua_absindex(L, idx);
-	return encode_with(L, get_codec(L), idx, root, len, 1);
+	return encode_with(L, get_codec(L), idx, root, len, 1, NULL);
 }
 
 /* ===================================================================== */
@@ -1421,6 +1505,163 @@ static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key)
 	return dec_value(L, d, depth, is_key);
 }
 
+/* ---- integers beyond 2^53 where numbers are doubles ------------------ */
+
+/* One open table of dec_path()'s walk. */
+typedef struct path_frame {
+	uint64_t left;       /* items left: elements, or keys and values (2 a pair) */
+	uint64_t index;      /* an array's current index (1-based) */
+	int map;
+	instate_mp_item key; /* a map's current key (a table key: its header) */
+} path_frame;
+
+#define PATH_MAX_CHARS 48 /* a decoder's path is cut after this (the message is short) */
+
+/* Append one key of a decoded map to buf, as the encoder's paths write it. */
+static void path_key(char *buf, size_t size, const instate_mp_item *k)
+{
+	size_t n = strlen(buf), i;
+	char seg[64];
+
+	switch (k->type) {
+	case INSTATE_MP_STR:
+	case INSTATE_MP_BIN:
+		if (is_identifier((const char *)k->data, k->len)) {
+			snprintf(seg, sizeof seg, ".%.*s", (int)k->len, (const char *)k->data);
+		} else {
+			size_t m = 2;
+			seg[0] = '[';
+			seg[1] = '"';
+			for (i = 0; i < k->len && m < sizeof seg - 10; i++) {
+				unsigned ch = k->data[i];
+				if (ch == '"' || ch == '\\')
+					m += (size_t)snprintf(seg + m, sizeof seg - m, "\\%c", ch);
+				else if (ch < 0x20 || ch >= 0x7f)
+					m += (size_t)snprintf(seg + m, sizeof seg - m, "\\%u", ch);
+				else
+					seg[m++] = (char)ch;
+			}
+			snprintf(seg + m, sizeof seg - m, "%s\"]", i < k->len ? "..." : "");
+		}
+		break;
+	case INSTATE_MP_UINT:
+		snprintf(seg, sizeof seg, "[%llu]", (unsigned long long)k->v.u);
+		break;
+	case INSTATE_MP_INT:
+		snprintf(seg, sizeof seg, "[%lld]", (long long)k->v.i);
+		break;
+	case INSTATE_MP_FLOAT:
+	case INSTATE_MP_DOUBLE:
+		snprintf(seg, sizeof seg, "[%.14g]", k->v.d);
+		break;
+	case INSTATE_MP_BOOL:
+		snprintf(seg, sizeof seg, "[%s]", k->v.b ? "true" : "false");
+		break;
+	default:
+		snprintf(seg, sizeof seg, "[table]");
+		break;
+	}
+	if (n < size)
+		snprintf(buf + n, size - n, "%s", seg);
+}
+
+/*
+ * The path from the root ("value") to the item at byte target of the n
+ * bytes at p, written like the encoder's paths; *as_key tells that the
+ * item is a map key (the path then names the map). An error path only:
+ * it walks the input again from the start, so that the decoder's loop
+ * tracks nothing. The bytes before target were read once already.
+ */
+static void dec_path(const unsigned char *p, size_t n, size_t target, int *as_key, char *out,
+                     size_t size)
+{
+	path_frame fr[INSTATE_MP_MAX_DEPTH + 1];
+	instate_mp_reader r;
+	instate_mp_item it;
+	char buf[256];
+	int depth = 0, graph, k;
+
+	memset(&r, 0, sizeof r);
+	r.p = p;
+	r.n = n;
+	*as_key = 0;
+	snprintf(buf, sizeof buf, "value");
+	if (instate_mp_begin(&r, &graph))
+		goto done;
+	while (r.pos < target) {
+		if (instate_mp_read(&r, &it))
+			goto done;
+		if (depth > 0) {
+			path_frame *f = &fr[depth - 1];
+			if (!f->map)
+				f->index++;
+			else if (f->left % 2 == 0)
+				f->key = it;
+			f->left--;
+		}
+		if ((it.type == INSTATE_MP_ARRAY || it.type == INSTATE_MP_MAP) && it.len > 0 &&
+		    depth <= INSTATE_MP_MAX_DEPTH) {
+			fr[depth].map = it.type == INSTATE_MP_MAP;
+			fr[depth].left = (uint64_t)it.len * (fr[depth].map ? 2 : 1);
+			fr[depth].index = 0;
+			fr[depth].key.type = INSTATE_MP_NIL;
+			depth++;
+		} else {
+			while (depth > 0 && fr[depth - 1].left == 0)
+				depth--;
+		}
+	}
+	for (k = 0; k < depth; k++) {
+		const path_frame *f = &fr[k];
+		size_t m = strlen(buf);
+		if (k == depth - 1 && f->map && f->left % 2 == 0) {
+			*as_key = 1; /* the item is the next key of this map */
+			break;
+		}
+		if (!f->map)
+			snprintf(buf + m, sizeof buf - m, "[%llu]",
+			         (unsigned long long)(f->index + (k == depth - 1)));
+		else
+			path_key(buf, sizeof buf, &f->key);
+	}
+done:
+	if (strlen(buf) > size - 1)
+		snprintf(out, size, "%.*s...", (int)(size - 4), buf);
+	else
+		snprintf(out, size, "%s", buf);
+}
+
+/* An integer beyond 2^53 on a Lua whose numbers are doubles, at byte off,
+ * its 64 bits in v (signed: an int64_t, else a uint64 above INT64_MAX).
+ * LuaJIT, once compat.lua registered its converter, gets the int64_t or
+ * uint64_t cdata of that exact value; elsewhere, and as a map key (a cdata
+ * key compares by identity, so no lookup would find it), it is refused,
+ * naming the path: never read as a nearby double. */
+static COLD int dec_big_int(lua_State *L, dec *d, size_t off, uint64_t v, int is_signed,
+                            int is_key)
+{
+	char path[PATH_MAX_CHARS + 1];
+	int as_key, hook;
+
+	if (!lua_checkstack(L, 4))
+		return instate_mp_corrupt(&d->r, off, "no Lua stack left for nesting");
+	hook = lua_rawgetp(L, LUA_REGISTRYINDEX, &int64_make_key) == LUA_TFUNCTION;
+	if (hook && !is_key) {
+		lua_pushnumber(L, (lua_Number)(v >> 32));
+		lua_pushnumber(L, (lua_Number)(v & 0xffffffffu));
+		lua_pushboolean(L, is_signed);
+		lua_call(L, 3, 1);
+		return 0;
+	}
+	lua_pop(L, 1);
+	dec_path(d->r.p, d->r.n, off, &as_key, path, sizeof path);
+	if (hook)
+		return instate_mp_corrupt(&d->r, off, "an integer map key beyond 2^53 at %s, which"
+		                          " LuaJIT holds as cdata, compared by identity", path);
+	return instate_mp_corrupt(&d->r, off, "an integer%s beyond 2^53 at %s, which this Lua's"
+	                          " numbers cannot hold exactly", as_key ? " map key" : "", path);
+}
+
 /* Push the next value, any form. A key may not be nil or NaN (Lua cannot
  * hold it). */
 static int dec_value(lua_State *L, dec *d, int depth, int is_key)
@@ -1438,15 +1679,13 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 		return 0;
 	case INSTATE_MP_UINT:
 		if (!lcompat_uint_exact(it.v.u))
-			return instate_mp_corrupt(&d->r, off,
-				"an integer beyond 2^53, which this Lua's numbers cannot hold exactly");
+			return dec_big_int(L, d, off, it.v.u, it.v.u <= (uint64_t)INT64_MAX, is_key);
 		/* above INT64_MAX: the integer with the same 64 bits, like string.unpack("J") */
 		lua_pushinteger(L, (lua_Integer)it.v.u);
 		return 0;
 	case INSTATE_MP_INT:
 		if (!lcompat_int_exact(it.v.i))
-			return instate_mp_corrupt(&d->r, off,
-				"an integer beyond 2^53, which this Lua's numbers cannot hold exactly");
+			return dec_big_int(L, d, off, (uint64_t)it.v.i, 1, is_key);
 		lua_pushinteger(L, (lua_Integer)it.v.i);
 		return 0;
 	case INSTATE_MP_FLOAT:
@@ -1554,8 +1793,35 @@ static int l_encode(lua_State *L)
 			lua_pop(L, 1);
 		}
 	}
-	s = encode_with(L, c, 1, root, &len, canonical);
-	lua_pushlstring(L, s, len);
+	if (LCOMPAT_GC_TELLS_FINALIZERS) {
+		s = encode_with(L, c, 1, root, &len, canonical, NULL);
+		lua_pushlstring(L, s, len);
+		return 1;
+	}
+	/* Plain 5.1 cannot tell a finalizer's encode from this one, and its
+	 * lua_pushlstring runs a collector step before it copies: the context
+	 * stays busy until the copy is made, so that a finalizer run by that
+	 * step encodes in another one. The copy is a protected call, so that
+	 * a memory error releases the context too. */
+	{
+		enc_ctx *held;
+		int status;
+		s = encode_with(L, c, 1, root, &len, canonical, &held);
+		lua_pushvalue(L, lua_upvalueindex(3));
+		lua_pushlightuserdata(L, (void *)s);
+		lua_pushnumber(L, (lua_Number)len);
+		status = lua_pcall(L, 2, 1, 0);
+		ctx_release(held);
+		if (status != LUA_OK)
+			lua_error(L);
+		return 1;
+	}
+}
+
+/* l_encode's copy on plain 5.1: (bytes, length) -> string. */
+static int l_copy_bytes(lua_State *L)
+{
+	lua_pushlstring(L, lua_touserdata(L, 1), (size_t)lua_tonumber(L, 2));
 	return 1;
 }
 
@@ -1575,12 +1841,29 @@ static int l_decode(lua_State *L)
 	return 3;
 }
 
+/* core._set_int64_hooks(make, classify): LuaJIT's converters between
+ * MessagePack integers beyond 2^53 and int64_t/uint64_t cdata (see
+ * int64_make_key). Called by lua/instate/compat.lua on LuaJIT only. */
+static int l_set_int64_hooks(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TFUNCTION);
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushvalue(L, 1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &int64_make_key);
+	lua_pushvalue(L, 2);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &int64_classify_key);
+	return 0;
+}
+
 void linstate_open_codec(lua_State *L)
 {
+	lua_pushcfunction(L, l_set_int64_hooks);
+	lua_setfield(L, -2, "_set_int64_hooks");
 	get_codec(L);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
 	lua_pushliteral(L, "canonical");
-	lua_pushcclosure(L, l_encode, 2);
+	lua_pushcfunction(L, l_copy_bytes);
+	lua_pushcclosure(L, l_encode, 3);
 	lua_setfield(L, -2, "encode");
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
 	lua_pushcclosure(L, l_decode, 1);

@@ -526,23 +526,32 @@ static inline int lcompat_typeerror(lua_State *L, int arg, const char *tname)
 
 /* Whether the collector runs, so that an allocation may call finalizers.
  * False inside a finalizer (the collector stops itself while one runs:
- * lua_gc() answers -1 from 5.4.4 on, "not running" before) and while the
- * program has stopped it. 5.2 and 5.3 take a third argument; 5.1 and
- * LuaJIT cannot tell, and say running: the codec's contexts stay safe there
- * because an encode allocates no Lua object, so no finalizer runs inside
- * one. */
+ * lua_gc() answers -1 from 5.4.4 on, "not running" before; LuaJIT sets
+ * the threshold LUA_GCISRUNNING reads to "stopped") and while the program
+ * has stopped it. 5.2, 5.3 and LuaJIT take a third argument. Plain 5.1
+ * cannot tell, and says running: a finalizer's encode there may reuse the
+ * context of the caller's (README, Lua versions). */
 #if LUA_VERSION_NUM >= 504
 #define lcompat_gc_running(L) (lua_gc((L), LUA_GCISRUNNING) == 1)
-#elif LUA_VERSION_NUM >= 502
+#elif defined(LUA_GCISRUNNING)
 #define lcompat_gc_running(L) (lua_gc((L), LUA_GCISRUNNING, 0) == 1)
 #else
 #define lcompat_gc_running(L) ((void)(L), 1)
 #endif
+/* 1 where lcompat_gc_running() tells a finalizer's call apart (all but
+ * plain 5.1). */
+#if LUA_VERSION_NUM >= 502 || defined(LUA_GCISRUNNING)
+#define LCOMPAT_GC_TELLS_FINALIZERS 1
+#else
+#define LCOMPAT_GC_TELLS_FINALIZERS 0
+#endif
 
-/* Whether an integer read from a store comes back exactly as this Lua's
- * number: always with 64-bit integers (5.3, 5.4); within +-2^53 where
- * numbers are doubles (5.1, 5.2, LuaJIT), so that a larger one is refused
- * by name rather than read as a nearby double. */
+/* Whether an integer comes back exactly as this Lua's number: always with
+ * 64-bit integers (5.3, 5.4); within +-2^53 where numbers are doubles
+ * (5.1, 5.2, LuaJIT). The codec writes an integral double as a MessagePack
+ * integer within that range only (beyond it, as the float64 it is), and a
+ * MessagePack integer beyond it is read as LuaJIT's int64_t/uint64_t
+ * cdata, or refused by name, never as a nearby double. */
 #if LUA_VERSION_NUM >= 503
 #define lcompat_int_exact(v) ((void)(v), 1)
 #define lcompat_uint_exact(u) ((void)(u), 1)
@@ -550,5 +559,11 @@ static inline int lcompat_typeerror(lua_State *L, int arg, const char *tname)
 #define lcompat_int_exact(v) ((v) >= -(INT64_C(1) << 53) && (v) <= (INT64_C(1) << 53))
 #define lcompat_uint_exact(u) ((u) <= (UINT64_C(1) << 53))
 #endif
+
+/* The type LuaJIT's lua_type() gives a cdata (LUA_TCDATA inside LuaJIT,
+ * not in its lua.h). No other Lua has a type numbered 10 (5.1-5.4 use
+ * 0..8), so testing for it needs no #if: the codec meets it on LuaJIT
+ * only. */
+#define LCOMPAT_TCDATA 10
 
 #endif /* LCOMPAT_H */

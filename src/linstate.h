@@ -21,7 +21,9 @@
  * "cannot store a function at inventory.items[3].on_use".
  *
  * Calls no metamethods, runs no Lua code and creates no Lua object, so no
- * finalizer runs inside it. Re-entrant: an encoding made while another is
+ * finalizer runs inside it (on LuaJIT an int64_t/uint64_t cdata is read
+ * through the FFI converter lua/instate/compat.lua registers, which
+ * creates no object). Re-entrant: an encoding made while another is
  * in progress, or by a finalizer at any time, uses a context of its own.
  *
  * Lifetime of the bytes: valid until the calling C function encodes
@@ -29,6 +31,11 @@
  * Allocating in between is fine (a finalizer the collector runs then
  * encodes elsewhere): hand them to the core (instate_put) or copy them
  * (lua_pushlstring) within that window.
+ * On plain Lua 5.1 (lcompat_gc_running() cannot tell a finalizer's call
+ * there) a finalizer run by an allocation in between may encode in the same
+ * context: hand the bytes to the core before allocating (instate_put
+ * allocates no Lua object); instate.encode itself keeps its context busy
+ * until its copy is made.
  */
 const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len);
 
@@ -42,9 +49,11 @@ const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, s
 /*
  * Decode n bytes at p. On success pushes the value and returns 1. On corrupt
  * input pushes an error message naming the byte offset and returns 0. Raises
- * only on memory errors. Never runs Lua code itself; a finalizer run by its
- * allocations may decode or encode (re-entrant), or write to a store: p
- * must stay valid through that too (a Lua string on the stack does).
+ * only on memory errors. Runs no Lua code itself (but LuaJIT's converter
+ * that makes the cdata of an integer beyond 2^53, see lcodec.c); a
+ * finalizer run by its allocations may decode or encode (re-entrant), or
+ * write to a store: p must stay valid through that too (a Lua string on
+ * the stack does).
  */
 int linstate_decode(lua_State *L, const char *p, size_t n);
 

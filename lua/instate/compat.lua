@@ -25,6 +25,11 @@
 --  * load(chunk, name, mode, env), loadfile(path, mode, env): as in 5.2+
 --    and LuaJIT; on 5.1 through loadstring/setfenv (mode is not checked
 --    there).
+--  * int64: true on LuaJIT, where a MessagePack integer beyond 2^53 reads
+--    as an int64_t cdata (uint64_t above 2^63-1) of the exact value, and
+--    such cdata are stored as the integer of the same value. Loading this
+--    file gives the C codec the two FFI converters it needs (it has no FFI
+--    itself): core._set_int64_hooks(make, classify).
 
 local type, select, floor, error = type, select, math.floor, error
 
@@ -86,6 +91,42 @@ else
 		if f and env then setfenv(f, env) end
 		return f, err
 	end
+end
+
+compat.int64 = false
+local ok_ffi, ffi = pcall(require, "ffi")
+local ok_core, core = pcall(require, "instate.core")
+if jit and ok_ffi and ok_core then
+	local istype, int64_t, uint64_t = ffi.istype, ffi.typeof("int64_t"), ffi.typeof("uint64_t")
+	-- One buffer, made once: converting through it creates no object on
+	-- the classify side (the encoder calls it in the middle of a value).
+	local box = ffi.new("union { int64_t i; uint64_t u; uint32_t w[2]; }")
+	local w = ffi.cast("uint32_t *", box)
+	local HI, LO = 0, 1
+	if ffi.abi("le") then HI, LO = 1, 0 end
+	-- hi, lo: the upper and lower 32 bits; signed: an int64_t, else uint64_t
+	local function make(hi, lo, signed)
+		w[HI], w[LO] = hi, lo
+		if signed then return int64_t(box.i) end
+		return uint64_t(box.u)
+	end
+	-- 1 (int64_t) or 2 (uint64_t), hi, lo; nil for any other cdata
+	local function classify(v)
+		if istype(int64_t, v) then
+			box.i = v
+			return 1, w[HI], w[LO]
+		elseif istype(uint64_t, v) then
+			box.u = v
+			return 2, w[HI], w[LO]
+		end
+		return nil
+	end
+	-- Interpreted only: compiling a trace creates objects, which could run
+	-- a collector step in the middle of an encoding.
+	jit.off(make)
+	jit.off(classify)
+	core._set_int64_hooks(make, classify)
+	compat.int64 = true
 end
 
 return compat
