@@ -10,9 +10,11 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 MAKEFLAGS += --no-print-directory
 
-# Debian packages: what building and testing need, and what benchmarks add.
-DEPS       = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev lmdb-utils \
-             libzstd-dev lua-busted luarocks python3-lmdb python3-msgpack util-linux
+# Debian packages: what building needs (all `make demo` installs), what
+# testing adds, and what benchmarks add.
+BUILD_DEPS = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev libzstd-dev
+TEST_DEPS  = lmdb-utils lua-busted luarocks python3-lmdb python3-msgpack util-linux
+DEPS       = $(BUILD_DEPS) $(TEST_DEPS)
 BENCH_DEPS = lua-cjson lua-sql-sqlite3 tarantool zstd sqlite3
 FUZZ_DEPS  = clang
 VALGRIND_DEPS = valgrind
@@ -44,12 +46,15 @@ LUA_DEPS_5.3    = lua5.3 liblua5.3-dev
 LUA_DEPS_5.4    = lua5.4 liblua5.4-dev
 LUA_DEPS_luajit = luajit libluajit-5.1-dev love xvfb xauth
 
-.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench fuzz faults valgrind install clean check-portable
+.PHONY: all build deps deps-build deps-bench deps-fuzz test test-lua test-luas demo sanitize bench fuzz faults valgrind install clean check-portable
 
 all: build
 
 deps:
 	$(call need_packages,$(DEPS))
+
+deps-build:
+	$(call need_packages,$(BUILD_DEPS))
 
 deps-bench: deps
 	$(call need_packages,$(BENCH_DEPS))
@@ -77,7 +82,7 @@ test-luas:
 	  echo "== Lua $$v"; $(MAKE) test-lua LUA=$$v || exit 1; \
 	done
 
-demo: deps build
+demo: deps-build build
 	@BUILD=$(BUILD) sh examples/run-demo.sh
 
 sanitize: deps
