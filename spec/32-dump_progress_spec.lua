@@ -134,6 +134,36 @@ describe("progress of dump and load", function()
   end)
 end)
 
+describe("dump and load messages", function()
+  it("say each thing once", function()
+    local dir = helpers.tmpdir()
+    local s = assert(instate.open(dir .. "/store", { sync = "none" }))
+    s:namespace("kv"):set("a", 1)
+    local function failure(...)
+      local r, msg, code = ...
+      assert.is_nil(r)
+      return msg, code
+    end
+    local msg, code = failure(s:dump(dir .. "/nodir/x.isd"))
+    assert.equal("dump " .. dir .. "/nodir/x.isd: cannot create a temporary file: "
+      .. "No such file or directory", msg)
+    assert.equal("NOTFOUND", code)
+    msg, code = failure(instate.dump_info(dir .. "/nope.isd"))
+    assert.equal("no dump file at " .. dir .. "/nope.isd", msg)
+    assert.equal("NOTFOUND", code)
+    helpers.write_file(dir .. "/junk.isd", "junk")
+    msg, code = failure(instate.dump_info(dir .. "/junk.isd"))
+    assert.equal("corrupt dump " .. dir .. "/junk.isd at byte 4: truncated: the file ends "
+      .. "inside the header", msg)
+    assert.equal("CORRUPT", code)
+    msg, code = failure(s:load(dir .. "/junk.isd"))
+    assert.equal("corrupt dump " .. dir .. "/junk.isd at byte 4: truncated: the file ends "
+      .. "inside the header", msg)
+    assert.equal("CORRUPT", code)
+    s:close()
+  end)
+end)
+
 describe("the instate command's progress bar", function()
   local q = helpers.sh_quote
   local function absolute(paths)

@@ -164,6 +164,26 @@ static instate_progress_fn opt_progress(lua_State *L, int idx, lprogress *p)
 	return t == LUA_TNIL ? NULL : progress_cb;
 }
 
+/*
+ * nil, message, code for a failure of the dump layer. A missing or corrupt
+ * file's message is complete ("no dump file at P", "corrupt dump P at byte
+ * N: why"): the code's text ("not found", "corrupt data") would only say
+ * it again. Any other message gets the reason once (fail_context).
+ */
+static int dump_fail(lua_State *L, int rc, char *err, const char *path)
+{
+	static const char missing[] = "no dump file at ", corrupt[] = "corrupt dump ";
+
+	if ((rc == INSTATE_NOTFOUND && strncmp(err, missing, sizeof missing - 1) == 0) ||
+	    (rc == INSTATE_CORRUPT && strncmp(err, corrupt, sizeof corrupt - 1) == 0)) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		lua_pushstring(L, linstate_code(rc));
+		return 3;
+	}
+	return linstate_fail(L, rc, fail_context(err, rc, path));
+}
+
 static void set_int(lua_State *L, const char *name, uint64_t v)
 {
 	lua_pushinteger(L, (lua_Integer)v);
@@ -214,7 +234,7 @@ static int l_store_dump(lua_State *L)
 	if (rc == INSTATE_INVALID)  /* the path is the store's own file */
 		luaL_argerror(L, 2, err);
 	if (rc)
-		return linstate_fail(L, rc, fail_context(err, rc, path));
+		return dump_fail(L, rc, err, path);
 	lua_createtable(L, 0, 7);
 	set_int(L, "records", info.records);
 	set_int(L, "dropped", info.dropped);
@@ -291,7 +311,7 @@ static int l_store_load(lua_State *L)
 	if (rc == INSTATE_INVALID)  /* the path is the store's own file */
 		luaL_argerror(L, 2, err);
 	if (rc)
-		return linstate_fail(L, rc, fail_context(err, rc, path));
+		return dump_fail(L, rc, err, path);
 	set_int(L, "records", info.records);
 	set_int(L, "expired", info.expired);
 	set_int(L, "sections", info.sections);
@@ -350,7 +370,7 @@ static int l_dump_info(lua_State *L)
 	luaL_setmetatable(L, LDUMP_LIST_MT);
 	rc = instate_dump_info_read(path, add_section, sl, &info, err);
 	if (rc)
-		return linstate_fail(L, rc, fail_context(err, rc, path));
+		return dump_fail(L, rc, err, path);
 	lua_createtable(L, 0, 8);
 	set_int(L, "format", info.format);
 	set_int(L, "revision", info.revision);

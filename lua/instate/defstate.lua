@@ -282,7 +282,7 @@ return function(instate)
 		end
 		local s, msg, code = open(path, oopts)
 		if not s then
-			setup_failed = ("instate.setup(%q) failed: %s (%s)"):format(path, tostring(msg), tostring(code))
+			setup_failed = ("instate.setup failed: %s (%s)"):format(tostring(msg), tostring(code))
 			return nil, msg, code
 		end
 		store, store_path, ns_name = s, path, name
@@ -292,7 +292,8 @@ return function(instate)
 			store, store_path, ns_name, state_ns = nil, nil, nil, nil
 			forget()
 			if ok then
-				setup_failed = ("instate.setup(%q) failed: %s (%s)"):format(path, tostring(smsg), tostring(scode))
+				setup_failed = ("instate.setup failed: %s (%s)"):format(
+					(tostring(smsg):gsub("^instate%.setup: ", "")), tostring(scode))
 				return nil, smsg, scode
 			end
 			error(done, 0)
