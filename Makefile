@@ -10,9 +10,11 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 MAKEFLAGS += --no-print-directory
 
-# Debian packages: what building and testing need, and what benchmarks add.
-DEPS       = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev lmdb-utils \
-             libzstd-dev lua-busted luarocks python3-lmdb python3-msgpack util-linux
+# Debian packages: what building needs (all `make demo` installs), what
+# testing adds, and what benchmarks add.
+BUILD_DEPS = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev libzstd-dev
+TEST_DEPS  = lmdb-utils lua-busted luarocks python3-lmdb python3-msgpack util-linux
+DEPS       = $(BUILD_DEPS) $(TEST_DEPS)
 BENCH_DEPS = lua-cjson lua-messagepack lua-sql-sqlite3 tarantool zstd sqlite3
 FUZZ_DEPS  = clang
 VALGRIND_DEPS = valgrind
@@ -54,12 +56,15 @@ BENCHES_LUAS = bench/codec.lua bench/defstate.lua
 BENCH_LUAS   = 5.1 5.2 5.3 5.4 luajit
 BENCH_BUILD  = $(if $(filter 5.4,$(LUA)),$(BUILD),$(LUA_BUILD))
 
-.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas test-cross demo sanitize bench bench-lua bench-luas fuzz faults valgrind install clean check-portable
+.PHONY: all build deps deps-build deps-bench deps-fuzz test test-lua test-luas test-cross demo sanitize bench bench-lua bench-luas fuzz faults valgrind install clean check-portable
 
 all: build
 
 deps:
 	$(call need_packages,$(DEPS))
+
+deps-build:
+	$(call need_packages,$(BUILD_DEPS))
 
 deps-bench: deps
 	$(call need_packages,$(BENCH_DEPS))
@@ -95,7 +100,7 @@ test-cross: build
 	@echo "== cross-Lua round trip"
 	lua5.4 spec/cross/run.lua $(CURDIR)
 
-demo: deps build
+demo: deps-build build
 	@BUILD=$(BUILD) sh examples/run-demo.sh
 
 sanitize: deps

@@ -125,7 +125,8 @@ describe("defstate", function()
       assert.is_nil(s)
       assert.is_string(msg)
       assert.is_string(code)
-      assert.matches("call instate.setup", errmsg(instate.defstate, "a", 1), 1, true)
+      assert.matches(("instate.setup failed: %s (%s)"):format(msg, code),
+        errmsg(instate.defstate, "a", 1), 1, true)
     end)
 
     it("checks its arguments", function()

@@ -547,6 +547,36 @@ void instate_cursor_close(instate_cursor *c);
  * bounded whatever the size of the store or the file.
  * @{ */
 
+/**
+ * @brief Progress of instate_dump() and instate_load().
+ *
+ * Called at block granularity (a dump block holds 256 KiB of body bytes:
+ * a call per block written or read), from the calling thread, inside the call; then once at
+ * the end, on success only, with `done == total`. `done` never decreases
+ * (a second pass of a compressed dump under max_bytes, or a load rerun
+ * after the map grew, reports nothing until it passes what was reported).
+ *
+ * - instate_dump() counts **records**: `done` is the records walked so far
+ *   (written, or left out by the caps), `total` the live records of the
+ *   dumped namespaces, counted up front in the dump's snapshot (one count
+ *   pass, made only when a callback is set). Records that expire during
+ *   the dump make the final `total` the records walked.
+ * - instate_load() counts **file bytes**: `done` is the bytes read and
+ *   verified, `total` the file size.
+ *
+ * The callback must not use the store (the dump holds a read transaction,
+ * the load a write transaction of this thread).
+ *
+ * @param[in] ud the options' progress_ud.
+ * @return 0 to go on; any nonzero value stops the call, which cleans up
+ *   (a dump removes its temporary file and leaves any old file at `path`
+ *   intact; a load aborts its transaction: the store is unchanged) and
+ *   returns that value as is, with `err` set to "... stopped by the
+ *   progress callback". A load never retries after a stop, whatever the
+ *   value (even #INSTATE_RETRY) and never applies the on_corrupt policy.
+ */
+typedef int (*instate_progress_fn)(void *ud, uint64_t done, uint64_t total);
+
 /** Options of instate_dump(). Initialise with instate_dump_options_init(). */
 typedef struct instate_dump_options {
 	int compression;                 /**< 0 (raw) .. 9; default 1 */
@@ -557,6 +587,8 @@ typedef struct instate_dump_options {
 	uint64_t max_bytes;              /**< file size cap, and the body (the bytes
 	                                      the file decompresses to) is kept to
 	                                      16 times it, as load bounds it; 0 = no cap */
+	instate_progress_fn progress;    /**< called as records are written; NULL = none */
+	void *progress_ud;               /**< passed to progress */
 } instate_dump_options;
 
 /** What to do with a corrupt file in instate_load(). */
@@ -579,6 +611,8 @@ typedef struct instate_load_options {
 	                                      up to 4 GiB) */
 	instate_on_corrupt on_corrupt;   /**< applies to a corrupt file only, never
 	                                      to an error of the store */
+	instate_progress_fn progress;    /**< called as the file is read; NULL = none */
+	void *progress_ud;               /**< passed to progress */
 } instate_load_options;
 
 /** Results of instate_dump(), instate_load() and instate_dump_info(). */
@@ -614,7 +648,7 @@ void instate_load_options_init(instate_load_options *o);
  *   the reason.
  * @return 0, #INSTATE_INVALID (compression out of range, or `path` is the
  *   store's own data or lock file), #INSTATE_LIMIT (even an empty dump
- *   exceeds max_bytes), or an errno.
+ *   exceeds max_bytes), the progress callback's nonzero value, or an errno.
  */
 int instate_dump(instate_store *s, const char *path, const instate_dump_options *opts,
                  instate_dump_info *info, char *err);
@@ -638,8 +672,8 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
  *   the policy is not applied), #INSTATE_VERSION (newer format, whatever the
  *   policy), #INSTATE_INVALID (`path` is the store's own data or lock file;
  *   never deleted), #INSTATE_BUSY, #INSTATE_READONLY, #INSTATE_MAP_FULL or
- *   an errno (the store's errors keep the file whatever the policy). The
- *   store is unchanged on any error.
+ *   an errno (the store's errors keep the file whatever the policy), or the
+ *   progress callback's nonzero value. The store is unchanged on any error.
  */
 int instate_load(instate_store *s, const char *path, const instate_load_options *opts,
                  instate_dump_info *info, char *err);

@@ -311,7 +311,25 @@ struct dumper {
 	char *err;
 	/* results of the last pass */
 	uint64_t records, dropped;
+	/* progress: the live records counted up front, the last done reported */
+	uint64_t total, reported;
+	int stopped;          /* the callback returned nonzero */
 };
+
+/* Report records walked, never going back (see instate_progress_fn). */
+static int dump_progress(struct dumper *d, uint64_t done, uint64_t total)
+{
+	int rc;
+
+	if (!d->o->progress || (done <= d->reported && done != total))
+		return 0;
+	if (done > total)
+		total = done;
+	d->reported = done;
+	if ((rc = d->o->progress(d->o->progress_ud, done, total)) != 0)
+		d->stopped = 1;
+	return rc;
+}
 
 static int collect_ns(void *ud, const char *name, size_t len, instate_ns_type type)
 {
@@ -403,6 +421,7 @@ static int write_rec(struct dumper *d, void *ud, const instate_meta *m,
 	struct wpass *p = ud;
 	struct writer *w = p->w;
 	unsigned char tmp[REC_FIXED + 12], *h, *q;
+	uint64_t blocks = w->body_len;
 	int fits, rc;
 
 	if (p->plan.active && size >= p->plan.cut) {
@@ -442,6 +461,8 @@ static int write_rec(struct dumper *d, void *ud, const instate_meta *m,
 	}
 	p->count++;
 	d->records++;
+	if (w->body_len != blocks)  /* a block was written */
+		return dump_progress(d, d->records + d->dropped, d->total);
 	return 0;
 }
 
@@ -813,6 +834,15 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 		goto fail;
 	for (i = 0; i < d.n_ns; i++)
 		overhead += SECTION_FIXED + d.ns[i].len;
+	/* The total is a count pass of its own: only made for a callback. */
+	for (i = 0; opts->progress && i < d.n_ns; i++) {
+		instate_ns *ns;
+		uint64_t n;
+		if ((rc = instate_ns_get(s, d.ns[i].name, d.ns[i].len, INSTATE_NS_ANY, &ns)) != 0 ||
+		    (rc = instate_count(d.txn, ns, &n)) != 0)
+			goto fail;
+		d.total += n;
+	}
 
 	if (opts->max_bytes) {
 		int ok;
@@ -865,7 +895,9 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 		if (opts->max_bytes || opts->max_record_bytes || opts->max_records_per_section)
 			flags = FLAG_CAPPED;
 		if ((rc = write_pass(&d, &w, &plan, flags)) != 0) {
-			if (err && !err[0])
+			if (d.stopped)
+				seterr(err, "dump %s: stopped by the progress callback", path);
+			else if (err && !err[0])
 				seterr(err, "dump %s: %s", path, instate_strerror(rc));
 			goto fail;
 		}
@@ -905,6 +937,12 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 		}
 	}
 
+	/* The last report comes before the rename: a stop there still leaves
+	 * the old file, if any, in place. */
+	if ((rc = dump_progress(&d, d.records + d.dropped, d.records + d.dropped)) != 0) {
+		seterr(err, "dump %s: stopped by the progress callback", path);
+		goto fail;
+	}
 	if ((rc = instate__os_sync(w.fd)) != 0) {
 		seterr(err, "dump %s: fsync: %s", path, strerror(rc));
 		goto fail;
@@ -993,7 +1031,26 @@ struct reader {
 	uint64_t max_body;             /* body bytes allowed, 0 = any */
 	int file_corrupt;              /* r_corrupt() said why the file is corrupt */
 	char *err;
+	instate_progress_fn progress;  /* load's callback, NULL = none */
+	void *progress_ud;
+	uint64_t size, reported;       /* the file size, the last done reported */
+	int stopped;                   /* the callback returned nonzero */
 };
+
+/* Report file bytes read, never going back (see instate_progress_fn). */
+static int r_progress(struct reader *r)
+{
+	int rc;
+
+	if (!r->progress || (r->off <= r->reported && r->off != r->size))
+		return 0;
+	r->reported = r->off;
+	if ((rc = r->progress(r->progress_ud, r->off, r->off > r->size ? r->off : r->size)) != 0) {
+		r->stopped = 1;
+		seterr(r->err, "load %s: stopped by the progress callback", r->path);
+	}
+	return rc;
+}
 
 static int r_corrupt(struct reader *r, uint64_t at, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -1178,7 +1235,7 @@ static int r_block(struct reader *r)
 	r->rlen = raw_len;
 	r->rpos = 0;
 	r->body_len += raw_len;
-	return 0;
+	return r->progress && r->off < r->size ? r_progress(r) : 0;
 }
 
 /* *more = whether the body has another byte (reading blocks as needed). */
@@ -1625,13 +1682,19 @@ static int load_once(instate_store *s, struct reader *r, const instate_load_opti
 	instate_buf_free(&val);
 	if (rc == 0 && r->revision > before)
 		rc = instate_txn_set_revision_min(l->txn, r->revision);
+	/* The last report comes before the commit: a stop there still
+	 * leaves the store unchanged. */
+	if (rc == 0 && r->progress) {
+		r->size = r->off;
+		rc = r_progress(r);
+	}
 	if (rc != 0)
 		instate_txn_abort(l->txn);
 	else
 		rc = instate_txn_commit(l->txn);
 	l->txn = NULL;
 	/* What is not the file's is the store's (a write, the commit). */
-	if (rc && rc != INSTATE_RETRY && !r->file_corrupt && r->err && !r->err[0])
+	if (rc && (rc != INSTATE_RETRY || r->stopped) && !r->file_corrupt && r->err && !r->err[0])
 		seterr(r->err, "load %s: the store failed: %s", r->path, instate_strerror(rc));
 	return rc;
 }
@@ -1661,6 +1724,9 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 	if ((rc = r_open(&r, path, &st, err)) != 0)
 		return rc;
 	size = st.size;
+	r.progress = opts->progress;
+	r.progress_ud = opts->progress_ud;
+	r.size = size;
 	if ((rc = own_file(s, &st, &own)) != 0)
 		goto done;
 	if (own) {
@@ -1696,7 +1762,7 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 
 	for (attempt = 1;; attempt++) {
 		rc = load_once(s, &r, opts, &l);
-		if (rc != INSTATE_RETRY || attempt == LOAD_ATTEMPTS)
+		if (rc != INSTATE_RETRY || r.stopped || attempt == LOAD_ATTEMPTS)
 			break;
 		if (err)
 			err[0] = '\0';
@@ -1716,7 +1782,7 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 done:
 	/* The policy is for a corrupt file, never for the store's errors (an
 	 * IO, MAP_FULL or a CORRUPT read of the store keeps the file). */
-	file_corrupt = rc == INSTATE_CORRUPT && r.file_corrupt;
+	file_corrupt = rc == INSTATE_CORRUPT && r.file_corrupt && !r.stopped;
 	r_free(&r);
 	if (file_corrupt && info)
 		info->file_corrupt = 1;

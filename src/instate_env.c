@@ -524,6 +524,50 @@ done:
 	return rc;
 }
 
+static int is_sep(char c)
+{
+#ifdef _WIN32
+	return c == '/' || c == '\\';
+#else
+	return c == '/';
+#endif
+}
+
+/*
+ * mkdir -p: create `path` and its missing ancestors, each mode 0700 (a new
+ * directory holds saves: nobody else's to read). 0 when `path` exists or
+ * was made (an existing non-directory is found by the open that follows).
+ * Recursion goes up only as far as a missing ancestor, so its depth is the
+ * number of missing components.
+ */
+static int mkdir_p(const char *path)
+{
+	const char *base;
+	char *parent;
+	size_t n;
+	int rc = instate__os_mkdir(path, 0700);
+
+	if (rc != ENOENT)
+		return rc == EEXIST ? 0 : rc;
+	base = instate__os_path_base(path);
+	if (base == path)
+		return rc;
+	for (n = (size_t)(base - path); n > 0 && is_sep(path[n - 1]); n--)
+		;
+	if (n == 0)  /* the root is missing: nothing to make */
+		return rc;
+	if (!(parent = malloc(n + 1)))
+		return ENOMEM;
+	memcpy(parent, path, n);
+	parent[n] = '\0';
+	rc = mkdir_p(parent);
+	free(parent);
+	if (rc)
+		return rc;
+	rc = instate__os_mkdir(path, 0700);
+	return rc == EEXIST ? 0 : rc;
+}
+
 /*
  * Open the store's directory (the store itself, or with single_file the
  * data file's parent) and check the data file. Sets *dir, the two file
@@ -545,7 +589,9 @@ static int store_files(const char *path, const instate_options *o, instate_os_di
 	*dataname = *lockname = NULL;
 	instate__os_dir_none(&d);
 	if (!o->single_file) {
-		if (!o->readonly && (rc = instate__os_mkdir(path, 0700)) != 0 && rc != EEXIST)
+		/* Missing parents are made too (mkdir -p), as a save path like
+		 * "saves/slot1" is a new user's first try. */
+		if (!o->readonly && (rc = mkdir_p(path)) != 0)
 			return rc;
 		rc = instate__os_dir_open(path, INSTATE_OS_O_NOFOLLOW, &d);
 		if (rc) {
@@ -576,7 +622,10 @@ static int store_files(const char *path, const instate_options *o, instate_os_di
 			rc = EISDIR;
 			goto fail;
 		}
-		if ((rc = instate__os_dir_open(parent ? parent : ".", 0, &d)))
+		rc = instate__os_dir_open(parent ? parent : ".", 0, &d);
+		if (rc == ENOENT && parent && !o->readonly && (rc = mkdir_p(parent)) == 0)
+			rc = instate__os_dir_open(parent, 0, &d);
+		if (rc)
 			goto fail;
 		if ((rc = instate__os_dir_stat(&d, &st)))
 			goto fail;

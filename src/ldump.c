@@ -16,9 +16,9 @@
 
 static const char *const dump_opts[] = {
 	"compression", "namespaces", "max_record_bytes", "max_records_per_section",
-	"max_bytes", NULL};
+	"max_bytes", "progress", NULL};
 static const char *const load_opts[] = {
-	"mode", "namespaces", "max_bytes", "on_corrupt", NULL};
+	"mode", "namespaces", "max_bytes", "on_corrupt", "progress", NULL};
 
 /* Raise on a key of the options table at idx that is not in `known`. */
 static void check_keys(lua_State *L, int idx, const char *const *known)
@@ -112,6 +112,78 @@ static const char *fail_context(char *err, int rc, const char *path)
 	return err;
 }
 
+/*
+ * opts.progress. The core calls it from inside the dump or load, where
+ * nothing may raise: the Lua function runs under lua_pcall, its error is
+ * kept in a stack slot made before the core runs, and a nonzero return
+ * makes the core clean up (temporary file removed, transaction aborted)
+ * before the error is raised again, as it was (a table stays a table).
+ */
+typedef struct lprogress {
+	lua_State *L;
+	int fn;       /* stack index of the function */
+	int errslot;  /* stack index of the slot that receives its error */
+	int failed;
+} lprogress;
+
+static int progress_cb(void *ud, uint64_t done, uint64_t total)
+{
+	lprogress *p = ud;
+	lua_State *L = p->L;
+
+	lua_pushvalue(L, p->fn);
+	lua_pushinteger(L, (lua_Integer)done);
+	lua_pushinteger(L, (lua_Integer)total);
+	if (lua_pcall(L, 2, 0, 0) != 0) {
+		lua_replace(L, p->errslot);
+		p->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+/* Read opts.progress (table at idx) into p; leaves two slots on the stack. */
+static instate_progress_fn opt_progress(lua_State *L, int idx, lprogress *p)
+{
+	int t;
+
+	if (lua_isnoneornil(L, idx))
+		lua_pushnil(L);
+	else
+		lua_getfield(L, idx, "progress");
+	t = lua_type(L, -1);
+	if (t != LUA_TNIL && t != LUA_TFUNCTION)
+		luaL_argerror(L, idx, "option 'progress' must be a function");
+	p->L = L;
+	p->fn = lua_gettop(L);
+	lua_pushnil(L);
+	p->errslot = lua_gettop(L);
+	p->failed = 0;
+	/* room for the call, so that the callback never needs to grow the stack */
+	luaL_checkstack(L, 8, "progress");
+	return t == LUA_TNIL ? NULL : progress_cb;
+}
+
+/*
+ * nil, message, code for a failure of the dump layer. A missing or corrupt
+ * file's message is complete ("no dump file at P", "corrupt dump P at byte
+ * N: why"): the code's text ("not found", "corrupt data") would only say
+ * it again. Any other message gets the reason once (fail_context).
+ */
+static int dump_fail(lua_State *L, int rc, char *err, const char *path)
+{
+	static const char missing[] = "no dump file at ", corrupt[] = "corrupt dump ";
+
+	if ((rc == INSTATE_NOTFOUND && strncmp(err, missing, sizeof missing - 1) == 0) ||
+	    (rc == INSTATE_CORRUPT && strncmp(err, corrupt, sizeof corrupt - 1) == 0)) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		lua_pushstring(L, linstate_code(rc));
+		return 3;
+	}
+	return linstate_fail(L, rc, fail_context(err, rc, path));
+}
+
 static void set_int(lua_State *L, const char *name, uint64_t v)
 {
 	lua_pushinteger(L, (lua_Integer)v);
@@ -131,6 +203,7 @@ static int l_store_dump(lua_State *L)
 	const char *path = luaL_checkstring(L, 2);
 	instate_dump_options o;
 	instate_dump_info info;
+	lprogress prog;
 	char err[INSTATE_ERRMSG_MAX];
 	int rc;
 
@@ -151,11 +224,17 @@ static int l_store_dump(lua_State *L)
 		o.max_bytes = opt_count(L, 3, "max_bytes");
 		o.namespaces = opt_names(L, 3, &o.n_namespaces);
 	}
+	o.progress = opt_progress(L, 3, &prog);
+	o.progress_ud = &prog;
 	rc = instate_dump(s, path, &o, &info, err);
+	if (prog.failed) {
+		lua_pushvalue(L, prog.errslot);
+		return lua_error(L);
+	}
 	if (rc == INSTATE_INVALID)  /* the path is the store's own file */
 		luaL_argerror(L, 2, err);
 	if (rc)
-		return linstate_fail(L, rc, fail_context(err, rc, path));
+		return dump_fail(L, rc, err, path);
 	lua_createtable(L, 0, 7);
 	set_int(L, "records", info.records);
 	set_int(L, "dropped", info.dropped);
@@ -177,6 +256,7 @@ static int l_store_load(lua_State *L)
 	const char *path = luaL_checkstring(L, 2);
 	instate_load_options o;
 	instate_dump_info info;
+	lprogress prog;
 	char err[INSTATE_ERRMSG_MAX];
 	int rc, f;
 
@@ -208,12 +288,18 @@ static int l_store_load(lua_State *L)
 		o.max_bytes = opt_count(L, 3, "max_bytes");
 		o.namespaces = opt_names(L, 3, &o.n_namespaces);
 	}
+	o.progress = opt_progress(L, 3, &prog);
+	o.progress_ud = &prog;
 	/* The result table is made before the load: once the load has
 	 * committed nothing may raise (out of memory) and report a failure. */
 	lua_createtable(L, 0, 6);
 	for (f = 0; load_fields[f]; f++)
 		set_int(L, load_fields[f], 0);
 	rc = instate_load(s, path, &o, &info, err);
+	if (prog.failed) {
+		lua_pushvalue(L, prog.errslot);
+		return lua_error(L);
+	}
 	if (rc == INSTATE_NOTFOUND ||
 	    (rc == INSTATE_CORRUPT && info.file_corrupt && o.on_corrupt != INSTATE_CORRUPT_ERROR)) {
 		/* Not an error by the caller's policy: false, and why. A store
@@ -225,7 +311,7 @@ static int l_store_load(lua_State *L)
 	if (rc == INSTATE_INVALID)  /* the path is the store's own file */
 		luaL_argerror(L, 2, err);
 	if (rc)
-		return linstate_fail(L, rc, fail_context(err, rc, path));
+		return dump_fail(L, rc, err, path);
 	set_int(L, "records", info.records);
 	set_int(L, "expired", info.expired);
 	set_int(L, "sections", info.sections);
@@ -284,7 +370,7 @@ static int l_dump_info(lua_State *L)
 	luaL_setmetatable(L, LDUMP_LIST_MT);
 	rc = instate_dump_info_read(path, add_section, sl, &info, err);
 	if (rc)
-		return linstate_fail(L, rc, fail_context(err, rc, path));
+		return dump_fail(L, rc, err, path);
 	lua_createtable(L, 0, 8);
 	set_int(L, "format", info.format);
 	set_int(L, "revision", info.revision);

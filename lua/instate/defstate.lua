@@ -240,6 +240,13 @@ return function(instate)
 	-- setup / teardown
 	-- ---------------------------------------------------------------------
 
+	-- Why the last setup failed (nil after a successful one or teardown):
+	-- what comes next says that, not "call setup", which was called.
+	local setup_failed
+	local function no_store_why()
+		return setup_failed or "call instate.setup(path) first"
+	end
+
 	function instate.setup(path, opts)
 		if type(path) ~= "string" then
 			argerror(2, "setup", 1, "string expected, got " .. typename(path))
@@ -274,20 +281,29 @@ return function(instate)
 			forget()
 		end
 		local s, msg, code = open(path, oopts)
-		if not s then return nil, msg, code end
+		if not s then
+			setup_failed = ("instate.setup failed: %s (%s)"):format(tostring(msg), tostring(code))
+			return nil, msg, code
+		end
 		store, store_path, ns_name = s, path, name
 		local ok, done, smsg, scode = pcall(scan)
 		if not (ok and done) then
 			store:close()
 			store, store_path, ns_name, state_ns = nil, nil, nil, nil
 			forget()
-			if ok then return nil, smsg, scode end
+			if ok then
+				setup_failed = ("instate.setup failed: %s (%s)"):format(
+					(tostring(smsg):gsub("^instate%.setup: ", "")), tostring(scode))
+				return nil, smsg, scode
+			end
 			error(done, 0)
 		end
+		setup_failed = nil
 		return store
 	end
 
 	function instate.teardown()
+		setup_failed = nil
 		if store then store:close() end
 		store, store_path, ns_name, state_ns = nil, nil, nil, nil
 		forget()
@@ -360,8 +376,8 @@ return function(instate)
 			end
 		end
 		if not store then
-			error(("instate.defstate: no store for variable %s; call instate.setup(path) first")
-				:format(quote(name)), 2)
+			error(("instate.defstate: no store for variable %s; %s")
+				:format(quote(name), no_store_why()), 2)
 		end
 		if lookup and not saved then
 			local bytes, msg, code = state_ns:get_encoded(name)
@@ -500,7 +516,7 @@ return function(instate)
 
 	local function need_store(fname)
 		if not store then
-			error(("instate.%s: no store; call instate.setup(path) first"):format(fname), 3)
+			error(("instate.%s: no store; %s"):format(fname, no_store_why()), 3)
 		end
 	end
 

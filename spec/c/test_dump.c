@@ -1512,6 +1512,166 @@ static void own_files_of(instate_store *s, const char *data, const char *lock,
 
 /* load never reads (nor deletes) the store's own files; dump never writes
  * over them. */
+/* ---- progress -------------------------------------------------------- */
+
+struct prog {
+	uint64_t done[512], total[512];
+	int n;
+	int stop_at;  /* call number (1-based) that returns stop_rc; 0 = never */
+	int stop_rc;
+};
+
+static int prog_fn(void *ud, uint64_t done, uint64_t total)
+{
+	struct prog *p = ud;
+	if (p->n < 512) {
+		p->done[p->n] = done;
+		p->total[p->n] = total;
+	}
+	p->n++;
+	return p->n == p->stop_at ? p->stop_rc : 0;
+}
+
+/* Calls are per block, done never decreases, the last is done == total. */
+static void check_calls(const struct prog *p, uint64_t total)
+{
+	int i;
+	CHECK(p->n >= 3 && p->n < 512);
+	for (i = 0; i < p->n && i < 512; i++) {
+		CHECK(p->total[i] == total);
+		CHECK(p->done[i] <= p->total[i]);
+		if (i)
+			CHECK(p->done[i] > p->done[i - 1]);
+	}
+	CHECK(p->n > 0 && p->done[p->n - 1] == total);
+}
+
+static int dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+	if (!d)
+		return -1;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void test_progress(void)
+{
+	instate_store *a = open_store("pg-a", 0), *b = open_store("pg-b", 0);
+	instate_dump_options o;
+	instate_load_options lo;
+	instate_dump_info info;
+	instate_txn *t;
+	instate_ns *ns;
+	struct stat was;
+	struct prog p;
+	char err[INSTATE_ERRMSG_MAX], dir[128], path[160], key[32];
+	static unsigned char val[1000];
+	static const char *const vars_only[] = {"vars"};
+	int i, level;
+
+	/* 2000 records of 1000 bytes: about 8 blocks */
+	CHECK_RC(instate_ns_get(a, "kv", 2, INSTATE_NS_KV, &ns), 0);
+	CHECK_RC(instate_txn_begin(a, NULL, 0, &t), 0);
+	for (i = 0; i < 2000; i++) {
+		instate_meta m = {0, 0};
+		val[i % 1000] = (unsigned char)i;
+		snprintf(key, sizeof key, "k%05d", i);
+		CHECK_RC(instate_put(t, ns, key, strlen(key), val, sizeof val, &m, 0), 0);
+	}
+	CHECK_RC(instate_txn_commit(t), 0);
+	put(a, "vars", INSTATE_NS_STATE, "hp", "\x64", 1, 0, 1);
+	snprintf(dir, sizeof dir, "%s/pg", tmpdir);
+	mkdir(dir, 0700);
+	snprintf(path, sizeof path, "%s/pg.dump", dir);
+
+	for (level = 0; level <= 1; level++) {
+		/* dump: records, the total counted up front */
+		memset(&p, 0, sizeof p);
+		instate_dump_options_init(&o);
+		o.compression = level;
+		o.progress = prog_fn;
+		o.progress_ud = &p;
+		CHECK_RC(instate_dump(a, path, &o, &info, err), 0);
+		CHECK(info.records == 2001);
+		check_calls(&p, 2001);
+		/* load: file bytes, the file size as the total */
+		memset(&p, 0, sizeof p);
+		instate_load_options_init(&lo);
+		lo.progress = prog_fn;
+		lo.progress_ud = &p;
+		CHECK_RC(instate_load(b, path, &lo, &info, err), 0);
+		CHECK(info.records == 2001);
+		check_calls(&p, info.bytes);
+	}
+	CHECK(count(b, "kv") == 2000);
+
+	/* a stop at any call, the last included: the callback's value, the
+	 * old file intact, no temporary file left */
+	CHECK(stat(path, &was) == 0);
+	for (i = 1; i <= 3; i++) {
+		memset(&p, 0, sizeof p);
+		instate_dump_options_init(&o);
+		o.progress = prog_fn;
+		o.progress_ud = &p;
+		if (i == 3) {
+			o.namespaces = vars_only;
+			o.n_namespaces = 1;
+		}
+		p.stop_at = i == 3 ? 1 : i;
+		p.stop_rc = i == 2 ? INSTATE_RETRY : 42;
+		CHECK_RC(instate_dump(a, path, &o, &info, err), p.stop_rc);
+		CHECK(strstr(err, "stopped by the progress callback") != NULL);
+		CHECK(strstr(err, path) != NULL);
+		CHECK(p.n == p.stop_at);  /* nothing called after the stop */
+		if (p.n != p.stop_at)
+			fprintf(stderr, "progress: %d calls, stop at %d\n", p.n, p.stop_at);
+		CHECK(same_file(path, &was));
+		CHECK(dir_entries(dir) == 1);
+	}
+	/* the load: the store unchanged, the file kept even with DELETE,
+	 * no retry after a RETRY */
+	{
+		instate_store *c = open_store("pg-c", 0);
+		uint64_t rev = revision(c);
+		put(c, "kv", INSTATE_NS_KV, "k00001", "\x01", 1, 0, 0);
+		rev = revision(c);
+		for (i = 1; i <= 3; i++) {
+			memset(&p, 0, sizeof p);
+			instate_load_options_init(&lo);
+			lo.progress = prog_fn;
+			lo.progress_ud = &p;
+			lo.on_corrupt = INSTATE_CORRUPT_DELETE;
+			lo.replace = 1;
+			p.stop_at = i == 3 ? 1000 : i;
+			p.stop_rc = i == 2 ? INSTATE_RETRY : INSTATE_CORRUPT;
+			if (i == 3) {
+				/* the last call, found by a first full run */
+				struct prog q;
+				memset(&q, 0, sizeof q);
+				lo.progress_ud = &q;
+				CHECK_RC(instate_load(b, path, &lo, &info, err), 0);
+				p.stop_at = q.n;
+				lo.progress_ud = &p;
+			}
+			CHECK_RC(instate_load(c, path, &lo, &info, err), p.stop_rc);
+			CHECK(strstr(err, "stopped by the progress callback") != NULL);
+			CHECK(p.n == p.stop_at);
+			CHECK(!info.file_corrupt && !info.deleted && access(path, F_OK) == 0);
+			CHECK(revision(c) == rev);
+			CHECK(count(c, "kv") == 1);
+		}
+		instate_store_close(c);
+	}
+	instate_store_close(a);
+	instate_store_close(b);
+}
+
 static void test_own_files(void)
 {
 	instate_store *s = open_store("own", 0);
@@ -1642,6 +1802,7 @@ int main(void)
 	test_max_bytes_body();
 	test_store_error_keeps_file();
 	test_own_files();
+	test_progress();
 	test_stale_temps();
 	rm_rf(tmpdir);
 

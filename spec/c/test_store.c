@@ -145,7 +145,17 @@ static void test_options_and_open(void)
 		fclose(f);
 	}
 	CHECK_RC(instate_store_open(tpath("plainfile"), NULL, &bad), ENOTDIR);
-	CHECK_RC(instate_store_open(tpath("nodir/sub"), NULL, &bad), ENOENT);
+	/* missing parents are made (mkdir -p), mode 0700; read-only makes none */
+	CHECK_RC(instate_store_open(tpath("nodir/sub"), NULL, &bad), 0);
+	instate_store_close(bad);
+	{
+		struct stat ds;
+		CHECK(stat(tpath("nodir"), &ds) == 0 && (ds.st_mode & 0777) == 0700);
+	}
+	CHECK_RC(instate_store_open(tpath("plainfile/sub"), NULL, &bad), ENOTDIR);
+	instate_options_init(&o);
+	o.readonly = 1;
+	CHECK_RC(instate_store_open(tpath("nodir2/sub"), &o, &bad), ENOENT);
 	instate_options_init(&o);
 	o.single_file = 1;
 	CHECK_RC(instate_store_open(tpath("a"), &o, &bad), EISDIR);
