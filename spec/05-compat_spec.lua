@@ -191,6 +191,18 @@ describe("spec helpers' bytes on every Lua", function()
     assert.same({ "hi\n", true }, { helpers.shell("echo hi") })
     assert.same({ "x\n", false }, { helpers.shell("echo x; exit 3") })
     assert.same({ "", false }, { helpers.shell("false") })
+    -- os.execute's three results as 5.2+ gives them, on every Lua
+    assert.same({ true, "exit", 0 }, { helpers.execute_status("true") })
+    assert.same({ nil, "exit", 3 }, { helpers.execute_status("exit 3") })
+    assert.same({ nil, "signal", 9 }, { helpers.execute_status("kill -9 $$") })
+  end)
+
+  it("index_error is Lua's own message for indexing a handle", function()
+    local store = require("instate").open(helpers.tmpdir() .. "/s")
+    local ok, err = pcall(function() store.path = 1 end)
+    assert.is_false(ok)
+    assert.matches(helpers.index_error("instate.Store", "upvalue 'store'"), err, 1, true)
+    store:close()
   end)
 
   it("run_lua runs a child of this same Lua", function()

@@ -44,7 +44,7 @@ describe("namespace", function()
     ok, err = pcall(function() ns.name = "renamed" end)
     assert.is_false(ok)
     assert.is_truthy(err:find("read-only", 1, true)
-      or err:find("attempt to index a instate.Namespace value", 1, true), err)
+      or err:find(helpers.index_error("instate.Namespace", "upvalue 'ns'"), 1, true), err)
     assert.are.equal("items", ns.name)
   end)
 

@@ -30,15 +30,7 @@ local function keys(ns)
   return t
 end
 
--- Incompressible bytes, deterministic.
-local function noise(n, seed)
-  local x, t = seed or 1, {}
-  for i = 1, n do
-    x = (x * 1103515245 + 12345) % 2147483648
-    t[i] = string.char(math.floor(x / 65536) % 256)
-  end
-  return table.concat(t)
-end
+local noise = helpers.noise
 
 local function dir_entries(dir)
   local p = io.popen("ls -A " .. helpers.sh_quote(dir))

@@ -255,7 +255,7 @@ describe("corrupt dumps", function()
     -- another process leaves a damaged entry for namespace "z" in dst's catalogue
     -- (LMDB's own tool), so dst reports CORRUPT on it: the good file is kept
     helpers.write_file(dir .. "/meta.txt", "ns:z\nxy\n")
-    assert.is_true(os.execute("mdb_load -T -s __meta -f " .. helpers.sh_quote(dir .. "/meta.txt")
+    assert.is_true(helpers.execute("mdb_load -T -s __meta -f " .. helpers.sh_quote(dir .. "/meta.txt")
       .. " " .. helpers.sh_quote(dir .. "/dst")))
     -- ("z" itself now reads as corrupt: the snapshot leaves it out)
     local function state()

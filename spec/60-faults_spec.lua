@@ -41,10 +41,10 @@ describe("fault injection", function()
     local shim = driver.shim_path()
     local cpath = shim:match("^(.*)/") .. "/?.so;" .. package.cpath
     local p = io.popen(("env LD_PRELOAD=%s FAULT_CALLS=fdatasync FAULT_N=1 FAULT_ERRNO=ENOSPC"
-      .. " FAULT_REPORT=%s LUA_CPATH=%s LUA_PATH=%s lua5.4 %s %s 2>&1"):format(
+      .. " FAULT_REPORT=%s LUA_CPATH=%s LUA_PATH=%s %s %s %s 2>&1"):format(
       helpers.sh_quote(((os.getenv("LD_PRELOAD") or "") ~= "" and os.getenv("LD_PRELOAD") .. ":" or "") .. shim),
       helpers.sh_quote(report), helpers.sh_quote(cpath), helpers.sh_quote(package.path),
-      helpers.sh_quote(file), helpers.sh_quote(dir .. "/store")))
+      helpers.lua_bin, helpers.sh_quote(file), helpers.sh_quote(dir .. "/store")))
     local out = p:read("*a")
     p:close()
     assert.equal("nil\tcannot write: No space left on device\tNOSPACE\t1\t1\n", out)

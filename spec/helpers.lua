@@ -1,6 +1,7 @@
 --- Shared spec helpers: temporary directories, child Lua processes.
 local helpers = {}
 
+local floor = math.floor
 local tmpdirs = {}
 
 local function sh_quote(s)
@@ -30,10 +31,23 @@ end })
 -- as a number and nothing from a pipe's close, so the shell prints it.
 local CLOSE_HAS_STATUS = _VERSION ~= "Lua 5.1"
 
+--- Run a shell command; as os.execute does from 5.2 on: true (or nil)
+-- when it exited with status 0 (or not), then "exit" and its status, or
+-- "signal" and the signal that killed it. 5.1 and LuaJIT return the wait
+-- status of system(3) as one number: it is decoded here.
+function helpers.execute_status(cmd)
+  local r, how, code = os.execute(cmd)
+  if type(r) ~= "number" then return r or nil, how, code end
+  if r % 256 == 0 then
+    code = floor(r / 256)
+    return code == 0 or nil, "exit", code
+  end
+  return nil, "signal", r % 128
+end
+
 --- Run a shell command; true when it exited with status 0.
 function helpers.execute(cmd)
-  local r = os.execute(cmd)
-  return r == true or r == 0
+  return helpers.execute_status(cmd) == true
 end
 
 --- Run a shell command; its standard output, and true when it exited with
@@ -50,6 +64,29 @@ function helpers.shell(cmd)
   local out, status = all:match("^(.*)\001(%d+)\n$")
   assert(out, "helpers.shell: no exit status in the output of " .. cmd)
   return out, status == "0"
+end
+
+--- Lua's own message for indexing a value of a class that has no such
+-- field or no __newindex (the handles' metatables name their class in
+-- __name): 5.3 and 5.4 name the class, 5.1, 5.2 and LuaJIT say "userdata".
+-- var is how the message names the value, e.g. "upvalue 'ns'".
+function helpers.index_error(class, var)
+  if _VERSION == "Lua 5.3" or _VERSION == "Lua 5.4" then
+    return ("attempt to index a %s value (%s)"):format(class, var)
+  end
+  return ("attempt to index %s (a userdata value)"):format(var)
+end
+
+--- Give the collector an object whose finalizer calls fn: a table with
+-- __gc from 5.2 on; on 5.1 and LuaJIT, whose tables have no finalizers, a
+-- userdata (newproxy).
+function helpers.on_gc(fn)
+  if newproxy then
+    local u = newproxy(true)
+    getmetatable(u).__gc = fn
+  else
+    setmetatable({}, { __gc = fn })
+  end
 end
 
 --- The build directory the specs run against (set by ctest).
@@ -114,8 +151,6 @@ function helpers.contents(ns)
   for k, v in ns:pairs() do t[k] = v end
   return t
 end
-
-local floor = math.floor
 
 --- -0.0, made at run time: Lua 5.1 stores a -0.0 literal in a function that
 -- also uses the constant 0 as that 0 (its constants are keyed by value).
@@ -263,6 +298,19 @@ else
   end
 end
 function helpers.float_bits(x) return (float_bits(x)) end
+
+--- n incompressible bytes, the same for the same seed (a positive
+-- integer, default 1) on every Lua: MINSTD (x * 48271 mod 2^31 - 1), whose
+-- products stay below 2^53, so that they are exact in doubles too.
+function helpers.noise(n, seed)
+  local x, t = (seed or 1) % 2147483647, {}
+  if x == 0 then x = 1 end
+  for i = 1, n do
+    x = x * 48271 % 2147483647
+    t[i] = string.char(floor(x / 8388608) % 256)
+  end
+  return table.concat(t)
+end
 
 local crc_table
 --- CRC-32C (Castagnoli) of a string, as the store and dump files use it;

@@ -123,8 +123,8 @@ void linstate_open_core(lua_State *L)
 static int l_scratch_gc(lua_State *L)
 {
 	lscratch *sc = lua_touserdata(L, 1);
-	instate_buf_free(&sc->key);
-	instate_buf_free(&sc->val);
+	instate_buf_free(&sc->kv[0]);
+	instate_buf_free(&sc->kv[1]);
 	instate_buf_free(&sc->save[0]);
 	instate_buf_free(&sc->save[1]);
 	return 0;
@@ -162,6 +162,23 @@ instate_buf *linstate_newbufs(lua_State *L, int n)
 	}
 	lua_setmetatable(L, -2);
 	return b;
+}
+
+instate_buf *linstate_kv_take(lua_State *L)
+{
+	lscratch *sc = SCRATCH(L);
+	if (sc->kv_busy)
+		return linstate_newbufs(L, 2);
+	sc->kv_busy = 1;
+	lua_pushnil(L);
+	return sc->kv;
+}
+
+void linstate_kv_give(lua_State *L, instate_buf *kv)
+{
+	lscratch *sc = SCRATCH(L);
+	if (kv == sc->kv)
+		sc->kv_busy = 0;
 }
 
 void linstate_newclass(lua_State *L, const char *name, const char *marker,

@@ -125,11 +125,27 @@ struct liter {
 
 /* Per-Lua-state scratch buffers: upvalue 1 of every method of the classes. */
 typedef struct lscratch {
-	instate_buf key, val;
+	instate_buf kv[2];          /* a read's key and value: linstate_kv_take() */
+	int kv_busy;                /* kv holds the data of a call in progress */
 	instate_buf save[2];        /* ns:save_many's, kept between saves */
 } lscratch;
 
 #define SCRATCH(L) ((lscratch *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/*
+ * The key and value buffers (kv[0], kv[1]) of a method that reads records
+ * into them and allocates (pushes a string, decodes) before it is done with
+ * them. An allocation may run a finalizer that reads through this Lua state
+ * too, and that call must not overwrite them: the first call takes the
+ * scratch's pair and marks it busy; a call made while it is busy gets a
+ * pair of its own, owned by a userdata. Pushes exactly one value (nil, or
+ * that userdata), so the stack indices above it are the same either way.
+ * linstate_kv_give() ends the use: before the method runs Lua code, raises
+ * on purpose, or returns. (A memory error raised in between leaves the
+ * scratch busy: later calls then use pairs of their own, only slower.)
+ */
+instate_buf *linstate_kv_take(lua_State *L);
+void linstate_kv_give(lua_State *L, instate_buf *kv);
 
 /*
  * Class markers: light userdata keys no script can forge, set to true in

@@ -91,35 +91,44 @@ liter *linstate_iter_open(lua_State *L, lns *n, int nsidx, const char *prefix, s
 int linstate_iter_next(lua_State *L)
 {
 	liter *it = linstate_toiter(L, 1);
-	lscratch *sc = SCRATCH(L);
+	instate_buf *kv;
 	instate_meta meta;
 	int rc;
 
 	if (!it->cur)
 		return luaL_error(L, "iterator is closed");
-	rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
+	/* kv stays taken until the value is copied or decoded: a finalizer
+	 * run by pushing the key reads into a pair of its own */
+	kv = linstate_kv_take(L);
+	rc = instate_cursor_next(it->cur, &kv[0], &kv[1], &meta);
 	if (rc == INSTATE_NOTFOUND) {
+		linstate_kv_give(L, kv);
 		linstate_iter_close(it);
 		lua_pushnil(L);
 		return 1;
 	}
-	if (rc == INSTATE_CORRUPT && sc->key.len) {
+	if (rc == INSTATE_CORRUPT && kv[0].len) {
 		/* the core left the damaged record's key: name it */
 		linstate_iter_close(it);
-		return linstate_error(L, rc,
-			linstate_key_context(L, "cannot iterate at", sc->key.data, sc->key.len));
+		linstate_key_context(L, "cannot iterate at", kv[0].data, kv[0].len);
+		linstate_kv_give(L, kv);
+		return linstate_error(L, rc, lua_tostring(L, -1));
 	}
 	if (rc) {
+		linstate_kv_give(L, kv);
 		linstate_iter_close(it);
 		return linstate_error(L, rc, "cannot iterate");
 	}
-	lua_pushlstring(L, sc->key.data, sc->key.len);
+	lua_pushlstring(L, kv[0].data, kv[0].len);
 	if (it->encoded) {
-		lua_pushlstring(L, sc->val.data, sc->val.len);
+		lua_pushlstring(L, kv[1].data, kv[1].len);
+		linstate_kv_give(L, kv);
 		lua_pushinteger(L, (lua_Integer)meta.version);
 		return 3;
 	}
-	if (!linstate_decode(L, sc->val.data, sc->val.len))
+	rc = linstate_decode(L, kv[1].data, kv[1].len);
+	linstate_kv_give(L, kv);
+	if (!rc)
 		return luaL_error(L, "corrupt value at key '%s': %s", lua_tostring(L, -2),
 			lua_tostring(L, -1));
 	return 2;
@@ -131,9 +140,15 @@ static int l_iter_close(lua_State *L)
 	return 0;
 }
 
+/* __gc: also for a table given this metatable (as l_store_gc). */
+static int l_iter_gc(lua_State *L)
+{
+	return lua_type(L, 1) == LUA_TUSERDATA ? l_iter_close(L) : 0;
+}
+
 static const luaL_Reg iter_methods[] = {
 	{ "close", l_iter_close },
-	{ "__gc", l_iter_close },
+	{ "__gc", l_iter_gc },
 	{ "__close", l_iter_close },
 	{ NULL, NULL }
 };

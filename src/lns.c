@@ -222,15 +222,23 @@ static int l_ns_get(lua_State *L)
 	lns *n = linstate_checkns(L, 1);
 	size_t klen;
 	const char *key = linstate_check_key(L, 2, &klen);
-	lscratch *sc = SCRATCH(L);
-	int rc = read_rec(n, key, klen, &sc->val, NULL);
-	if (rc == INSTATE_NOTFOUND) {
-		lua_settop(L, 3);
-		return 1;
-	}
-	if (rc)
+	instate_buf *kv;
+	int rc, nres;
+
+	lua_settop(L, 3);
+	kv = linstate_kv_take(L);                                      /* 4 */
+	rc = read_rec(n, key, klen, &kv[1], NULL);
+	if (rc) {
+		linstate_kv_give(L, kv);
+		if (rc == INSTATE_NOTFOUND) {
+			lua_settop(L, 3);
+			return 1;
+		}
 		return linstate_fail(L, rc, linstate_key_context(L, "cannot read", key, klen));
-	return push_decoded(L, &sc->val, key, klen);
+	}
+	nres = push_decoded(L, &kv[1], key, klen);
+	linstate_kv_give(L, kv);
+	return nres;
 }
 
 static int l_ns_has(lua_State *L)
@@ -469,19 +477,27 @@ static int rmw_body(lua_State *L, int is_incr)
 	lns *n = linstate_checkns(L, 2);
 	size_t klen;
 	const char *key = linstate_check_key(L, 3, &klen);
-	lscratch *sc = SCRATCH(L);
+	instate_buf *kv;
 	put_args a;
-	int rc = instate_get(n->tx->txn, n->ns, key, klen, &sc->val, &a.meta);
+	int rc;
 
-	if (rc && rc != INSTATE_NOTFOUND)
+	lua_settop(L, 5);
+	kv = linstate_kv_take(L);
+	rc = instate_get(n->tx->txn, n->ns, key, klen, &kv[1], &a.meta);
+	if (rc && rc != INSTATE_NOTFOUND) {
+		linstate_kv_give(L, kv);
 		return ns_fail(L, n, rc, linstate_key_context(L, "cannot read", key, klen));
+	}
 	if (rc == INSTATE_NOTFOUND) {
 		a.meta.expires_ms = 0;
 		a.meta.version = 0;
 		lua_pushvalue(L, 5);
-	} else if (push_decoded(L, &sc->val, key, klen) != 1) {
+	} else if (push_decoded(L, &kv[1], key, klen) != 1) {
+		linstate_kv_give(L, kv);
 		return 3;   /* nil, msg, CORRUPT: as a record failing its checksum */
 	}
+	linstate_kv_give(L, kv);
+	lua_replace(L, 6);
 	/* old value (or default) now at 6 */
 	if (is_incr) {
 		if (lua_isnil(L, 6))
@@ -575,16 +591,19 @@ static int l_ns_get_encoded(lua_State *L)
 	lns *n = linstate_checkns(L, 1);
 	size_t klen;
 	const char *key = linstate_check_key(L, 2, &klen);
-	lscratch *sc = SCRATCH(L);
+	instate_buf *kv = linstate_kv_take(L);
 	instate_meta meta;
-	int rc = read_rec(n, key, klen, &sc->val, &meta);
-	if (rc == INSTATE_NOTFOUND) {
-		lua_pushnil(L);
-		return 1;
-	}
-	if (rc)
+	int rc = read_rec(n, key, klen, &kv[1], &meta);
+	if (rc) {
+		linstate_kv_give(L, kv);
+		if (rc == INSTATE_NOTFOUND) {
+			lua_pushnil(L);
+			return 1;
+		}
 		return linstate_fail(L, rc, linstate_key_context(L, "cannot read", key, klen));
-	lua_pushlstring(L, sc->val.data, sc->val.len);
+	}
+	lua_pushlstring(L, kv[1].data, kv[1].len);
+	linstate_kv_give(L, kv);
 	lua_pushinteger(L, (lua_Integer)meta.version);
 	return 2;
 }
@@ -836,7 +855,7 @@ static int l_ns_pairs_encoded(lua_State *L)
 static int l_ns_get_all_encoded(lua_State *L)
 {
 	static const char *const names[] = { "decode", "version_default", NULL };
-	lscratch *sc = SCRATCH(L);
+	instate_buf *kv;
 	lns *n = linstate_checkns(L, 1);
 	size_t plen = 0;
 	const char *prefix = luaL_optlstring(L, 2, NULL, &plen);
@@ -857,31 +876,36 @@ static int l_ns_get_all_encoded(lua_State *L)
 	lua_newtable(L);            /* 5 bytes */
 	lua_newtable(L);            /* 6 versions */
 	lua_newtable(L);            /* 7 values */
+	kv = linstate_kv_take(L);   /* 8 */
 	for (;;) {
 		instate_meta meta;
-		rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
+		rc = instate_cursor_next(it->cur, &kv[0], &kv[1], &meta);
 		if (rc)
 			break;
-		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 8 key */
-		lua_pushvalue(L, 8);
-		lua_pushlstring(L, sc->val.data, sc->val.len);
+		lua_pushlstring(L, kv[0].data, kv[0].len);              /* 9 key */
+		lua_pushvalue(L, 9);
+		lua_pushlstring(L, kv[1].data, kv[1].len);
 		lua_rawset(L, 5);
 		if ((lua_Integer)meta.version != vdef) {
-			lua_pushvalue(L, 8);
+			lua_pushvalue(L, 9);
 			lua_pushinteger(L, (lua_Integer)meta.version);
 			lua_rawset(L, 6);
 		}
 		if (decode) {
-			if (linstate_decode(L, sc->val.data, sc->val.len))
-				lua_rawset(L, 7);   /* key 8, value 9 */
+			if (linstate_decode(L, kv[1].data, kv[1].len))
+				lua_rawset(L, 7);   /* key 9, value 10 */
 			else
 				lua_pop(L, 1);      /* the message */
 		}
-		lua_settop(L, 7);
+		lua_settop(L, 8);
 	}
 	linstate_iter_close(it);
-	if (rc == INSTATE_CORRUPT && sc->key.len)
-		return linstate_fail(L, rc, linstate_key_context(L, "cannot read", sc->key.data, sc->key.len));
+	if (rc == INSTATE_CORRUPT && kv[0].len) {
+		linstate_key_context(L, "cannot read", kv[0].data, kv[0].len);
+		linstate_kv_give(L, kv);
+		return linstate_fail(L, rc, lua_tostring(L, -1));
+	}
+	linstate_kv_give(L, kv);
 	if (rc != INSTATE_NOTFOUND)
 		return linstate_fail(L, rc, "cannot read");
 	lua_settop(L, decode ? 7 : 6);
@@ -902,7 +926,7 @@ static int l_ns_get_all_encoded(lua_State *L)
  */
 static int l_ns_get_all_objects(lua_State *L)
 {
-	lscratch *sc = SCRATCH(L);
+	instate_buf *kv;
 	lns *n = linstate_checkns(L, 1);
 	lua_Integer slot, version, count = 0;
 	int j, ntpl, narr, rc;
@@ -921,15 +945,16 @@ static int l_ns_get_all_objects(lua_State *L)
 		return 3;
 	lua_newtable(L);            /* 7 key -> object or false */
 	lua_pushliteral(L, "name"); /* 8 */
+	kv = linstate_kv_take(L);   /* 9 */
 	for (;;) {
 		instate_meta meta;
-		rc = instate_cursor_next(it->cur, &sc->key, &sc->val, &meta);
+		rc = instate_cursor_next(it->cur, &kv[0], &kv[1], &meta);
 		if (rc == INSTATE_CORRUPT) {
 			/* a damaged record (its checksum): left to its defstate, which
 			 * reads it and reports it by name; one whose key is damaged
 			 * too cannot be named here (store:check() lists it) */
-			if (sc->key.len) {
-				lua_pushlstring(L, sc->key.data, sc->key.len);
+			if (kv[0].len) {
+				lua_pushlstring(L, kv[0].data, kv[0].len);
 				lua_pushboolean(L, 0);
 				lua_rawset(L, 7);
 			}
@@ -937,33 +962,34 @@ static int l_ns_get_all_objects(lua_State *L)
 		}
 		if (rc)
 			break;
-		lua_pushlstring(L, sc->key.data, sc->key.len);          /* 9 key */
+		lua_pushlstring(L, kv[0].data, kv[0].len);              /* 10 key */
 		if ((lua_Integer)meta.version == version &&
-		    linstate_decode(L, sc->val.data, sc->val.len)) {     /* 10 value */
-			lua_createtable(L, narr, 1);                        /* 11 */
+		    linstate_decode(L, kv[1].data, kv[1].len)) {         /* 11 value */
+			lua_createtable(L, narr, 1);                        /* 12 */
 			for (j = 1; j <= ntpl; j++) {
 				lua_rawgeti(L, 3, j);
-				lua_rawseti(L, 11, j);
+				lua_rawseti(L, 12, j);
 			}
-			lua_pushvalue(L, 10);
-			lua_rawseti(L, 11, slot);
-			lua_pushvalue(L, 8);
-			lua_pushvalue(L, 9);
-			lua_rawset(L, 11);
-			lua_pushvalue(L, 2);
-			lua_setmetatable(L, 11);
-			lua_pushvalue(L, 9);
 			lua_pushvalue(L, 11);
+			lua_rawseti(L, 12, slot);
+			lua_pushvalue(L, 8);
+			lua_pushvalue(L, 10);
+			lua_rawset(L, 12);
+			lua_pushvalue(L, 2);
+			lua_setmetatable(L, 12);
+			lua_pushvalue(L, 10);
+			lua_pushvalue(L, 12);
 			lua_rawset(L, 7);
 			count++;
 		} else {
-			/* another version, or corrupt (the message is at 10) */
-			lua_settop(L, 9);
+			/* another version, or corrupt (the message is at 11) */
+			lua_settop(L, 10);
 			lua_pushboolean(L, 0);
 			lua_rawset(L, 7);
 		}
-		lua_settop(L, 8);
+		lua_settop(L, 9);
 	}
+	linstate_kv_give(L, kv);
 	linstate_iter_close(it);
 	if (rc != INSTATE_NOTFOUND)
 		return linstate_fail(L, rc, "cannot read");

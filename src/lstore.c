@@ -90,6 +90,13 @@ static int l_store_close(lua_State *L)
 	return 0;
 }
 
+/* __gc: from 5.2 on it also runs for a table a script gave this metatable,
+ * where raising would surface in whatever allocation ran the collector. */
+static int l_store_gc(lua_State *L)
+{
+	return lua_type(L, 1) == LUA_TUSERDATA ? l_store_close(L) : 0;
+}
+
 static int l_store_tostring(lua_State *L)
 {
 	lstore *st = linstate_tostore(L, 1);
@@ -175,25 +182,29 @@ static int ns_list_collect(void *ud, const char *name, size_t len, instate_ns_ty
 static int l_store_namespaces(lua_State *L)
 {
 	lstore *st = linstate_checklstore(L, 1);
-	lscratch *sc = SCRATCH(L);
+	instate_buf *kv;
 	instate_txn *txn;
 	size_t off = 0;
 	lua_Integer i = 0;
 	int rc = instate_txn_begin(st->s, NULL, INSTATE_TXN_READ, &txn);
 	if (rc)
 		return linstate_fail(L, rc, "cannot list namespaces");
-	sc->key.len = 0;
-	rc = instate_ns_list(txn, ns_list_collect, &sc->key);
+	kv = linstate_kv_take(L);
+	kv[0].len = 0;
+	rc = instate_ns_list(txn, ns_list_collect, &kv[0]);
 	instate_txn_abort(txn);
-	if (rc)
+	if (rc) {
+		linstate_kv_give(L, kv);
 		return linstate_fail(L, rc, "cannot list namespaces");
+	}
 	lua_newtable(L);
-	while (off < sc->key.len) {
-		size_t len = (size_t)(unsigned char)sc->key.data[off] + 1;
-		lua_pushlstring(L, sc->key.data + off + 1, len);
+	while (off < kv[0].len) {
+		size_t len = (size_t)(unsigned char)kv[0].data[off] + 1;
+		lua_pushlstring(L, kv[0].data + off + 1, len);
 		lua_rawseti(L, -2, ++i);
 		off += len + 1;
 	}
+	linstate_kv_give(L, kv);
 	return 1;
 }
 
@@ -244,7 +255,7 @@ static const luaL_Reg store_methods[] = {
 	{ "namespaces", l_store_namespaces },
 	{ "drop", l_store_drop },
 	{ "purge", l_store_purge },
-	{ "__gc", l_store_close },
+	{ "__gc", l_store_gc },
 	{ "__close", l_store_close },
 	{ "__tostring", l_store_tostring },
 	{ NULL, NULL }

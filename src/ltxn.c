@@ -243,6 +243,11 @@ static int l_tx_close(lua_State *L)
 	return 0;
 }
 
+/* __gc: also for a table given this metatable (as l_store_gc). */
+static int l_tx_gc(lua_State *L)
+{
+	return lua_type(L, 1) == LUA_TUSERDATA ? l_tx_close(L) : 0;
+}
 
 static int l_tx_revision(lua_State *L)
 {
@@ -262,7 +267,7 @@ static const luaL_Reg txn_methods[] = {
 	{ "namespace", l_tx_namespace },
 	{ "revision", l_tx_revision },
 	{ "close", l_tx_close },
-	{ "__gc", l_tx_close },
+	{ "__gc", l_tx_gc },
 	{ "__close", l_tx_close },
 	{ "__tostring", l_tx_tostring },
 	{ NULL, NULL }

@@ -83,13 +83,14 @@ static char *run(lua_State *L, const char *chunk, int id)
 static const char *saver =
 	"local path, id = ...\n"
 	"local instate = require 'instate'\n"
+	"local math_type = require('instate.compat').math_type\n"
 	"instate.setup(path)\n"
 	"local round = instate.defstate('round' .. id, 0)\n"
 	"local log = instate.defstate('log' .. id, {})\n"
 	"for i = 1, " STR(ROUNDS) " do\n"
 	"  round:set(i)\n"
 	"  log:get()[#log:get() + 1] = i * id\n"
-	"  assert(math.type(instate.save_all()) == 'integer')\n"
+	"  assert(math_type(instate.save_all()) == 'integer')\n"
 	"end\n"
 	"instate.teardown()\n"
 	"return 'ok'\n";

@@ -1,8 +1,9 @@
 --- One step of a fault point, in its own process (spec/fault/driver.lua):
---   lua5.4 child.lua prepare|run|state OP DIR RESULT
+--   LUA child.lua prepare|run|state OP DIR RESULT
 -- "run" is started with the shim preloaded; it arms the shim only around
 -- the operation. The result is written to RESULT with instate.encode.
 local instate = require "instate"
+local pack = require("instate.compat").pack
 local ops = require "fault.ops"
 
 local step, name, dir, result = ...
@@ -28,7 +29,7 @@ elseif step == "run" then
   local calls, hits
   local function capture(...)
     calls, hits = fault.disarm()
-    return table.pack(...)
+    return pack(...)
   end
   fault.arm()
   local r = capture(pcall(fn))

@@ -15,21 +15,16 @@
 --     or the new one complete and no temporary file.
 --
 -- Used by spec/60-faults_spec.lua (a reduced set) and `make faults` (every
--- point): lua5.4 spec/fault/driver.lua [--full] [op ...]
+-- point): lua5.4 spec/fault/driver.lua [--full] [op ...]. The children run
+-- the Lua under test (helpers.lua_bin: the build's, under ctest; else the
+-- one running the driver).
 local instate = require "instate"
+local helpers = require "helpers"
 local ops = require "fault.ops"
 
 local driver = {}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local q, read = helpers.sh_quote, helpers.read_file
 
 --- The shim's path: INSTATE_FAULT_SHIM (set by ctest), else in the build.
 local function shim_path()
@@ -47,7 +42,7 @@ local function child_cmd(env)
   local src = os.getenv("INSTATE_SOURCE_DIR") or "."
   local parts = { "env", "LUA_CPATH=" .. q(cpath), "LUA_PATH=" .. q(package.path) }
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  parts[#parts + 1] = "lua5.4 " .. q(src .. "/spec/fault/child.lua")
+  parts[#parts + 1] = helpers.lua_bin .. " " .. q(src .. "/spec/fault/child.lua")
   return table.concat(parts, " ")
 end
 
@@ -60,7 +55,7 @@ local function step(work, env, ...)
   os.remove(result)
   local args = {}
   for i = 1, select("#", ...) do args[i] = q(select(i, ...)) end
-  local ok, how, code = os.execute(child_cmd(env) .. " " .. table.concat(args, " ")
+  local ok, how, code = helpers.execute_status(child_cmd(env) .. " " .. table.concat(args, " ")
     .. " " .. q(result) .. " 2>" .. q(errf) .. " >/dev/null")
   local data = read(result)
   local err = (read(errf) or ""):gsub("%s+$", "")
