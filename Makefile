@@ -5,6 +5,7 @@
 BUILD      ?= build
 SAN_BUILD  ?= build-sanitize
 FUZZ_BUILD ?= build-fuzz
+BUNDLED_BUILD ?= build-bundled
 FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
@@ -44,7 +45,7 @@ LUA_DEPS_5.3    = lua5.3 liblua5.3-dev
 LUA_DEPS_5.4    = lua5.4 liblua5.4-dev
 LUA_DEPS_luajit = luajit libluajit-5.1-dev love xvfb xauth
 
-.PHONY: all build deps deps-bench deps-fuzz test test-lua test-luas demo sanitize bench fuzz faults valgrind install clean
+.PHONY: all build deps deps-bench deps-fuzz test test-bundled test-lua test-luas demo sanitize bench fuzz faults valgrind install clean
 
 all: build
 
@@ -65,6 +66,13 @@ build: $(BUILD)/CMakeCache.txt
 
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The whole suite with LMDB and zstd built from third_party/ instead of
+# Debian's libraries (what Windows builds and the rockspec's fallback use).
+test-bundled: deps
+	cmake -S . -B $(BUNDLED_BUILD) -DINSTATE_BUNDLED_DEPS=ON $(CMAKE_ARGS)
+	cmake --build $(BUNDLED_BUILD) -j $(JOBS)
+	cd $(BUNDLED_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 test-lua: deps
 	$(call need_packages,$(LUA_DEPS_$(LUA)))
@@ -123,4 +131,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) build-lua5.1 build-lua5.2 build-lua5.3 build-lua5.4 build-luajit
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) $(BUNDLED_BUILD) build-lua5.1 build-lua5.2 build-lua5.3 build-lua5.4 build-luajit
