@@ -12,7 +12,6 @@
 #include "instate_dump_int.h"
 #include "instate_store_int.h"
 
-#include <pthread.h>
 #include <string.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
@@ -25,7 +24,7 @@
 static uint32_t table[8][256];
 static uint32_t x2n[32];       /* x^(2^n) mod POLY, for the combine */
 static int use_hw;
-static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+static instate_os_once table_once = INSTATE_OS_ONCE_INIT;
 
 /* a * b modulo POLY, both reflected (bit 31 is x^0). */
 static uint32_t multmodp(uint32_t a, uint32_t b)
@@ -138,9 +137,9 @@ static void table_init_once(void)
 
 uint32_t instate_crc32c(uint32_t crc, const void *data, size_t n)
 {
-	/* Called per record read: skip the pthread_once call once set up. */
+	/* Called per record read: skip the once call once set up. */
 	if (!__atomic_load_n(&table_ready, __ATOMIC_ACQUIRE))
-		pthread_once(&table_once, table_init_once);
+		instate__os_once(&table_once, table_init_once);
 #ifdef HAVE_HW
 	if (use_hw)
 		return ~crc_hw(~crc, data, n);
@@ -166,7 +165,7 @@ uint32_t instate__crc32c_record(const void *key, size_t klen, const unsigned cha
 	uint32_t c;
 
 	if (!__atomic_load_n(&table_ready, __ATOMIC_ACQUIRE))
-		pthread_once(&table_once, table_init_once);
+		instate__os_once(&table_once, table_init_once);
 #ifdef HAVE_HW
 	if (use_hw)
 		return rec_hw(key, klen, p, n);
@@ -178,13 +177,13 @@ uint32_t instate__crc32c_record(const void *key, size_t klen, const unsigned cha
 
 uint32_t instate_crc32c_portable(uint32_t crc, const void *data, size_t n)
 {
-	pthread_once(&table_once, table_init_once);
+	instate__os_once(&table_once, table_init_once);
 	return ~crc_sw(~crc, data, n);
 }
 
 int instate_crc32c_hardware(void)
 {
-	pthread_once(&table_once, table_init_once);
+	instate__os_once(&table_once, table_init_once);
 	return use_hw;
 }
 
@@ -198,7 +197,7 @@ uint32_t instate_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t n2)
 	uint32_t p = 1u << 31; /* x^0 */
 	unsigned k = 3;        /* x^(2^3) = x^8: one byte */
 
-	pthread_once(&table_once, table_init_once);
+	instate__os_once(&table_once, table_init_once);
 	while (n2) {
 		if (n2 & 1)
 			p = multmodp(x2n[k & 31], p);

@@ -9,21 +9,14 @@
  * record, or the bytes written, larger than that. Values are opaque bytes:
  * this file knows nothing of the value codec.
  */
-#define _DEFAULT_SOURCE /* flock */
 #include "instate_dump_int.h"
 #include "instate_store_int.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <unistd.h>
 #include <zstd.h>
 
 static const unsigned char MAGIC[8] = {0x89, 'I', 'S', 'D', '\r', '\n', 0x1a, '\n'};
@@ -138,19 +131,16 @@ static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
  * reads nor deletes them, dump never writes over them: a dump path is a
  * caller's string, and one pointing into the store must not destroy it.
  */
-static int own_file(instate_store *s, const struct stat *st, int *own)
+static int own_file(instate_store *s, const instate_os_stat *st, int *own)
 {
 	const char *p = instate_store_path(s);
 	size_t n = strlen(p);
-	struct stat ps, fs;
-	dev_t dev;
-	ino_t ino;
+	instate_os_stat ps, fs;
 	char *q;
 	int i;
 
-	instate__store_data_id(s, &dev, &ino);
-	*own = st->st_dev == dev && st->st_ino == ino;
-	if (*own || stat(p, &ps) != 0)
+	*own = instate__os_id_equal(st->id, instate__store_data_id(s));
+	if (*own || instate__os_stat(p, &ps) != 0)
 		return 0;
 	if (!(q = malloc(n + sizeof "/data.mdb")))
 		return ENOMEM;
@@ -158,13 +148,13 @@ static int own_file(instate_store *s, const struct stat *st, int *own)
 	/* A directory holds data.mdb and lock.mdb; a single-file store's
 	 * lock file is beside it (LMDB's MDB_NOSUBDIR layout). */
 	for (i = 0; i < 2 && !*own; i++) {
-		if (S_ISDIR(ps.st_mode))
+		if (ps.type == INSTATE_OS_DIR)
 			memcpy(q + n, i ? "/lock.mdb" : "/data.mdb", sizeof "/data.mdb");
 		else if (i)
 			memcpy(q + n, "-lock", sizeof "-lock");
 		else
 			q[n] = '\0';
-		*own = stat(q, &fs) == 0 && fs.st_dev == st->st_dev && fs.st_ino == st->st_ino;
+		*own = instate__os_stat(q, &fs) == 0 && instate__os_id_equal(fs.id, st->id);
 	}
 	free(q);
 	return 0;
@@ -174,7 +164,7 @@ static int own_file(instate_store *s, const struct stat *st, int *own)
 /* Writer                                                                */
 
 struct writer {
-	int fd;
+	instate_os_fd fd;
 	uint64_t off;        /* file bytes written */
 	uint32_t crc;        /* of every byte written */
 	int zlevel;          /* zstd level, 0 = raw */
@@ -188,26 +178,9 @@ struct writer {
 	uint64_t body_len;
 };
 
-static int write_all(int fd, const void *data, size_t n)
-{
-	const char *p = data;
-
-	while (n) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno;
-		}
-		p += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 static int w_out(struct writer *w, const void *p, size_t n)
 {
-	int rc = write_all(w->fd, p, n);
+	int rc = instate__os_write_all(w->fd, p, n);
 	if (rc)
 		return rc;
 	w->crc = instate_crc32c(w->crc, p, n);
@@ -248,7 +221,7 @@ static int w_flush(struct writer *w)
 	 * CRC; each is completed by combining, not by a second pass. */
 	dcrc = instate_crc32c(0, data, stored);
 	put32(h + 12, instate_crc32c_combine(instate_crc32c(0, h, 12), dcrc, stored));
-	if ((rc = write_all(w->fd, h, hs + stored)) != 0)
+	if ((rc = instate__os_write_all(w->fd, h, hs + stored)) != 0)
 		return rc;
 	w->crc = instate_crc32c_combine(instate_crc32c(w->crc, h, hs), dcrc, stored);
 	w->off += hs + stored;
@@ -397,8 +370,8 @@ static int scan_section(struct dumper *d, size_t i, rec_fn fn, void *ud)
 		if (m.expires_ms > 0 && m.expires_ms <= d->now)
 			continue;
 		if (d->val.len > UINT32_MAX) {
-			seterr(d->err, "record of %zu bytes in namespace \"%s\" is too large for a dump",
-			       d->val.len, d->ns[i].name);
+			seterr(d->err, "record of %llu bytes in namespace \"%s\" is too large for a dump",
+			       (unsigned long long)d->val.len, d->ns[i].name);
 			rc = EFBIG;
 			break;
 		}
@@ -627,42 +600,6 @@ done:
 
 /* ---- instate_dump() -------------------------------------------------- */
 
-/* The directory holding `path` (malloc'ed), or NULL if out of memory. */
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir;
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	if ((dir = malloc((size_t)(slash - path) + 1)) != NULL) {
-		memcpy(dir, path, (size_t)(slash - path));
-		dir[slash - path] = '\0';
-	}
-	return dir;
-}
-
-static int fsync_dir_of(const char *path)
-{
-	char *dir = dir_of(path);
-	int fd, rc = 0;
-
-	if (!dir)
-		return ENOMEM;
-	fd = open(dir, O_RDONLY);
-	if (fd < 0)
-		rc = errno;
-	else {
-		if (fsync(fd) != 0 && errno != EINVAL)
-			rc = errno;
-		close(fd);
-	}
-	free(dir);
-	return rc;
-}
-
 /* ---- temporary files ------------------------------------------------ */
 
 /* Whether `name` is base + infix + mkstemp's six letters or digits. */
@@ -687,19 +624,21 @@ static int temp_name(const char *name, const char *base, size_t blen, const char
  * (<path>.XXXXXX, which a user's "<path>.backup" also matches) must in
  * addition not be a whole dump.
  */
-static int stale_content(int fd, const struct stat *st, int legacy)
+static int stale_content(instate_os_fd fd, const instate_os_stat *st, int legacy)
 {
 	unsigned char m[sizeof MAGIC], t[INSTATE_DUMP_TRAILER_SIZE];
+	size_t got;
 
-	if (st->st_size == 0)
+	if (st->size == 0)
 		return !legacy;
-	if (pread(fd, m, sizeof m, 0) != (ssize_t)sizeof m || memcmp(m, MAGIC, sizeof m) != 0)
+	if (instate__os_pread(fd, m, sizeof m, 0, &got) != 0 || got != sizeof m ||
+	    memcmp(m, MAGIC, sizeof m) != 0)
 		return 0;
-	if (!legacy || st->st_size < INSTATE_DUMP_HEADER_SIZE + INSTATE_DUMP_TRAILER_SIZE)
+	if (!legacy || st->size < INSTATE_DUMP_HEADER_SIZE + INSTATE_DUMP_TRAILER_SIZE)
 		return 1;
-	if (pread(fd, t, sizeof t, st->st_size - (off_t)sizeof t) != (ssize_t)sizeof t)
+	if (instate__os_pread(fd, t, sizeof t, st->size - sizeof t, &got) != 0 || got != sizeof t)
 		return 0;
-	return !(t[0] == KIND_END && get64(t + 28) == (uint64_t)st->st_size);
+	return !(t[0] == KIND_END && get64(t + 28) == st->size);
 }
 
 /*
@@ -710,43 +649,68 @@ static int stale_content(int fd, const struct stat *st, int legacy)
  * removed if this user owns it and it holds nothing or a dump's beginning.
  * Best effort: what cannot be read or removed is left.
  */
+struct stale_scan {
+	const char *base;
+	size_t blen;
+};
+
+static void stale_entry(void *ud, const instate_os_dir *d, const char *name)
+{
+	struct stale_scan *sc = ud;
+	instate_os_stat st, now;
+	instate_os_fd fd;
+	int legacy;
+
+	if (temp_name(name, sc->base, sc->blen, TMP_INFIX))
+		legacy = 0;
+	else if (temp_name(name, sc->base, sc->blen, "."))
+		legacy = 1;
+	else
+		return;
+	if (instate__os_openat(d, name, INSTATE_OS_O_READ | INSTATE_OS_O_NOFOLLOW |
+	                       INSTATE_OS_O_NONBLOCK, 0, &fd) != 0)
+		return;
+	/* The name must still lead to the file locked and read: a live
+	 * dump re-creates its file if this one took it first. */
+	if (instate__os_fstat(fd, &st) == 0 && st.type == INSTATE_OS_REG &&
+	    st.owner == INSTATE_OS_OWNER_SELF && instate__os_trylock(fd) == 0 &&
+	    stale_content(fd, &st, legacy) && instate__os_statat(d, name, &now) == 0 &&
+	    instate__os_id_equal(now.id, st.id)) {
+#ifdef _WIN32
+		/* A file still open is removed at its last close there: close
+		 * first (no dump takes an unlocked stale file meanwhile). */
+		instate__os_close(fd);
+		instate__os_unlinkat(d, name);
+		return;
+#else
+		instate__os_unlinkat(d, name);
+#endif
+	}
+	instate__os_close(fd);
+}
+
 static void remove_stale_temps(const char *path)
 {
-	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
-	size_t blen = strlen(base);
+	struct stale_scan sc;
+	const char *base = instate__os_path_base(path);
 	char *dir;
-	DIR *d;
-	struct dirent *de;
 
-	if (!blen || !(dir = dir_of(path)))
+	sc.base = base;
+	sc.blen = strlen(base);
+	if (!sc.blen)
 		return;
-	d = opendir(dir);
-	free(dir);
-	if (!d)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		struct stat st, now;
-		int legacy, fd;
-
-		if (temp_name(de->d_name, base, blen, TMP_INFIX))
-			legacy = 0;
-		else if (temp_name(de->d_name, base, blen, "."))
-			legacy = 1;
-		else
-			continue;
-		fd = openat(dirfd(d), de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		/* The name must still lead to the file locked and read: a live
-		 * dump re-creates its file if this one took it first. */
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-		    flock(fd, LOCK_EX | LOCK_NB) == 0 && stale_content(fd, &st, legacy) &&
-		    fstatat(dirfd(d), de->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    now.st_dev == st.st_dev && now.st_ino == st.st_ino)
-			unlinkat(dirfd(d), de->d_name, 0);
-		close(fd);
+	if (base == path)
+		dir = strdup(".");
+	else if (base - 1 == path)
+		dir = strdup("/");
+	else if ((dir = malloc((size_t)(base - 1 - path) + 1)) != NULL) {
+		memcpy(dir, path, (size_t)(base - 1 - path));
+		dir[base - 1 - path] = '\0';
 	}
-	closedir(d);
+	if (!dir)
+		return;
+	instate__os_dir_scan(dir, stale_entry, &sc);
+	free(dir);
 }
 
 /*
@@ -754,36 +718,37 @@ static void remove_stale_temps(const char *path)
  * Another dump's cleaning may take the new file between mkstemp and flock
  * and remove it: then the name no longer leads to ours and another is made.
  */
-static int make_temp(const char *path, char **tmp_out, int *fd_out)
+static int make_temp(const char *path, char **tmp_out, instate_os_fd *fd_out)
 {
 	size_t n = strlen(path);
 	char *tmp = malloc(n + sizeof TMP_INFIX + TMP_RANDOM);
-	int attempt, fd = -1, rc = 0;
+	instate_os_fd fd = INSTATE_OS_NOFD;
+	int attempt, rc = 0, lk;
 
 	if (!tmp)
 		return ENOMEM;
 	for (attempt = 0; attempt < 8; attempt++) {
-		struct stat a, b;
+		instate_os_stat a, b;
 		memcpy(tmp, path, n);
 		memcpy(tmp + n, TMP_INFIX "XXXXXX", sizeof TMP_INFIX + TMP_RANDOM);
-		if ((fd = mkstemp(tmp)) < 0) {
-			rc = errno;
+		if ((rc = instate__os_temp_create(tmp, &fd)) != 0) {
+			fd = INSTATE_OS_NOFD;
 			break;
 		}
-		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-			if (fstat(fd, &a) == 0 && stat(tmp, &b) == 0 && a.st_dev == b.st_dev &&
-			    a.st_ino == b.st_ino)
+		if ((lk = instate__os_trylock(fd)) == 0) {
+			if (instate__os_fstat(fd, &a) == 0 && instate__os_stat(tmp, &b) == 0 &&
+			    instate__os_id_equal(a.id, b.id))
 				break;
-		} else if (errno != EWOULDBLOCK && errno != EINTR) {
+		} else if (lk > 0) {
+			rc = 0;
 			break;  /* a file system without flock: no cleaner can lock it either */
 		}
 		/* A cleaner holds or took it: it removes the file, we make another. */
-		close(fd);
-		fd = -1;
+		instate__os_close(fd);
+		fd = INSTATE_OS_NOFD;
 		rc = EEXIST;
 	}
-	if (fd < 0) {
+	if (fd == INSTATE_OS_NOFD) {
 		free(tmp);
 		return rc;
 	}
@@ -800,10 +765,11 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	struct writer w;
 	struct plan plan;
 	char *tmp = NULL;
-	struct stat st;
+	instate_os_stat st;
+	instate_os_fd lockfd = INSTATE_OS_NOFD;
 	uint64_t overhead = 0, raw_budget = 0, body_cap = 0;
 	size_t i;
-	int rc, attempt, own, lockfd = -1;
+	int rc, attempt, own;
 
 	if (err)
 		err[0] = '\0';
@@ -821,7 +787,7 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 		seterr(err, "empty dump path");
 		return INSTATE_INVALID;
 	}
-	if (stat(path, &st) == 0) {
+	if (instate__os_stat(path, &st) == 0) {
 		if ((rc = own_file(s, &st, &own)) != 0)
 			return rc;
 		if (own) {
@@ -832,7 +798,7 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	memset(&d, 0, sizeof d);
 	memset(&w, 0, sizeof w);
 	memset(&plan, 0, sizeof plan);
-	w.fd = -1;
+	w.fd = INSTATE_OS_NOFD;
 	d.s = s;
 	d.o = opts;
 	d.err = err;
@@ -892,10 +858,9 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 	for (attempt = 1;; attempt++) {
 		uint32_t flags = 0;
 		if (attempt > 1) {
-			if (ftruncate(w.fd, 0) != 0 || lseek(w.fd, 0, SEEK_SET) != 0) {
-				rc = errno;
+			if ((rc = instate__os_truncate(w.fd, 0)) != 0 ||
+			    (rc = instate__os_rewind(w.fd)) != 0)
 				goto fail;
-			}
 		}
 		if (opts->max_bytes || opts->max_record_bytes || opts->max_records_per_section)
 			flags = FLAG_CAPPED;
@@ -940,31 +905,28 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 		}
 	}
 
-	if (fsync(w.fd) != 0) {
-		rc = errno;
+	if ((rc = instate__os_sync(w.fd)) != 0) {
 		seterr(err, "dump %s: fsync: %s", path, strerror(rc));
 		goto fail;
 	}
 	/* The lock stays held through the rename (by a second descriptor of
 	 * the same open file), so that no cleaner takes the finished file. */
-	lockfd = fcntl(w.fd, F_DUPFD_CLOEXEC, 0);
-	if (close(w.fd) != 0) {
-		w.fd = -1;
-		rc = errno;
+	if (instate__os_dup(w.fd, &lockfd) != 0)
+		lockfd = INSTATE_OS_NOFD;
+	rc = instate__os_close(w.fd);
+	w.fd = INSTATE_OS_NOFD;
+	if (rc)
 		goto fail;
-	}
-	w.fd = -1;
-	if (rename(tmp, path) != 0) {
-		rc = errno;
+	if ((rc = instate__os_rename(tmp, path)) != 0) {
 		seterr(err, "dump %s: rename: %s", path, strerror(rc));
 		goto fail;
 	}
 	free(tmp);
 	tmp = NULL;
-	if (lockfd >= 0)
-		close(lockfd);
-	lockfd = -1;
-	if ((rc = fsync_dir_of(path)) != 0) {
+	if (lockfd != INSTATE_OS_NOFD)
+		instate__os_close(lockfd);
+	lockfd = INSTATE_OS_NOFD;
+	if ((rc = instate__os_sync_dir_of(path)) != 0) {
 		/* The file is in place; only its durability is in doubt. */
 		seterr(err, "dump %s: fsync of the directory: %s", path, strerror(rc));
 		goto fail;
@@ -983,13 +945,13 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
 fail:
 	/* Removed while still locked: no cleaner ever sees it unlocked. */
 	if (tmp) {
-		unlink(tmp);
+		instate__os_unlink(tmp);
 		free(tmp);
 	}
-	if (w.fd >= 0)
-		close(w.fd);
-	if (lockfd >= 0)
-		close(lockfd);
+	if (w.fd != INSTATE_OS_NOFD)
+		instate__os_close(w.fd);
+	if (lockfd != INSTATE_OS_NOFD)
+		instate__os_close(lockfd);
 	if (rc && err && !err[0])
 		seterr(err, "dump %s: %s", path, instate_strerror(rc));
 	if (d.txn)
@@ -1009,7 +971,7 @@ fail:
 /* Reader                                                                */
 
 struct reader {
-	int fd;                        /* the file, or -1 for memory */
+	instate_os_fd fd;              /* the file, or INSTATE_OS_NOFD for memory */
 	const unsigned char *mem;
 	size_t memlen, mempos;
 	const char *path;              /* for messages; NULL for memory */
@@ -1062,22 +1024,21 @@ static int r_file(struct reader *r, void *buf, size_t n, const char *what)
 {
 	size_t got = 0;
 
-	if (r->fd < 0) {
+	if (r->fd == INSTATE_OS_NOFD) {
 		got = r->memlen - r->mempos < n ? r->memlen - r->mempos : n;
 		memcpy(buf, r->mem + r->mempos, got);
 		r->mempos += got;
 	} else {
 		while (got < n) {
-			ssize_t k = read(r->fd, (char *)buf + got, n - got);
-			if (k < 0) {
-				if (errno == EINTR)
-					continue;
-				seterr(r->err, "read %s: %s", r->path, strerror(errno));
-				return errno;
+			size_t k;
+			int rc = instate__os_read(r->fd, (char *)buf + got, n - got, &k);
+			if (rc) {
+				seterr(r->err, "read %s: %s", r->path, strerror(rc));
+				return rc;
 			}
 			if (k == 0)
 				break;
-			got += (size_t)k;
+			got += k;
 		}
 	}
 	r->off += got;
@@ -1101,10 +1062,12 @@ static int r_grow(unsigned char **buf, size_t *cap, size_t need)
 
 static int r_rewind(struct reader *r)
 {
-	if (r->fd < 0)
+	int rc;
+
+	if (r->fd == INSTATE_OS_NOFD)
 		r->mempos = 0;
-	else if (lseek(r->fd, 0, SEEK_SET) != 0)
-		return errno;
+	else if ((rc = instate__os_rewind(r->fd)) != 0)
+		return rc;
 	r->off = 0;
 	r->crc = 0;
 	r->rlen = r->rpos = 0;
@@ -1358,7 +1321,8 @@ static int parse_body(struct reader *r, const struct sink *k, void *ud, instate_
 				return r_corrupt(r, BODY_AT(r), "bad record flags 0x%02x (body byte %llu)",
 				                 (unsigned)rf, (unsigned long long)at);
 			if (klen == 0 || klen > INSTATE_KEY_MAX)
-				return r_corrupt(r, BODY_AT(r), "bad key length %zu (body byte %llu)", klen,
+				return r_corrupt(r, BODY_AT(r), "bad key length %llu (body byte %llu)",
+				                 (unsigned long long)klen,
 				                 (unsigned long long)at);
 			hl += (rf & RF_EXPIRY ? 8 : 0) + (rf & RF_VERSION ? 4 : 0);
 			if (hl > REC_FIXED &&
@@ -1442,18 +1406,14 @@ static int parse_body(struct reader *r, const struct sink *k, void *ud, instate_
 			return r_corrupt(r, r->block_off, "trailer file length mismatch");
 		if (get32(t + 36) != instate_crc32c(r->crc, t, 36))
 			return r_corrupt(r, r->block_off + 36, "file checksum mismatch");
-		if (r->fd < 0)
+		if (r->fd == INSTATE_OS_NOFD)
 			got = r->mempos < r->memlen;
 		else {
-			ssize_t k2;
-			do
-				k2 = read(r->fd, &extra, 1);
-			while (k2 < 0 && errno == EINTR);
-			if (k2 < 0) {
-				seterr(r->err, "read %s: %s", r->path, strerror(errno));
-				return errno;
+			int e = instate__os_read(r->fd, &extra, 1, &got);
+			if (e) {
+				seterr(r->err, "read %s: %s", r->path, strerror(e));
+				return e;
 			}
-			got = (size_t)k2;
 		}
 		if (got)
 			return r_corrupt(r, r->off, "data after the trailer");
@@ -1470,20 +1430,20 @@ static void r_free(struct reader *r)
 	free(r->stored);
 	free(r->raw);
 	ZSTD_freeDCtx(r->dctx);
-	if (r->fd >= 0)
-		close(r->fd);
-	r->fd = -1;
+	if (r->fd != INSTATE_OS_NOFD)
+		instate__os_close(r->fd);
+	r->fd = INSTATE_OS_NOFD;
 }
 
-static int r_open(struct reader *r, const char *path, struct stat *st, char *err)
+static int r_open(struct reader *r, const char *path, instate_os_stat *st, char *err)
 {
+	int e;
 
 	memset(r, 0, sizeof *r);
 	r->err = err;
 	r->path = path;
-	r->fd = open(path, O_RDONLY);
-	if (r->fd < 0) {
-		int e = errno;
+	if ((e = instate__os_open_read(path, &r->fd)) != 0) {
+		r->fd = INSTATE_OS_NOFD;
 		if (e == ENOENT) {
 			seterr(err, "no dump file at %s", path);
 			return INSTATE_NOTFOUND;
@@ -1491,17 +1451,16 @@ static int r_open(struct reader *r, const char *path, struct stat *st, char *err
 		seterr(err, "open %s: %s", path, strerror(e));
 		return e;
 	}
-	if (fstat(r->fd, st) != 0) {
-		int e = errno;
+	if ((e = instate__os_fstat(r->fd, st)) != 0) {
 		seterr(err, "stat %s: %s", path, strerror(e));
-		close(r->fd);
-		r->fd = -1;
+		instate__os_close(r->fd);
+		r->fd = INSTATE_OS_NOFD;
 		return e;
 	}
-	if (!S_ISREG(st->st_mode)) {
+	if (st->type != INSTATE_OS_REG) {
 		seterr(err, "%s is not a regular file", path);
-		close(r->fd);
-		r->fd = -1;
+		instate__os_close(r->fd);
+		r->fd = INSTATE_OS_NOFD;
 		return EISDIR;
 	}
 	return 0;
@@ -1554,7 +1513,7 @@ int instate_dump_info_read(const char *path,
                            void *ud, instate_dump_info *info, char *err)
 {
 	struct reader r;
-	struct stat st;
+	instate_os_stat st;
 	int rc;
 
 	if (err)
@@ -1581,7 +1540,7 @@ int instate_dump_info_mem(const void *data, size_t n,
 	if (info)
 		memset(info, 0, sizeof *info);
 	memset(&r, 0, sizeof r);
-	r.fd = -1;
+	r.fd = INSTATE_OS_NOFD;
 	r.mem = data;
 	r.memlen = n;
 	r.err = err;
@@ -1683,7 +1642,7 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 	instate_load_options defaults;
 	struct reader r;
 	struct loader l;
-	struct stat st;
+	instate_os_stat st;
 	uint64_t size = 0, hint;
 	int rc, attempt, own, file_corrupt;
 
@@ -1701,7 +1660,7 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
 	}
 	if ((rc = r_open(&r, path, &st, err)) != 0)
 		return rc;
-	size = (uint64_t)st.st_size;
+	size = st.size;
 	if ((rc = own_file(s, &st, &own)) != 0)
 		goto done;
 	if (own) {
@@ -1762,7 +1721,7 @@ done:
 	if (file_corrupt && info)
 		info->file_corrupt = 1;
 	if (file_corrupt && opts->on_corrupt == INSTATE_CORRUPT_DELETE) {
-		if (unlink(path) == 0) {
+		if (instate__os_unlink(path) == 0) {
 			if (info)
 				info->deleted = 1;
 		}

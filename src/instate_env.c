@@ -12,25 +12,20 @@
  *   env mutex (mu)  -> namespace table and every mdb_dbi_open
  * The map lock prefers writers, so no thread ever takes it shared twice.
  */
-#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
 #include "instate_store_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <time.h>
-#include <unistd.h>
 
-#define DEFAULT_MAP_SIZE ((uint64_t)64 << 20)
+/* 64 MiB; 1 MiB on Windows, where the data file is as large as the map
+ * (instate_os.h, instate__os_default_map_size). */
+#define DEFAULT_MAP_SIZE instate__os_default_map_size()
 #define DEFAULT_MAX_SIZE ((uint64_t)1 << 40)
 #define MAX_NAMESPACES_LIMIT 32000u
 #define MAX_READERS_LIMIT (1u << 20)
 
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static instate_os_mutex registry_mu = INSTATE_OS_MUTEX_INIT;
 static instate_env *registry;
 
 /* ===================================================================== */
@@ -40,13 +35,9 @@ static int64_t fixed_clock;
 
 int64_t instate_clock_now(void)
 {
-	struct timespec ts;
 	int64_t f = __atomic_load_n(&fixed_clock, __ATOMIC_RELAXED);
 
-	if (f)
-		return f;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return f ? f : instate__os_clock_ms();
 }
 
 void instate_clock_set(int64_t ms)
@@ -76,8 +67,10 @@ int instate__mdb_err(int rc)
 	case MDB_PANIC: return EIO;
 	case EACCES: return EACCES;
 	default:
-		if (rc > 0 || (rc < INSTATE_ERR_BASE && rc >= INSTATE_ERR_LAST))
-			return rc; /* an errno, or already an instate code */
+		if (rc > 0)
+			return instate__os_lmdb_errno(rc); /* Windows: its codes */
+		if (rc < INSTATE_ERR_BASE && rc >= INSTATE_ERR_LAST)
+			return rc; /* already an instate code */
 		/* MDB_INVALID, MDB_CORRUPTED, MDB_PAGE_NOTFOUND,
 		 * MDB_INCOMPATIBLE and the page/cursor overflows all mean the
 		 * file does not hold what LMDB expects. */
@@ -90,40 +83,39 @@ int instate__mdb_err(int rc)
 
 int instate__slot_acquire(instate_env *e)
 {
-	pthread_t self = pthread_self();
+	instate_os_thread self = instate__os_thread_self();
 
-	pthread_mutex_lock(&e->wmu);
+	instate__os_mutex_lock(&e->wmu);
 	while (e->wbusy) {
-		if (pthread_equal(e->wowner, self)) {
-			pthread_mutex_unlock(&e->wmu);
+		if (instate__os_thread_equal(e->wowner, self)) {
+			instate__os_mutex_unlock(&e->wmu);
 			return INSTATE_BUSY;
 		}
-		pthread_cond_wait(&e->wcv, &e->wmu);
+		instate__os_cond_wait(&e->wcv, &e->wmu);
 	}
 	e->wbusy = 1;
 	e->wowner = self;
-	pthread_mutex_unlock(&e->wmu);
+	instate__os_mutex_unlock(&e->wmu);
 	return 0;
 }
 
 void instate__slot_release(instate_env *e)
 {
-	pthread_mutex_lock(&e->wmu);
+	instate__os_mutex_lock(&e->wmu);
 	e->wbusy = 0;
-	pthread_cond_signal(&e->wcv);
-	pthread_mutex_unlock(&e->wmu);
+	instate__os_cond_signal(&e->wcv);
+	instate__os_mutex_unlock(&e->wmu);
 }
 
 /* Free bytes for this user on the filesystem of the data file, or
  * UINT64_MAX if unknown. */
 static uint64_t fs_free(instate_env *e)
 {
-	struct statvfs sv;
-	int fd;
+	mdb_filehandle_t fd;
 
-	if (!e->env || mdb_env_get_fd(e->env, &fd) != 0 || fstatvfs(fd, &sv) != 0)
+	if (!e->env || mdb_env_get_fd(e->env, &fd) != 0)
 		return UINT64_MAX;
-	return (uint64_t)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+	return instate__os_free_bytes(fd);
 }
 
 int instate__write_err(instate_env *e, int rc)
@@ -141,7 +133,7 @@ int instate__grow(instate_env *e, uint64_t need)
 	uint64_t cur, size;
 	int rc = 0;
 
-	pthread_rwlock_wrlock(&e->maplock);
+	instate__os_rwlock_wrlock(&e->maplock);
 	if (!e->env) {
 		rc = EIO;
 		goto done;
@@ -161,7 +153,7 @@ int instate__grow(instate_env *e, uint64_t need)
 	rc = instate__mdb_err(mdb_env_set_mapsize(e->env, (size_t)size));
 	e->mapgen++;
 done:
-	pthread_rwlock_unlock(&e->maplock);
+	instate__os_rwlock_wrunlock(&e->maplock);
 	return rc;
 }
 
@@ -169,10 +161,10 @@ int instate__adopt(instate_env *e)
 {
 	int rc;
 
-	pthread_rwlock_wrlock(&e->maplock);
+	instate__os_rwlock_wrlock(&e->maplock);
 	rc = e->env ? mdb_env_set_mapsize(e->env, 0) : EIO;
 	e->mapgen++;
-	pthread_rwlock_unlock(&e->maplock);
+	instate__os_rwlock_wrunlock(&e->maplock);
 	return instate__mdb_err(rc);
 }
 
@@ -200,7 +192,7 @@ static int rtxn_begin(instate_env *e, MDB_txn **mt)
 		if (rc != MDB_MAP_RESIZED && rc != MDB_PANIC)
 			return instate__mdb_err(rc);
 		panic = rc == MDB_PANIC;
-		pthread_rwlock_unlock(&e->maplock);
+		instate__os_rwlock_rdunlock(&e->maplock);
 		rc = instate__slot_acquire(e);
 		if (rc == 0) {
 			rc = panic ? instate__recover(e) : instate__adopt(e);
@@ -208,7 +200,7 @@ static int rtxn_begin(instate_env *e, MDB_txn **mt)
 		} else if (panic) {
 			rc = EIO; /* this thread's write txn is live: no reopen now */
 		}
-		pthread_rwlock_rdlock(&e->maplock);
+		instate__os_rwlock_rdlock(&e->maplock);
 		if (rc)
 			return rc;
 	}
@@ -371,18 +363,17 @@ static void env_free(instate_env *e)
 
 	if (e->env)
 		mdb_env_close(e->env);
-	if (e->dirfd >= 0)
-		close(e->dirfd);
+	instate__os_dir_close(&e->dir);
 	free(e->lmdbpath);
 	for (i = 0; i < e->nns; i++) {
 		free(e->ns[i]->name);
 		free(e->ns[i]);
 	}
 	free(e->ns);
-	pthread_mutex_destroy(&e->mu);
-	pthread_mutex_destroy(&e->wmu);
-	pthread_cond_destroy(&e->wcv);
-	pthread_rwlock_destroy(&e->maplock);
+	instate__os_mutex_destroy(&e->mu);
+	instate__os_mutex_destroy(&e->wmu);
+	instate__os_cond_destroy(&e->wcv);
+	instate__os_rwlock_destroy(&e->maplock);
 	free(e);
 }
 
@@ -459,30 +450,31 @@ fail:
 
 /* Bytes of LMDB 0.9's lock file for n reader slots: two 64-byte header
  * lines (txn info, writer mutex) and one 64-byte line per slot. */
-#define LOCK_FILE_SIZE(n) (128 + (off_t)(n) * 64)
+#define LOCK_FILE_SIZE(n) (128 + (uint64_t)(n) * 64)
 
 /*
  * A store file or directory another user could have planted or could
  * change: a symlink, owned by someone else than the effective user (or
  * root), or writable by group or others beyond what file_mode grants. A
  * regular file with a second name may be a hard link planted to another
- * file (of root's, say) in a directory others can write.
+ * file (of root's, say) in a directory others can write. (Windows has no
+ * owners or modes in instate_os_stat: the symlink and link tests remain.)
  */
-static int check_owner(const struct stat *st, unsigned file_mode)
+static int check_owner(const instate_os_stat *st, unsigned file_mode)
 {
-	if (S_ISLNK(st->st_mode) || (S_ISREG(st->st_mode) && st->st_nlink > 1))
+	if (st->type == INSTATE_OS_LNK || (st->type == INSTATE_OS_REG && st->nlink > 1))
 		return INSTATE_ACCESS;
-	if (st->st_uid != geteuid() && st->st_uid != 0)
+	if (st->owner == INSTATE_OS_OWNER_OTHER)
 		return INSTATE_ACCESS;
-	if (st->st_mode & 022 & ~(mode_t)file_mode)
+	if (st->mode & 022 & ~file_mode)
 		return INSTATE_ACCESS;
 	return 0;
 }
 
-/* open(2)'s errno, with a refused symlink (O_NOFOLLOW) told apart. */
-static int open_err(void)
+/* An open's errno, with a refused symlink (O_NOFOLLOW) told apart. */
+static int open_err(int rc)
 {
-	return errno == ELOOP ? INSTATE_ACCESS : errno;
+	return rc == ELOOP ? INSTATE_ACCESS : rc;
 }
 
 /*
@@ -497,121 +489,99 @@ static int open_err(void)
  * the file open (closing our descriptor drops the process's fcntl locks).
  * Sets *st (zeroed when a read-only filesystem leaves LMDB without one).
  */
-static int lock_file_prepare(int dirfd, const char *name, const instate_options *o,
-                             struct stat *st)
+static int lock_file_prepare(const instate_os_dir *dir, const char *name,
+                             const instate_options *o, instate_os_stat *st)
 {
-	struct flock fl;
-	off_t size;
-	int fd, rc = 0, excl;
+	instate_os_fd fd;
+	uint64_t size;
+	int rc, excl;
 
 	memset(st, 0, sizeof *st);
-	fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, (mode_t)o->file_mode);
-	if (fd < 0)
-		return errno == EROFS && o->readonly ? 0 : open_err();
-	if (fstat(fd, st) != 0) {
-		rc = errno;
+	rc = instate__os_openat(dir, name,
+	                        INSTATE_OS_O_RDWR | INSTATE_OS_O_CREATE | INSTATE_OS_O_NOFOLLOW,
+	                        o->file_mode, &fd);
+	if (rc)
+		return rc == EROFS && o->readonly ? 0 : open_err(rc);
+	if ((rc = instate__os_fstat(fd, st)))
 		goto done;
-	}
-	if (!S_ISREG(st->st_mode)) {
+	if (st->type != INSTATE_OS_REG) {
 		rc = INSTATE_ACCESS;
 		goto done;
 	}
 	if ((rc = check_owner(st, o->file_mode)))
 		goto done;
-	size = st->st_size;
-	memset(&fl, 0, sizeof fl);
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_len = 1;
+	size = st->size;
 	/* Ask, never take: a write lock held here even for a moment would make
 	 * a process opening the store at the same time take LMDB's shared
 	 * path and read a lock file nobody initialised (MDB_INVALID). */
-	excl = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type == F_UNLCK;
+	excl = instate__os_unlocked_byte0(fd);
 	if (excl && size < LOCK_FILE_SIZE(o->max_readers))
 		size = LOCK_FILE_SIZE(o->max_readers);
-	if (size > 0 && (off_t)st->st_blocks * 512 < size) {
-		/* Alone, glibc's emulation (writing a zero per block) is fine;
-		 * with other processes using the slots only the real call is. */
-		if (excl)
-			rc = posix_fallocate(fd, 0, size);
-#ifdef __linux__
-		else
-			rc = fallocate(fd, 0, 0, size) == 0 ? 0 : errno;
-#endif
-	}
-	if (rc == EOPNOTSUPP || rc == EINVAL || rc == ENOSYS)
-		rc = 0; /* no way to preallocate here: as LMDB alone */
+	if (size > 0 && st->allocated < size)
+		rc = instate__os_preallocate(fd, size, excl);
 done:
-	close(fd);
+	instate__os_close(fd);
 	return rc;
 }
 
 /*
  * Open the store's directory (the store itself, or with single_file the
- * data file's parent) and check the data file. Sets *dirfd, the two file
+ * data file's parent) and check the data file. Sets *dir, the two file
  * names, and *dst, the data file (created unless read-only). A symlink or
  * a file of another user is INSTATE_ACCESS; in single_file mode, a parent
  * directory writable by others is refused unless it is sticky (/tmp).
  */
-static int store_files(const char *path, const instate_options *o, int *dirfd,
-                       char **dataname, char **lockname, struct stat *dst)
+static int store_files(const char *path, const instate_options *o, instate_os_dir *dir,
+                       char **dataname, char **lockname, instate_os_stat *dst)
 {
-	struct stat st;
+	instate_os_stat st;
+	instate_os_dir d;
+	instate_os_fd fd;
 	const char *base;
 	char *parent = NULL;
 	size_t blen;
-	int dfd = -1, fd, rc;
+	int rc;
 
 	*dataname = *lockname = NULL;
+	instate__os_dir_none(&d);
 	if (!o->single_file) {
-		if (!o->readonly && mkdir(path, 0700) != 0 && errno != EEXIST)
-			return errno;
-		dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd < 0) {
+		if (!o->readonly && (rc = instate__os_mkdir(path, 0700)) != 0 && rc != EEXIST)
+			return rc;
+		rc = instate__os_dir_open(path, INSTATE_OS_O_NOFOLLOW, &d);
+		if (rc) {
 			/* O_DIRECTORY reports a symlink as ENOTDIR */
-			rc = errno;
-			if ((rc == ENOTDIR || rc == ELOOP) && lstat(path, &st) == 0 &&
-			    S_ISLNK(st.st_mode))
+			if ((rc == ENOTDIR || rc == ELOOP) && instate__os_lstat(path, &st) == 0 &&
+			    st.type == INSTATE_OS_LNK)
 				rc = INSTATE_ACCESS;
 			return rc;
 		}
-		if (fstat(dfd, &st) != 0) {
-			rc = errno;
+		if ((rc = instate__os_dir_stat(&d, &st)))
 			goto fail;
-		}
 		if ((rc = check_owner(&st, o->file_mode)))
 			goto fail;
 		*dataname = strdup("data.mdb");
 		*lockname = strdup("lock.mdb");
 	} else {
-		base = strrchr(path, '/');
-		if (base) {
-			size_t n = base == path ? 1 : (size_t)(base - path);
+		base = instate__os_path_base(path);
+		if (base != path) {
+			size_t n = base - 1 == path ? 1 : (size_t)(base - 1 - path);
 			if (!(parent = malloc(n + 1))) {
 				rc = ENOMEM;
 				goto fail;
 			}
 			memcpy(parent, path, n);
 			parent[n] = '\0';
-			base++;
-		} else {
-			base = path;
 		}
 		if (!*base) {
 			rc = EISDIR;
 			goto fail;
 		}
-		dfd = open(parent ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0) {
-			rc = errno;
+		if ((rc = instate__os_dir_open(parent ? parent : ".", 0, &d)))
 			goto fail;
-		}
-		if (fstat(dfd, &st) != 0) {
-			rc = errno;
+		if ((rc = instate__os_dir_stat(&d, &st)))
 			goto fail;
-		}
 		/* Others who may rename entries here could swap our files. */
-		if ((st.st_mode & 022 & ~(mode_t)o->file_mode) && !(st.st_mode & S_ISVTX)) {
+		if ((st.mode & 022 & ~o->file_mode) && !(st.mode & INSTATE_OS_S_ISVTX)) {
 			rc = INSTATE_ACCESS;
 			goto fail;
 		}
@@ -624,40 +594,38 @@ static int store_files(const char *path, const instate_options *o, int *dirfd,
 		rc = ENOMEM;
 		goto fail;
 	}
-	if (fstatat(dfd, *dataname, dst, AT_SYMLINK_NOFOLLOW) != 0) {
-		if (errno != ENOENT || o->readonly) {
-			rc = errno;
+	if ((rc = instate__os_statat(&d, *dataname, dst)) != 0) {
+		if (rc != ENOENT || o->readonly)
 			goto fail;
-		}
-		/* Create it so that it has an inode to key the registry with
+		/* Create it so that it has an identity to key the registry with
 		 * before LMDB opens it (LMDB initialises empty files). */
-		fd = openat(dfd, *dataname, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-		            (mode_t)o->file_mode);
-		if (fd < 0) {
-			rc = open_err();
+		rc = instate__os_openat(&d, *dataname,
+		                        INSTATE_OS_O_RDWR | INSTATE_OS_O_CREATE | INSTATE_OS_O_NOFOLLOW,
+		                        o->file_mode, &fd);
+		if (rc) {
+			rc = open_err(rc);
 			goto fail;
 		}
-		rc = fstat(fd, dst) != 0 ? errno : 0;
-		close(fd);
+		rc = instate__os_fstat(fd, dst);
+		instate__os_close(fd);
 		if (rc)
 			goto fail;
 	}
-	if (S_ISDIR(dst->st_mode)) {
+	if (dst->type == INSTATE_OS_DIR) {
 		rc = EISDIR;
 		goto fail;
 	}
 	if ((rc = check_owner(dst, o->file_mode)))
 		goto fail;
-	if (!S_ISREG(dst->st_mode)) {
+	if (dst->type != INSTATE_OS_REG) {
 		rc = INSTATE_ACCESS;
 		goto fail;
 	}
 	free(parent);
-	*dirfd = dfd;
+	*dir = d;
 	return 0;
 fail:
-	if (dfd >= 0)
-		close(dfd);
+	instate__os_dir_close(&d);
 	free(parent);
 	free(*dataname);
 	free(*lockname);
@@ -716,9 +684,9 @@ static int env_load(instate_env *e, int maplocked)
 	for (tries = 0;; tries++) {
 		rc = env_init_meta(e);
 		if (rc == 0) {
-			pthread_mutex_lock(&e->mu);
+			instate__os_mutex_lock(&e->mu);
 			rc = instate__mdb_err(instate__refresh(e));
-			pthread_mutex_unlock(&e->mu);
+			instate__os_mutex_unlock(&e->mu);
 		}
 		if (tries == 16)
 			return rc;
@@ -743,19 +711,19 @@ int instate__recover(instate_env *e)
 	size_t i;
 	int rc;
 
-	pthread_rwlock_wrlock(&e->maplock);
+	instate__os_rwlock_wrlock(&e->maplock);
 	if (e->env) {
 		rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &mt);
 		if (rc == 0)
 			mdb_txn_abort(mt);
 		if (rc != MDB_PANIC) {
-			pthread_rwlock_unlock(&e->maplock);
+			instate__os_rwlock_wrunlock(&e->maplock);
 			return 0; /* reopened by another thread meanwhile */
 		}
 	}
 	/* Their snapshots live in this environment's map and reader slots. */
 	if (__atomic_load_n(&e->nreaders, __ATOMIC_ACQUIRE) != 0) {
-		pthread_rwlock_unlock(&e->maplock);
+		instate__os_rwlock_wrunlock(&e->maplock);
 		return EIO;
 	}
 	if (e->env) {
@@ -765,13 +733,13 @@ int instate__recover(instate_env *e)
 		e->env = NULL;
 	}
 	/* Every LMDB handle died with the old environment. */
-	pthread_mutex_lock(&e->mu);
+	instate__os_mutex_lock(&e->mu);
 	for (i = 0; i < e->nns; i++) {
 		__atomic_store_n(&e->ns[i]->dbi_state, NS_DBI_NONE, __ATOMIC_RELEASE);
 		e->ns[i]->checked = 0;
 	}
 	e->ns_seen = 0;
-	pthread_mutex_unlock(&e->mu);
+	instate__os_mutex_unlock(&e->mu);
 	e->mapgen++;
 	rc = instate__mdb_err(env_lmdb_open(e, map ? map : DEFAULT_MAP_SIZE));
 	if (rc == 0)
@@ -780,7 +748,7 @@ int instate__recover(instate_env *e)
 		mdb_env_close(e->env);
 		e->env = NULL; /* every call reports EIO and tries again */
 	}
-	pthread_rwlock_unlock(&e->maplock);
+	instate__os_rwlock_wrunlock(&e->maplock);
 	return rc;
 }
 
@@ -810,18 +778,18 @@ static int env_stricter_sync(instate_env *e, instate_sync sync)
 	return instate__mdb_err(rc);
 }
 
-/* Open a new environment; it owns dirfd on success only. */
-static int env_open(const instate_options *o, int dirfd, const char *dataname,
-                    const char *lockname, const struct stat *dst, instate_env **out)
+/* Open a new environment; it owns *dir on success only. path: the store's
+ * path as given. */
+static int env_open(const char *path, const instate_options *o, const instate_os_dir *dir,
+                    const char *dataname, const char *lockname, const instate_os_stat *dst,
+                    instate_env **out)
 {
 	instate_env *e;
-	pthread_rwlockattr_t ra;
 	MDB_stat ms;
 	MDB_envinfo info;
-	struct stat lst, pst, dst2;
-	char proc[64];
+	instate_os_stat lst;
 	int rc, maj, min, pat;
-	long pg = sysconf(_SC_PAGESIZE);
+	uint64_t pg = instate__os_page_size();
 	uint64_t map = o->map_size;
 
 	/* The build pinned LMDB 0.9 (instate_store_int.h); so must the library
@@ -829,25 +797,21 @@ static int env_open(const instate_options *o, int dirfd, const char *dataname,
 	mdb_version(&maj, &min, &pat);
 	if (maj != 0 || min != 9)
 		return INSTATE_VERSION;
-	rc = lock_file_prepare(dirfd, lockname, o, &lst);
+	rc = lock_file_prepare(dir, lockname, o, &lst);
 	if (rc)
 		return rc;
 	e = calloc(1, sizeof *e);
 	if (!e)
 		return ENOMEM;
-	e->dirfd = -1;
-	pthread_mutex_init(&e->mu, NULL);
-	pthread_mutex_init(&e->wmu, NULL);
-	pthread_cond_init(&e->wcv, NULL);
-	pthread_rwlockattr_init(&ra);
-	/* Growth must not starve behind a stream of readers. */
-	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	pthread_rwlock_init(&e->maplock, &ra);
-	pthread_rwlockattr_destroy(&ra);
-	e->dev = dst->st_dev;
-	e->ino = dst->st_ino;
-	e->ldev = lst.st_dev;
-	e->lino = lst.st_ino;
+	instate__os_dir_none(&e->dir);
+	instate__os_mutex_init(&e->mu);
+	instate__os_mutex_init(&e->wmu);
+	instate__os_cond_init(&e->wcv);
+	/* Growth must not starve behind a stream of readers: the map lock
+	 * prefers writers (instate_os.h). */
+	instate__os_rwlock_init(&e->maplock);
+	e->id = dst->id;
+	e->lid = lst.id;
 	e->readonly = o->readonly;
 	e->sync = o->sync;
 	e->max_namespaces = o->max_namespaces;
@@ -858,28 +822,15 @@ static int env_open(const instate_options *o, int dirfd, const char *dataname,
 	e->max_dbs = o->max_namespaces + 2;
 
 	/* LMDB opens the files by name: through our directory descriptor, so
-	 * the directory checked is the one opened whatever its parents do. */
-	snprintf(proc, sizeof proc, "/proc/self/fd/%d", dirfd);
-	if (stat(proc, &pst) != 0 || fstat(dirfd, &dst2) != 0 || pst.st_ino != dst2.st_ino ||
-	    pst.st_dev != dst2.st_dev)
-		proc[0] = '\0'; /* no /proc: the names as given (see DESIGN.md) */
-	e->dirfd = dirfd;
-	if (o->single_file) {
-		size_t n = strlen(proc) + strlen(dataname) + 2;
-		if ((e->lmdbpath = malloc(n)))
-			snprintf(e->lmdbpath, n, "%s%s%s", proc, proc[0] ? "/" : "", dataname);
-	} else {
-		e->lmdbpath = strdup(proc);
-	}
-	if (!e->lmdbpath) {
-		rc = ENOMEM;
+	 * the directory checked is the one opened whatever its parents do
+	 * (the path as given where there is no /proc, see DESIGN.md). */
+	e->dir = *dir;
+	rc = instate__os_dir_lmdb_path(dir, o->single_file ? dataname : NULL, path, &e->lmdbpath);
+	if (rc)
 		goto fail;
-	}
 
-	if (pg <= 0)
-		pg = 4096;
-	if (map % (uint64_t)pg)
-		map += (uint64_t)pg - map % (uint64_t)pg;
+	if (map % pg)
+		map += pg - map % pg;
 	e->flags = MDB_NOTLS;
 	if (o->single_file)
 		e->flags |= MDB_NOSUBDIR;
@@ -905,7 +856,7 @@ static int env_open(const instate_options *o, int dirfd, const char *dataname,
 	*out = e;
 	return 0;
 fail:
-	e->dirfd = -1; /* the caller's on failure */
+	instate__os_dir_none(&e->dir); /* the caller's on failure */
 	env_free(e);
 	return rc;
 }
@@ -928,14 +879,16 @@ int instate_store_open(const char *path, const instate_options *opts, instate_st
 	instate_options o;
 	instate_store *s = NULL;
 	instate_env *e;
-	struct stat dst, lst;
+	instate_os_stat dst, lst;
+	instate_os_dir dir;
 	char *dataname = NULL, *lockname = NULL;
-	int rc, dirfd = -1;
+	int rc;
 
 	if (out)
 		*out = NULL;
 	if (!path || !*path || !out)
 		return INSTATE_INVALID;
+	instate__os_dir_none(&dir);
 	if (opts)
 		o = *opts;
 	else
@@ -959,22 +912,23 @@ int instate_store_open(const char *path, const instate_options *opts, instate_st
 		goto fail;
 	}
 	s->readonly = o.readonly;
-	rc = store_files(path, &o, &dirfd, &dataname, &lockname, &dst);
+	rc = store_files(path, &o, &dir, &dataname, &lockname, &dst);
 	if (rc)
 		goto fail;
 
-	pthread_mutex_lock(&registry_mu);
+	instate__os_mutex_lock(&registry_mu);
 	/* An lstat does not open the lock file: closing a descriptor of it
 	 * would drop the fcntl locks a live environment holds on it. */
-	if (fstatat(dirfd, lockname, &lst, AT_SYMLINK_NOFOLLOW) != 0) {
+	if (instate__os_statat(&dir, lockname, &lst) != 0) {
 		memset(&lst, 0, sizeof lst);
-	} else if ((rc = S_ISREG(lst.st_mode) ? check_owner(&lst, o.file_mode) : INSTATE_ACCESS)) {
-		pthread_mutex_unlock(&registry_mu);
+	} else if ((rc = lst.type == INSTATE_OS_REG ? check_owner(&lst, o.file_mode)
+	                                            : INSTATE_ACCESS)) {
+		instate__os_mutex_unlock(&registry_mu);
 		goto fail;
 	}
 	for (e = registry; e; e = e->next)
-		if ((e->dev == dst.st_dev && e->ino == dst.st_ino) ||
-		    (lst.st_ino && e->ldev == lst.st_dev && e->lino == lst.st_ino))
+		if (instate__os_id_equal(e->id, dst.id) ||
+		    (lst.id.ino && instate__os_id_equal(e->lid, lst.id)))
 			break;
 	if (e) {
 		/* One LMDB environment per lock file and per data file: a data
@@ -982,34 +936,32 @@ int instate_store_open(const char *path, const instate_options *opts, instate_st
 		 * file) would give two on one file. Durability and access must
 		 * be what this caller asked for; the sizes and limits of the
 		 * first open hold for all. */
-		if (e->dev != dst.st_dev || e->ino != dst.st_ino || e->ldev != lst.st_dev ||
-		    e->lino != lst.st_ino || e->readonly != o.readonly)
+		if (!instate__os_id_equal(e->id, dst.id) || !instate__os_id_equal(e->lid, lst.id) ||
+		    e->readonly != o.readonly)
 			rc = INSTATE_CONFLICT;
 		else if ((int)o.sync < e->sync)
 			rc = env_stricter_sync(e, o.sync);
 		if (rc == 0)
 			e->refs++;
 	} else {
-		rc = env_open(&o, dirfd, dataname, lockname, &dst, &e);
+		rc = env_open(path, &o, &dir, dataname, lockname, &dst, &e);
 		if (rc == 0) {
-			dirfd = -1; /* the environment's now */
+			instate__os_dir_none(&dir); /* the environment's now */
 			e->next = registry;
 			registry = e;
 		}
 	}
-	pthread_mutex_unlock(&registry_mu);
+	instate__os_mutex_unlock(&registry_mu);
 	if (rc)
 		goto fail;
-	if (dirfd >= 0)
-		close(dirfd);
+	instate__os_dir_close(&dir);
 	free(dataname);
 	free(lockname);
 	s->env = e;
 	*out = s;
 	return 0;
 fail:
-	if (dirfd >= 0)
-		close(dirfd);
+	instate__os_dir_close(&dir);
 	free(dataname);
 	free(lockname);
 	if (s)
@@ -1025,7 +977,7 @@ void instate_store_close(instate_store *s)
 	if (!s)
 		return;
 	e = s->env;
-	pthread_mutex_lock(&registry_mu);
+	instate__os_mutex_lock(&registry_mu);
 	if (--e->refs == 0) {
 		for (pp = &registry; *pp; pp = &(*pp)->next)
 			if (*pp == e) {
@@ -1034,7 +986,7 @@ void instate_store_close(instate_store *s)
 			}
 		env_free(e);
 	}
-	pthread_mutex_unlock(&registry_mu);
+	instate__os_mutex_unlock(&registry_mu);
 	free(s->path);
 	free(s);
 }
@@ -1059,13 +1011,13 @@ int instate_store_revision(instate_store *s, uint64_t *out)
 	int rc;
 
 	*out = 0;
-	pthread_rwlock_rdlock(&e->maplock);
+	instate__os_rwlock_rdlock(&e->maplock);
 	rc = rtxn_begin(e, &mt);
 	if (rc == 0) {
 		rc = read_revision(e, mt, out);
 		mdb_txn_abort(mt);
 	}
-	pthread_rwlock_unlock(&e->maplock);
+	instate__os_rwlock_rdunlock(&e->maplock);
 	return rc;
 }
 
@@ -1077,9 +1029,9 @@ uint64_t instate_store_last_commit(instate_store *s)
 
 	/* Reads the newest meta page: no transaction, no reader slot. The map
 	 * lock keeps a reopen (instate__recover) away. */
-	pthread_rwlock_rdlock(&e->maplock);
+	instate__os_rwlock_rdlock(&e->maplock);
 	rc = e->env ? mdb_env_info(e->env, &info) : EIO;
-	pthread_rwlock_unlock(&e->maplock);
+	instate__os_rwlock_rdunlock(&e->maplock);
 	return rc ? 0 : (uint64_t)info.me_last_txnid;
 }
 
@@ -1104,7 +1056,7 @@ int instate_store_stats(instate_store *s, instate_stats *out)
 
 	memset(out, 0, sizeof *out);
 	memset(&info, 0, sizeof info);
-	pthread_rwlock_rdlock(&e->maplock);
+	instate__os_rwlock_rdlock(&e->maplock);
 	rc = rtxn_begin(e, &mt);
 	if (rc == 0) {
 		mdb_env_info(e->env, &info);
@@ -1118,7 +1070,7 @@ int instate_store_stats(instate_store *s, instate_stats *out)
 		mdb_txn_abort(mt);
 		mdb_reader_list(e->env, count_reader, &lines);
 	}
-	pthread_rwlock_unlock(&e->maplock);
+	instate__os_rwlock_rdunlock(&e->maplock);
 	out->readers = lines ? lines - 1 : 0;
 	out->max_size = e->max_size;
 	out->page_size = e->page_size;
@@ -1175,13 +1127,13 @@ int instate_ns_get(instate_store *s, const char *name, size_t len,
 	k.mv_data = key;
 	k.mv_size = instate__meta_ns_key(key, name, len);
 
-	pthread_rwlock_rdlock(&e->maplock);
+	instate__os_rwlock_rdlock(&e->maplock);
 	rc = rtxn_begin(e, &mt);
 	if (rc) {
-		pthread_rwlock_unlock(&e->maplock);
+		instate__os_rwlock_rdunlock(&e->maplock);
 		return rc;
 	}
-	pthread_mutex_lock(&e->mu);
+	instate__os_mutex_lock(&e->mu);
 	rc = instate__ns_lookup(e, name, len, &ns);
 	if (rc)
 		goto done;
@@ -1217,8 +1169,8 @@ done:
 	} else {
 		mdb_txn_abort(mt);
 	}
-	pthread_mutex_unlock(&e->mu);
-	pthread_rwlock_unlock(&e->maplock);
+	instate__os_mutex_unlock(&e->mu);
+	instate__os_rwlock_rdunlock(&e->maplock);
 	if (rc == 0)
 		*out = ns;
 	return rc;

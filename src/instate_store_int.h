@@ -10,8 +10,9 @@
 
 #include "instate.h"
 
+#include "instate_os.h"
+
 #include <lmdb.h>
-#include <pthread.h>
 
 /* Map growth remaps under live read transactions of this process, which
  * lmdb.h does not promise: LMDB 0.9 reads every page through env->me_map
@@ -21,7 +22,6 @@
 #error "instate's map growth relies on LMDB 0.9 (see docs/DESIGN.md, Map growth)"
 #endif
 #include <stdint.h>
-#include <sys/types.h>
 
 /* ---- __meta keys and record headers (docs/FORMAT.md section 2) --------
  * Everything that knows the bytes of __meta and of a record header lives in
@@ -171,18 +171,16 @@ struct instate_ns {
 
 typedef struct instate_env {
 	struct instate_env *next; /* registry list */
-	dev_t dev;                /* the data file; the registry key with ldev/lino */
-	ino_t ino;
-	dev_t ldev;               /* the lock file (0/0: none, read-only filesystem) */
-	ino_t lino;
+	instate_os_id id;         /* the data file; the registry key with lid */
+	instate_os_id lid;        /* the lock file (0/0: none, read-only filesystem) */
 	int refs;                 /* store handles; under the registry mutex */
 	MDB_env *env;             /* NULL after a failed reopen (see instate__recover) */
 	int readonly;
 	int sync;                 /* instate_sync of the first open */
 
 	/* What reopening the environment needs (instate__recover). */
-	int dirfd;                /* the directory holding the files, kept open */
-	char *lmdbpath;           /* the path given to mdb_env_open, through dirfd */
+	instate_os_dir dir;       /* the directory holding the files, kept open */
+	char *lmdbpath;           /* the path given to mdb_env_open, through dir */
 	unsigned flags, file_mode, max_readers, max_dbs;
 	int nreaders;             /* live top-level read txns; atomic */
 	uint64_t max_size;
@@ -192,22 +190,22 @@ typedef struct instate_env {
 	uint32_t format;          /* store format read at open (1: not upgraded, read-only) */
 
 	/* env mutex: the namespace table, every mdb_dbi_open, wtxn_live */
-	pthread_mutex_t mu;
+	instate_os_mutex mu;
 	instate_ns **ns;
 	size_t nns, capns;
 	int wtxn_live;          /* an LMDB write txn is open in this process */
 	uint32_t ns_seen;       /* __meta nsid the namespace cache reflects */
 
 	/* the in-process writer slot */
-	pthread_mutex_t wmu;
-	pthread_cond_t wcv;
+	instate_os_mutex wmu;
+	instate_os_cond wcv;
 	int wbusy;
-	pthread_t wowner;
+	instate_os_thread wowner;
 	uint64_t wserial;       /* top-level write transactions begun */
 
 	/* map lock: shared around every call touching the map, exclusive to
 	 * remap it; mapgen counts remaps (changed under the exclusive lock) */
-	pthread_rwlock_t maplock;
+	instate_os_rwlock maplock;
 	uint64_t mapgen;
 } instate_env;
 
@@ -278,12 +276,11 @@ int instate__ns_lookup(instate_env *e, const char *name, size_t len, instate_ns 
 
 /* ---- for the dump layer (instate_dump.c) ------------------------------ */
 
-/* Device and inode of the data file the store has open (the registry key):
+/* The identity of the data file the store has open (the registry key):
  * load and dump refuse the store's own files. */
-static inline void instate__store_data_id(const instate_store *s, dev_t *dev, ino_t *ino)
+static inline instate_os_id instate__store_data_id(const instate_store *s)
 {
-	*dev = s->env->dev;
-	*ino = s->env->ino;
+	return s->env->id;
 }
 
 #endif /* INSTATE_STORE_INT_H */

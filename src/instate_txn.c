@@ -12,7 +12,6 @@
 #include "instate_store_int.h"
 
 #include <errno.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,8 +51,8 @@ struct instate_cursor {
 	unsigned char key[INSTATE_KEY_MAX]; /* last key returned */
 };
 
-#define RDLOCK(e) pthread_rwlock_rdlock(&(e)->maplock)
-#define UNLOCK(e) pthread_rwlock_unlock(&(e)->maplock)
+#define RDLOCK(e) instate__os_rwlock_rdlock(&(e)->maplock)
+#define UNLOCK(e) instate__os_rwlock_rdunlock(&(e)->maplock)
 
 /* ===================================================================== */
 /* Record headers                                                         */
@@ -141,14 +140,14 @@ static void undo_created(instate_txn *t)
 
 	if (!t->nmade)
 		return;
-	pthread_mutex_lock(&t->e->mu);
+	instate__os_mutex_lock(&t->e->mu);
 	for (i = 0; i < t->nmade; i++) {
 		instate_ns *ns = t->made[i].ns;
 		ns->checked = 0;
 		if (t->made[i].opened)
 			__atomic_store_n(&ns->dbi_state, NS_DBI_NONE, __ATOMIC_RELEASE);
 	}
-	pthread_mutex_unlock(&t->e->mu);
+	instate__os_mutex_unlock(&t->e->mu);
 	t->nmade = 0;
 }
 
@@ -169,9 +168,9 @@ static void mark_ended(instate_txn *t, int err)
 /* After LMDB ended the top-level write txn: let other txns open dbis again. */
 static void write_done(instate_env *e)
 {
-	pthread_mutex_lock(&e->mu);
+	instate__os_mutex_lock(&e->mu);
 	e->wtxn_live = 0;
-	pthread_mutex_unlock(&e->mu);
+	instate__os_mutex_unlock(&e->mu);
 }
 
 /*
@@ -274,7 +273,7 @@ static int begin_read(instate_txn *t)
 			if (rc) {
 				mdb_txn_abort(t->mt);
 			} else {
-				pthread_mutex_lock(&e->mu);
+				instate__os_mutex_lock(&e->mu);
 				if (nsid > seen0 && (e->wtxn_live || nsid <= e->ns_seen) &&
 				    waits < 10000) {
 					/* A write txn of this process that created a
@@ -286,16 +285,16 @@ static int begin_read(instate_txn *t)
 					 * Begin again once the commit is published; a
 					 * write txn that merely stays open is waited for
 					 * only briefly (the old behaviour then). */
-					pthread_mutex_unlock(&e->mu);
+					instate__os_mutex_unlock(&e->mu);
 					mdb_txn_abort(t->mt);
 					t->mt = NULL;
 					UNLOCK(e);
 					waits++;
-					sched_yield();
+					instate__os_yield();
 					continue;
 				}
 				if (nsid <= seen0 || e->wtxn_live) {
-					pthread_mutex_unlock(&e->mu);
+					instate__os_mutex_unlock(&e->mu);
 					/* counted before the map lock goes: a reopen
 					 * waits for every live snapshot */
 					__atomic_add_fetch(&e->nreaders, 1, __ATOMIC_ACQ_REL);
@@ -307,7 +306,7 @@ static int begin_read(instate_txn *t)
 				 * handles, then begin again so this txn can use them. */
 				mdb_txn_abort(t->mt);
 				rc = instate__refresh(e);
-				pthread_mutex_unlock(&e->mu);
+				instate__os_mutex_unlock(&e->mu);
 			}
 		}
 		t->mt = NULL;
@@ -350,9 +349,9 @@ static int begin_write(instate_txn *t)
 	 * holds, and taking it around LMDB's writer mutex would order the two
 	 * locks both ways. */
 	for (;;) {
-		pthread_mutex_lock(&e->mu);
+		instate__os_mutex_lock(&e->mu);
 		e->wtxn_live = 1;
-		pthread_mutex_unlock(&e->mu);
+		instate__os_mutex_unlock(&e->mu);
 		rc = mdb_txn_begin(e->env, NULL, 0, &t->mt);
 		if (rc == 0) {
 			rc = instate__meta_get(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
@@ -364,11 +363,11 @@ static int begin_write(instate_txn *t)
 			mdb_txn_abort(t->mt);
 		}
 		t->mt = NULL;
-		pthread_mutex_lock(&e->mu);
+		instate__os_mutex_lock(&e->mu);
 		e->wtxn_live = 0;
 		if (rc == 0)
 			rc = instate__refresh(e);
-		pthread_mutex_unlock(&e->mu);
+		instate__os_mutex_unlock(&e->mu);
 		if (rc == MDB_MAP_RESIZED)
 			rc = instate__adopt(e);
 		else if (rc == MDB_PANIC)
@@ -496,7 +495,7 @@ static int commit_top(instate_txn *t)
 	UNLOCK(e);
 	t->mt = NULL;
 	if (rc == 0) {
-		pthread_mutex_lock(&e->mu);
+		instate__os_mutex_lock(&e->mu);
 		for (i = 0; i < t->nmade; i++)
 			if (t->made[i].opened)
 				__atomic_store_n(&t->made[i].ns->dbi_state, NS_DBI_OPEN,
@@ -504,7 +503,7 @@ static int commit_top(instate_txn *t)
 		if (t->nsid > e->ns_seen)
 			__atomic_store_n(&e->ns_seen, t->nsid, __ATOMIC_RELEASE);
 		e->wtxn_live = 0;
-		pthread_mutex_unlock(&e->mu);
+		instate__os_mutex_unlock(&e->mu);
 		t->nmade = 0;
 		instate__slot_release(e);
 	} else if (rc == MDB_MAP_FULL) {
@@ -652,7 +651,7 @@ static int ns_prepare(instate_txn *t, instate_ns *ns, MDB_dbi *dbi)
 	}
 	if (st == NS_DBI_NONE) {
 		/* Recorded first, so that an abort always forgets the handle. */
-		pthread_mutex_lock(&e->mu);
+		instate__os_mutex_lock(&e->mu);
 		rc = made_push(t, ns, 1);
 		if (rc == 0) {
 			rc = mdb_dbi_open(t->mt, ns->name, MDB_CREATE, &ns->dbi);
@@ -661,7 +660,7 @@ static int ns_prepare(instate_txn *t, instate_ns *ns, MDB_dbi *dbi)
 			else
 				__atomic_store_n(&ns->dbi_state, NS_DBI_PENDING, __ATOMIC_RELEASE);
 		}
-		pthread_mutex_unlock(&e->mu);
+		instate__os_mutex_unlock(&e->mu);
 		if (rc)
 			return rc;
 	}
@@ -1005,9 +1004,9 @@ int instate_purge(instate_txn *t, uint64_t *removed)
 	     rc = instate__meta_ns_next(mc, &ent)) {
 		if (ent.badname)
 			continue;
-		pthread_mutex_lock(&e->mu);
+		instate__os_mutex_lock(&e->mu);
 		rc = instate__ns_lookup(e, ent.name, ent.len, &ns);
-		pthread_mutex_unlock(&e->mu);
+		instate__os_mutex_unlock(&e->mu);
 		if (rc == 0 && ns_dbi(t, ns, &dbi)) {
 			rc = scan(t, dbi, 1, 1, 0, &n);
 			total += n;
@@ -1111,9 +1110,9 @@ static int check_db(instate_txn *t, const instate__nsent *ent, bad_rec ***tail,
 	MDB_val k, d;
 	int rc;
 
-	pthread_mutex_lock(&e->mu);
+	instate__os_mutex_lock(&e->mu);
 	rc = instate__ns_lookup(e, ent->name, ent->len, &ns);
-	pthread_mutex_unlock(&e->mu);
+	instate__os_mutex_unlock(&e->mu);
 	if (rc)
 		return rc;
 	if (!ns_dbi(t, ns, &dbi))
