@@ -3,9 +3,9 @@
  * directories, for the Windows build (mingw-w64, run under Wine); CMake
  * force-includes it there (-include), nowhere else.
  *
- * mkdtemp: _mktemp and _mkdir. system("rm -rf DIR"), the tests' cleanup:
- * a recursive delete here, since cmd.exe has no rm; every other command
- * goes to the real system(). The tests' "/tmp/..." paths name \tmp on the
+ * mkdtemp: _mktemp and _mkdir. system("rm -rf DIR") and system("mkdir -p
+ * DIR"), the tests' cleanup and set-up: done here, since cmd.exe has no rm
+ * and no mkdir -p; every other command goes to the real system(). The tests' "/tmp/..." paths name \tmp on the
  * current drive, which under Wine is Z:, the Unix root: the real /tmp.
  */
 #ifndef INSTATE_WINCOMPAT_H
@@ -19,7 +19,7 @@
 #include <string.h>
 #include <windows.h>
 
-static char *wincompat_mkdtemp(char *templ)
+static __attribute__((unused)) char *wincompat_mkdtemp(char *templ)
 {
 	if (!_mktemp(templ) || _mkdir(templ) != 0)
 		return NULL;
@@ -27,7 +27,7 @@ static char *wincompat_mkdtemp(char *templ)
 }
 #define mkdtemp wincompat_mkdtemp
 
-static void wincompat_rmtree(const char *path)
+static __attribute__((unused)) void wincompat_rmtree(const char *path)
 {
 	char pat[MAX_PATH], sub[MAX_PATH];
 	WIN32_FIND_DATAA fd;
@@ -55,14 +55,19 @@ static void wincompat_rmtree(const char *path)
 	RemoveDirectoryA(path);
 }
 
-static int wincompat_system(const char *cmd)
+static __attribute__((unused)) int wincompat_system(const char *cmd)
 {
-	char path[MAX_PATH];
+	char path[MAX_PATH], *p;
 	size_t n;
+	int rm;
 
-	if (strncmp(cmd, "rm -rf ", 7) != 0)
+	if (strncmp(cmd, "rm -rf ", 7) == 0)
+		rm = 1;
+	else if (strncmp(cmd, "mkdir -p ", 9) == 0)
+		rm = 0;
+	else
 		return system(cmd);
-	cmd += 7;
+	cmd += rm ? 7 : 9;
 	if (*cmd == '\'')
 		cmd++;
 	n = strlen(cmd);
@@ -71,8 +76,18 @@ static int wincompat_system(const char *cmd)
 	memcpy(path, cmd, n + 1);
 	if (n && path[n - 1] == '\'')
 		path[n - 1] = '\0';
-	wincompat_rmtree(path);
-	return 0;
+	if (rm) {
+		wincompat_rmtree(path);
+		return 0;
+	}
+	for (p = path + 1; *p; p++) {
+		if (*p != '/' && *p != '\\')
+			continue;
+		*p = '\0';
+		_mkdir(path);
+		*p = '/';
+	}
+	return _mkdir(path) == 0 || GetFileAttributesA(path) != INVALID_FILE_ATTRIBUTES ? 0 : 1;
 }
 #define system wincompat_system
 
