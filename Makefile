@@ -47,7 +47,7 @@ LUA_DEPS_5.3    = lua5.3 liblua5.3-dev
 LUA_DEPS_5.4    = lua5.4 liblua5.4-dev
 LUA_DEPS_luajit = luajit libluajit-5.1-dev love xvfb xauth
 
-.PHONY: all build deps deps-bench deps-fuzz test test-bundled test-lua test-luas test-windows windows-luas dist-windows demo sanitize bench fuzz faults valgrind install clean
+.PHONY: all build deps deps-bench deps-fuzz test test-bundled test-lua test-luas test-windows windows-luas dist-windows demo sanitize bench fuzz faults valgrind install clean check-portable
 
 all: build
 
@@ -177,6 +177,24 @@ valgrind: deps build
 	  INSTATE_BUILD_DIR=$(abspath $(BUILD)) INSTATE_SOURCE_DIR=$(CURDIR) INSTATE_VALGRIND=1 \
 	  valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 	    lua5.4 /usr/bin/busted --ignore-lua spec
+
+# The portability rule (docs/DESIGN.md, Portability): no file of the core
+# or the binding but src/instate_os.[ch] calls the OS, and the core compiles
+# for Windows with mingw-w64 (-fsyntax-only, warnings are errors; lmdb.h
+# and zstd.h are Debian's, copied so that no glibc header comes along).
+MINGW_CC   ?= x86_64-w64-mingw32-gcc
+OS_CALLS   = (open|openat|stat|fstat|lstat|fstatat|statvfs|fstatvfs|rename|fsync|fdatasync|mkdir|unlink|unlinkat|flock|fcntl|sysconf|clock_gettime|mkstemp|opendir|readdir|ftruncate|lseek|pread|pwrite|read|write|close|geteuid|sched_yield|posix_fallocate|fallocate|CreateFile[AW]?|MoveFileEx[AW]?)\(
+check-portable:
+	@if grep -nE '(^|[^_a-zA-Z0-9.>])$(OS_CALLS)|pthread_|<(unistd|fcntl|pthread|dirent|windows)\.h>|<sys/' \
+	    $$(ls src/instate_*.[ch] src/l*.[ch] | grep -v '^src/instate_os\.[ch]$$') | grep -vE ':[0-9]+:\s*(/?\*|//)'; then \
+	  echo "OS calls outside src/instate_os.[ch] (above)"; exit 1; fi
+	@command -v $(MINGW_CC) >/dev/null || { echo "no $(MINGW_CC): apt-get install gcc-mingw-w64-x86-64"; exit 1; }
+	@d=$$(mktemp -d) && cp /usr/include/lmdb.h /usr/include/zstd.h /usr/include/zstd_errors.h $$d/ && \
+	  for f in src/instate_*.c; do \
+	    $(MINGW_CC) -std=c99 -fsyntax-only -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror \
+	      -Isrc -I$$d $$f || { rm -rf $$d; exit 1; }; \
+	  done; rm -rf $$d
+	@echo "check-portable: OS calls only in src/instate_os.[ch]; src/instate_*.c compile with $(MINGW_CC)"
 
 install: build
 	cmake --install $(BUILD)

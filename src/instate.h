@@ -146,7 +146,8 @@ typedef enum instate_sync {
 typedef struct instate_options {
 	int readonly;             /**< open read-only (default 0) */
 	instate_sync sync;        /**< durability (default #INSTATE_SYNC_FULL) */
-	uint64_t map_size;        /**< initial map size in bytes (default 64 MiB) */
+	uint64_t map_size;        /**< initial map size in bytes (default 64 MiB; 1 MiB on
+	                               Windows, where the data file is as large as the map) */
 	uint64_t max_size;        /**< the map grows up to this (default 1 TiB) */
 	unsigned file_mode;       /**< mode of created files (default 0600) */
 	unsigned max_namespaces;  /**< named namespaces (default 128) */

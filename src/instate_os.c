@@ -97,8 +97,6 @@ void instate__os_once(instate_os_once *once, void (*fn)(void))
 
 int instate__os_mutex_init(instate_os_mutex *m) { return pthread_mutex_init(m, NULL); }
 void instate__os_mutex_destroy(instate_os_mutex *m) { pthread_mutex_destroy(m); }
-void instate__os_mutex_lock(instate_os_mutex *m) { pthread_mutex_lock(m); }
-void instate__os_mutex_unlock(instate_os_mutex *m) { pthread_mutex_unlock(m); }
 int instate__os_cond_init(instate_os_cond *c) { return pthread_cond_init(c, NULL); }
 void instate__os_cond_destroy(instate_os_cond *c) { pthread_cond_destroy(c); }
 void instate__os_cond_wait(instate_os_cond *c, instate_os_mutex *m) { pthread_cond_wait(c, m); }
@@ -119,10 +117,6 @@ int instate__os_rwlock_init(instate_os_rwlock *l)
 	return rc;
 }
 void instate__os_rwlock_destroy(instate_os_rwlock *l) { pthread_rwlock_destroy(l); }
-void instate__os_rwlock_rdlock(instate_os_rwlock *l) { pthread_rwlock_rdlock(l); }
-void instate__os_rwlock_wrlock(instate_os_rwlock *l) { pthread_rwlock_wrlock(l); }
-void instate__os_rwlock_rdunlock(instate_os_rwlock *l) { pthread_rwlock_unlock(l); }
-void instate__os_rwlock_wrunlock(instate_os_rwlock *l) { pthread_rwlock_unlock(l); }
 #else
 /* POSIX leaves the preference of pthread_rwlock open (macOS documents
  * none), so the rule is built from a mutex and two condition variables:
@@ -826,7 +820,12 @@ int instate__os_dir_open(const char *path, int flags, instate_os_dir *d)
 		fl |= FILE_FLAG_OPEN_REPARSE_POINT;
 	if (!(w = wide(path, &rc)))
 		return rc;
-	d->h = CreateFileW(w, FILE_READ_ATTRIBUTES, SHARE_ALL, NULL, OPEN_EXISTING, fl, NULL);
+	/* Not sharing delete: while the store is open its directory cannot
+	 * be renamed or removed (nor, Windows refusing to rename a directory
+	 * with open files inside, its parents), so the path LMDB is given
+	 * keeps leading to the directory checked. */
+	d->h = CreateFileW(w, FILE_READ_ATTRIBUTES, FILE_SHARE_READ | FILE_SHARE_WRITE, NULL,
+	                   OPEN_EXISTING, fl, NULL);
 	free(w);
 	if (d->h == INVALID_HANDLE_VALUE)
 		return last_errno();

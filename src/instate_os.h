@@ -3,8 +3,9 @@
  * operating system (instate_os.c). Not installed.
  *
  * POSIX (Linux/glibc, tested; macOS and the BSDs by construction) and
- * Windows (mingw-w64, Vista or later; UTF-16 file calls). docs/DESIGN.md
- * (Portability) lists what each system gets and what is untested.
+ * Windows (mingw-w64; Windows 8 or later, for GetSystemTimePreciseAsFileTime;
+ * UTF-16 file calls). docs/DESIGN.md (Portability) lists what each system
+ * gets and what is untested.
  *
  * Conventions, as in the rest of the core: every function returning int
  * returns 0 or a positive errno (Windows errors are translated to the
@@ -109,8 +110,14 @@ void instate__os_once(instate_os_once *once, void (*fn)(void));
  */
 int instate__os_mutex_init(instate_os_mutex *m);
 void instate__os_mutex_destroy(instate_os_mutex *m);
+#ifdef _WIN32
 void instate__os_mutex_lock(instate_os_mutex *m);
 void instate__os_mutex_unlock(instate_os_mutex *m);
+#else
+/* Inline: taken around every call that touches the map. */
+static inline void instate__os_mutex_lock(instate_os_mutex *m) { pthread_mutex_lock(m); }
+static inline void instate__os_mutex_unlock(instate_os_mutex *m) { pthread_mutex_unlock(m); }
+#endif
 int instate__os_cond_init(instate_os_cond *c);
 void instate__os_cond_destroy(instate_os_cond *c);
 /** @brief Atomically release m and wait for a signal; m is held again on
@@ -131,10 +138,17 @@ void instate__os_cond_signal(instate_os_cond *c);
  */
 int instate__os_rwlock_init(instate_os_rwlock *l);
 void instate__os_rwlock_destroy(instate_os_rwlock *l);
+#ifdef INSTATE_OS_RWLOCK_PTHREAD
+static inline void instate__os_rwlock_rdlock(instate_os_rwlock *l) { pthread_rwlock_rdlock(l); }
+static inline void instate__os_rwlock_wrlock(instate_os_rwlock *l) { pthread_rwlock_wrlock(l); }
+static inline void instate__os_rwlock_rdunlock(instate_os_rwlock *l) { pthread_rwlock_unlock(l); }
+static inline void instate__os_rwlock_wrunlock(instate_os_rwlock *l) { pthread_rwlock_unlock(l); }
+#else
 void instate__os_rwlock_rdlock(instate_os_rwlock *l);
 void instate__os_rwlock_wrlock(instate_os_rwlock *l);
 void instate__os_rwlock_rdunlock(instate_os_rwlock *l);
 void instate__os_rwlock_wrunlock(instate_os_rwlock *l);
+#endif
 
 /* ===================================================================== */
 /* Files                                                                 */
@@ -180,8 +194,8 @@ typedef struct instate_os_stat {
 /** A directory the core keeps open: files are then named relative to it,
  * so the directory checked is the one used whatever its parents do. POSIX:
  * a descriptor (O_DIRECTORY), and openat and friends. Windows: a handle on
- * the directory (which keeps it from being removed or renamed) and its
- * UTF-8 path, which names are joined to. */
+ * the directory that does not share delete (so it cannot be renamed or
+ * removed while open) and its UTF-8 path, which names are joined to. */
 typedef struct instate_os_dir {
 #ifdef _WIN32
 	void *h;

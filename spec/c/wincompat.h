@@ -3,7 +3,9 @@
  * directories, for the Windows build (mingw-w64, run under Wine); CMake
  * force-includes it there (-include), nowhere else.
  *
- * mkdtemp: _mktemp and _mkdir. system("rm -rf DIR") and system("mkdir -p
+ * mkdtemp: CreateDirectoryA on a drawn name (only windows.h: io.h and
+ * direct.h would declare rmdir and the like, which tests may define for
+ * themselves). system("rm -rf DIR") and system("mkdir -p
  * DIR"), the tests' cleanup and set-up: done here, since cmd.exe has no rm
  * and no mkdir -p; every other command goes to the real system(). The tests' "/tmp/..." paths name \tmp on the
  * current drive, which under Wine is Z:, the Unix root: the real /tmp.
@@ -12,8 +14,6 @@
 #define INSTATE_WINCOMPAT_H
 #ifdef _WIN32
 
-#include <direct.h>
-#include <io.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +21,24 @@
 
 static __attribute__((unused)) char *wincompat_mkdtemp(char *templ)
 {
-	if (!_mktemp(templ) || _mkdir(templ) != 0)
+	static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	size_t n = strlen(templ);
+	unsigned seed = (unsigned)GetCurrentProcessId() * 2654435761u ^ (unsigned)GetTickCount();
+	int tries, i;
+
+	if (n < 6 || strcmp(templ + n - 6, "XXXXXX") != 0)
 		return NULL;
-	return templ;
+	for (tries = 0; tries < 100; tries++) {
+		for (i = 0; i < 6; i++) {
+			seed = seed * 1103515245u + 12345u;
+			templ[n - 6 + i] = digits[(seed >> 16) % 36];
+		}
+		if (CreateDirectoryA(templ, NULL))
+			return templ;
+		if (GetLastError() != ERROR_ALREADY_EXISTS)
+			return NULL;
+	}
+	return NULL;
 }
 #define mkdtemp wincompat_mkdtemp
 
@@ -84,10 +99,10 @@ static __attribute__((unused)) int wincompat_system(const char *cmd)
 		if (*p != '/' && *p != '\\')
 			continue;
 		*p = '\0';
-		_mkdir(path);
+		CreateDirectoryA(path, NULL);
 		*p = '/';
 	}
-	return _mkdir(path) == 0 || GetFileAttributesA(path) != INVALID_FILE_ATTRIBUTES ? 0 : 1;
+	return CreateDirectoryA(path, NULL) || GetFileAttributesA(path) != INVALID_FILE_ATTRIBUTES ? 0 : 1;
 }
 #define system wincompat_system
 
