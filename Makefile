@@ -5,6 +5,8 @@
 BUILD      ?= build
 SAN_BUILD  ?= build-sanitize
 FUZZ_BUILD ?= build-fuzz
+BUNDLED_BUILD ?= build-bundled
+WIN_BUILD  ?= build-windows
 FUZZ_SECONDS ?= 60
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
@@ -18,6 +20,7 @@ DEPS       = $(BUILD_DEPS) $(TEST_DEPS)
 BENCH_DEPS = lua-cjson lua-messagepack lua-sql-sqlite3 tarantool zstd sqlite3
 FUZZ_DEPS  = clang
 VALGRIND_DEPS = valgrind
+WINDOWS_DEPS  = mingw-w64 wine64 wine dpkg-dev
 
 define need_packages
 	@missing=""; for p in $(1); do \
@@ -56,7 +59,7 @@ BENCHES_LUAS = bench/codec.lua bench/defstate.lua
 BENCH_LUAS   = 5.1 5.2 5.3 5.4 luajit
 BENCH_BUILD  = $(if $(filter 5.4,$(LUA)),$(BUILD),$(LUA_BUILD))
 
-.PHONY: all build deps deps-build deps-bench deps-fuzz test test-lua test-luas test-cross demo sanitize bench bench-lua bench-luas fuzz faults valgrind install clean check-portable
+.PHONY: all build deps deps-build deps-bench deps-fuzz test test-bundled test-lua test-luas test-cross test-windows windows-luas dist-windows demo sanitize bench bench-lua bench-luas fuzz faults valgrind install clean check-portable
 
 all: build
 
@@ -81,6 +84,13 @@ build: $(BUILD)/CMakeCache.txt
 test: deps build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The whole suite with LMDB and zstd built from third_party/ instead of
+# Debian's libraries (what Windows builds and the rockspec's fallback use).
+test-bundled: deps
+	cmake -S . -B $(BUNDLED_BUILD) -DINSTATE_BUNDLED_DEPS=ON $(CMAKE_ARGS)
+	cmake --build $(BUNDLED_BUILD) -j $(JOBS)
+	cd $(BUNDLED_BUILD) && ctest --output-on-failure -j $(JOBS)
+
 test-lua: deps
 	$(call need_packages,$(LUA_DEPS_$(LUA)))
 	cmake -S . -B $(LUA_BUILD) -DINSTATE_LUA=$(LUA) $(CMAKE_ARGS)
@@ -99,6 +109,56 @@ test-luas:
 test-cross: build
 	@echo "== cross-Lua round trip"
 	lua5.4 spec/cross/run.lua $(CURDIR)
+
+
+# Windows (64-bit), cross-built with Debian's mingw-w64 and tested under
+# Wine. `make windows-luas` builds Lua 5.4 (lua54.dll, lua.exe) and LuaJIT
+# (lua51.dll, luajit.exe: LÖVE's ABI) for Windows from Debian's source
+# packages of exactly these versions (DEBIAN_SRC=dir: already unpacked
+# there; else apt-get source) into $(WIN_BUILD)/luas/, once.
+# `make test-windows` builds the core, the C tests and instate/core.dll for
+# each ($(WIN_BUILD)/lua5.4, $(WIN_BUILD)/luajit), runs them under Wine
+# (a prefix of its own in $(WIN_BUILD)/wineprefix), then has the Linux
+# build ($(BUILD)) read what Windows wrote and the reverse.
+# `make dist-windows`: what a LÖVE game ships, in $(WIN_BUILD)/dist/.
+LUA54_DEB_VERSION  = 5.4.4-3+deb12u1
+LUAJIT_DEB_VERSION = 2.1.0~beta3+git20220320+dfsg-4.1+deb12u1
+WIN_LUAS   = $(abspath $(WIN_BUILD))/luas
+WINE       = $(firstword $(wildcard /usr/lib/wine/wine64) wine64)
+WIN_ENV    = WINEPREFIX=$(abspath $(WIN_BUILD))/wineprefix WINEDEBUG=-all
+WIN_CMAKE  = -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/mingw-w64-x86_64.cmake \
+  -DINSTATE_WINEPREFIX=$(abspath $(WIN_BUILD))/wineprefix
+WIN_CMAKE_lua5.4 = -DINSTATE_LUA=5.4 -DINSTATE_LUA_INCLUDE_DIR=$(WIN_LUAS)/lua5.4/include \
+  -DINSTATE_LUA_LIBRARY=$(WIN_LUAS)/lua5.4/lib/liblua54.dll.a \
+  -DINSTATE_WINDOWS_LUA=$(WIN_LUAS)/lua5.4/bin/lua.exe
+WIN_CMAKE_luajit = -DINSTATE_LUA=luajit -DINSTATE_LUA_INCLUDE_DIR=$(WIN_LUAS)/luajit/include \
+  -DINSTATE_LUA_LIBRARY=$(WIN_LUAS)/luajit/lib/lua51.dll \
+  -DINSTATE_WINDOWS_LUA=$(WIN_LUAS)/luajit/bin/luajit.exe
+WIN_VERSION = $(shell sed -n "s/^project.instate VERSION \([0-9.]*\).*/\1/p" CMakeLists.txt)
+
+windows-luas:
+	$(call need_packages,$(WINDOWS_DEPS))
+	@JOBS=$(JOBS) sh spec/windows/build-luas.sh $(WIN_LUAS) $(LUA54_DEB_VERSION) $(LUAJIT_DEB_VERSION)
+
+# One cross build per Windows Lua: $(WIN_BUILD)/lua5.4, $(WIN_BUILD)/luajit.
+windows-build-%: windows-luas
+	cmake -S . -B $(WIN_BUILD)/$* $(WIN_CMAKE) $(WIN_CMAKE_$*) $(CMAKE_ARGS)
+	cmake --build $(WIN_BUILD)/$* -j $(JOBS)
+
+test-windows: deps build windows-build-lua5.4 windows-build-luajit
+	@# The prefix is made once, by one process (tests run in parallel).
+	@[ -d $(WIN_BUILD)/wineprefix ] || { echo "setting up the Wine prefix"; \
+	  $(WIN_ENV) $(WINE) cmd /c exit >/dev/null 2>&1; true; }
+	cd $(WIN_BUILD)/lua5.4 && $(WIN_ENV) ctest --output-on-failure -j $(JOBS)
+	cd $(WIN_BUILD)/luajit && $(WIN_ENV) ctest --output-on-failure -j $(JOBS)
+	$(WIN_ENV) sh spec/windows/interop.sh $(WINE) $(WIN_BUILD) $(BUILD)
+
+dist-windows: windows-build-luajit
+	rm -rf $(WIN_BUILD)/dist
+	@[ -d $(WIN_BUILD)/wineprefix ] || { echo "setting up the Wine prefix"; \
+	  $(WIN_ENV) $(WINE) cmd /c exit >/dev/null 2>&1; true; }
+	$(WIN_ENV) sh spec/windows/dist.sh $(WIN_BUILD)/luajit $(WIN_BUILD)/dist \
+	  instate-$(WIN_VERSION)-windows-x64-luajit $(WINE) $(WIN_LUAS)/luajit/bin/luajit.exe
 
 demo: deps-build build
 	@BUILD=$(BUILD) sh examples/run-demo.sh
@@ -184,4 +244,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) build-lua5.1 build-lua5.2 build-lua5.3 build-lua5.4 build-luajit
+	rm -rf $(BUILD) $(SAN_BUILD) $(FUZZ_BUILD) $(BUNDLED_BUILD) $(WIN_BUILD) build-lua5.1 build-lua5.2 build-lua5.3 build-lua5.4 build-luajit

@@ -24,46 +24,29 @@ dependencies = {
    "lua >= 5.1, < 5.5",
 }
 
-external_dependencies = {
-   LMDB = { header = "lmdb.h", library = "lmdb" },
-   ZSTD = { header = "zstd.h", library = "zstd" },
-}
-
+-- LMDB and zstd: the system's where their headers and libraries are found
+-- (Debian: liblmdb-dev, libzstd-dev), else the pinned sources carried in
+-- third_party/, built in (CMakeLists.txt, INSTATE_BUNDLED_DEPS=AUTO), so the
+-- rock builds on a machine with neither.
 build = {
-   type = "builtin",
-   modules = {
-      ["instate.core"] = {
-         -- Every file of src/*.c: spec/00-luarocks_spec.lua checks the list.
-         sources = {
-            "src/instate_buf.c",
-            "src/instate_crc32c.c",
-            "src/instate_dump.c",
-            "src/instate_env.c",
-            "src/instate_error.c",
-            "src/instate_meta.c",
-            "src/instate_mpack.c",
-            "src/instate_os.c",
-            "src/instate_txn.c",
-            "src/lcheck.c",
-            "src/lcodec.c",
-            "src/lcore.c",
-            "src/ldump.c",
-            "src/linstate.c",
-            "src/liter.c",
-            "src/lns.c",
-            "src/lopt.c",
-            "src/lstore.c",
-            "src/ltxn.c",
+   type = "cmake",
+   variables = {
+      CMAKE_BUILD_TYPE = "Release",
+      CMAKE_INSTALL_PREFIX = "$(PREFIX)",
+      INSTATE_BUNDLED_DEPS = "AUTO",
+      INSTATE_TESTS = "OFF",
+      INSTATE_INSTALL_CORE = "OFF",
+      INSTATE_LUA_INCLUDE_DIR = "$(LUA_INCDIR)",
+      LUA_CMOD_DIR = "$(LIBDIR)",
+      LUA_LMOD_DIR = "$(LUADIR)",
+   },
+   platforms = {
+      -- A Windows module links the Lua DLL it is loaded into.
+      windows = {
+         variables = {
+            INSTATE_LUA_LIBRARY = "$(LUA_LIBDIR)/$(LUALIB)",
          },
-         defines = { "_POSIX_C_SOURCE=200809L" },
-         incdirs = { "src", "$(LMDB_INCDIR)", "$(ZSTD_INCDIR)" },
-         libdirs = { "$(LMDB_LIBDIR)", "$(ZSTD_LIBDIR)" },
-         libraries = { "lmdb", "zstd", "pthread" },
       },
-      ["instate"] = "lua/instate/init.lua",
-      ["instate.compat"] = "lua/instate/compat.lua",
-      ["instate.defstate"] = "lua/instate/defstate.lua",
-      ["instate.format"] = "lua/instate/format.lua",
    },
    -- the instate command; luarocks wraps it to run with this Lua
    install = { bin = { instate = "bin/instate" } },
