@@ -7,12 +7,7 @@ local function new_store(dir, name)
   return assert(instate.open(dir .. "/" .. (name or "store"), { sync = "none" }))
 end
 
-local function file_size(path)
-  local f = assert(io.open(path, "rb"))
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local file_size = helpers.file_size
 
 local function game_item(i)
   return {
@@ -32,14 +27,7 @@ end
 
 local noise = helpers.noise
 
-local function dir_entries(dir)
-  local p = io.popen("ls -A " .. helpers.sh_quote(dir))
-  local t = {}
-  for l in p:lines() do t[#t + 1] = l end
-  p:close()
-  table.sort(t)
-  return t
-end
+local dir_entries = helpers.dir_entries
 
 describe("store:dump / store:load", function()
   local dir, s

@@ -2,21 +2,9 @@
 local instate = require "instate"
 local helpers = require "helpers"
 
-local function file_size(path)
-  local f = assert(io.open(path, "rb"))
-  local n = f:seek("end")
-  f:close()
-  return n
-end
+local file_size = helpers.file_size
 
-local function dir_entries(dir)
-  local p = io.popen("ls -A " .. helpers.sh_quote(dir))
-  local t = {}
-  for l in p:lines() do t[#t + 1] = l end
-  p:close()
-  table.sort(t)
-  return t
-end
+local dir_entries = helpers.dir_entries
 
 -- A recorder: every call's done and total.
 local function recorder()

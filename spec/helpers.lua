@@ -145,6 +145,24 @@ function helpers.write_file(path, data)
   f:close()
 end
 
+--- A file's size in bytes.
+function helpers.file_size(path)
+  local f = assert(io.open(path, "rb"))
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+--- The names in a directory (dot files too), sorted.
+function helpers.dir_entries(dir)
+  local p = io.popen("ls -A " .. sh_quote(dir))
+  local t = {}
+  for l in p:lines() do t[#t + 1] = l end
+  p:close()
+  table.sort(t)
+  return t
+end
+
 --- Every record of a namespace as a table key -> value.
 function helpers.contents(ns)
   local t = {}

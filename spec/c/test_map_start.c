@@ -9,6 +9,7 @@
  */
 #include "check.h"
 #include "instate_os.h"
+#include "os_scratch.h"
 
 #include <errno.h>
 
@@ -93,36 +94,14 @@ static int all_there(instate_store *s, int n)
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	char made[64], err[256], data[256];
-	instate_os_fd fd;
+	char err[256], data[256];
 	instate_store *s, *s2;
 	instate_stats st;
 	instate_dump_info di;
 	uint64_t first;
 
-	(void)ns_of;
-#ifdef _WIN32
-	if (!tmp)
-		tmp = getenv("TEMP");
-	if (!tmp || strlen(tmp) > 40) /* root is 64 bytes (check.h) */
-		tmp = ".";
-#else
-	if (!tmp)
-		tmp = "/tmp";
-#endif
-	snprintf(made, sizeof made, "%s/instate-map-XXXXXX", tmp);
-	if (strlen(made) + 1 >= sizeof made || instate__os_temp_create(made, &fd) != 0) {
-		fprintf(stderr, "cannot make a scratch name under %s\n", tmp);
+	if (os_scratch_root("map") != 0)
 		return 2;
-	}
-	instate__os_close(fd);
-	instate__os_unlink(made);
-	if (instate__os_mkdir(made, 0700) != 0) {
-		fprintf(stderr, "cannot make %s\n", made);
-		return 2;
-	}
-	snprintf(root, sizeof root, "%s", made);
 	snprintf(data, sizeof data, "%s", tpath(NONASCII ".store/data.mdb"));
 
 	/* The first map, and the file it makes. */

@@ -7,6 +7,7 @@
  */
 #include "check.h"
 #include "instate_os.h"
+#include "os_scratch.h"
 
 #include <errno.h>
 
@@ -222,33 +223,8 @@ static void test_errors(void)
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	char made[64];
-	instate_os_fd fd;
-
-	(void)ns_of; /* check.h's, for the store tests */
-#ifdef _WIN32
-	if (!tmp)
-		tmp = getenv("TEMP");
-	if (!tmp || strlen(tmp) > 40) /* root is 64 bytes (check.h) */
-		tmp = ".";
-#else
-	if (!tmp)
-		tmp = "/tmp";
-#endif
-	/* A fresh name from a temp file, made a directory. */
-	snprintf(made, sizeof made, "%s/instate-os-XXXXXX", tmp);
-	if (strlen(made) + 1 >= sizeof made || instate__os_temp_create(made, &fd) != 0) {
-		fprintf(stderr, "cannot make a scratch name under %s\n", tmp);
+	if (os_scratch_root("os") != 0)
 		return 2;
-	}
-	instate__os_close(fd);
-	instate__os_unlink(made);
-	if (instate__os_mkdir(made, 0700) != 0) {
-		fprintf(stderr, "cannot make %s\n", made);
-		return 2;
-	}
-	snprintf(root, sizeof root, "%s", made);
 
 	test_clock_page();
 	test_files();
