@@ -423,7 +423,7 @@ return function(instate)
 				:format(quote(name), no_store_why()), 2)
 		end
 		-- Until it is restored (below), a saved record of this name failed.
-		failed[name] = true
+		if saved or lookup then failed[name] = true end
 		if lookup and not saved then
 			local bytes, msg, code = state_ns:get_encoded(name)
 			if bytes then
@@ -463,7 +463,7 @@ return function(instate)
 			end
 			touch(var)
 		end
-		failed[name] = nil
+		if failed[name] then failed[name] = nil end
 		if validate then nvalidate = nvalidate + 1 end
 		note_version(version)
 		-- Declared: setup's variable for the name (if any) is not needed.
@@ -769,7 +769,7 @@ return function(instate)
 	backup_ctx.restored = function()
 		-- The store changed under setup's read: read it again.
 		failed = {}
-		local ok, done, msg, code = pcall(scan)
+		local ok, done = pcall(scan)
 		if not (ok and done) then pending = nil end
 	end
 	require("instate.backup")(instate, backup_ctx)
