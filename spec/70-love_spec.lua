@@ -34,6 +34,12 @@ describe("the LÖVE example", function()
     local second = run_game(store, 5)
     assert.matches("restored: runs=1 score=" .. saved .. "\n", second, 1, true)
     assert.matches("saved: runs=2 score=" .. (tonumber(saved) + 5) .. "\n", second, 1, true)
+    -- the second run's setup kept the first run's save as a backup
+    local backup = store .. ".backup.1.isd"
+    local s = assert(require("instate").open(helpers.tmpdir() .. "/probe"))
+    assert(s:load(backup))
+    assert.equal(tonumber(saved), s:namespace("state", "state"):get("score"))
+    s:close()
   end)
 
   it("two love.threads write one store while the main thread reads whole transactions",

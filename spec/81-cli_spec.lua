@@ -102,14 +102,14 @@ describe("instate (the command)", function()
       ls = "instate ls STORE [NS] [--prefix P] [--json]",
       get = "instate get STORE NS KEY [--json]",
       vars = "instate vars STORE [--json]",
-      set = "instate set STORE NS KEY VALUE [--ttl SECONDS] [--json]",
-      del = "instate del STORE NS KEY [--json]",
+      set = "instate set STORE NS KEY VALUE [--force] [--ttl SECONDS] [--json]",
+      del = "instate del STORE NS KEY [--force] [--json]",
       dump = "instate dump STORE FILE [--level N] [--ns NS...] [--json]",
-      load = "instate load STORE FILE [--replace] [--json]",
+      load = "instate load STORE FILE [--force] [--replace] [--json]",
       info = "instate info FILE [--json]",
       check = "instate check PATH [--json]",
       export = "instate export STORE [--json]",
-      import = "instate import STORE FILE [--json]",
+      import = "instate import STORE FILE [--force] [--json]",
     }
     for name, line in pairs(usage) do
       assert.matches("\n  " .. name .. " ", help, 1, true)

@@ -31,6 +31,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef INSTATE_API
+#define INSTATE_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -94,7 +98,9 @@ extern "C" {
 /** a store file or directory is unsafe to open: a symlink, owned by another
  * user, or writable by group or others beyond what file_mode grants */
 #define INSTATE_ACCESS (-32016)
-#define INSTATE_ERR_LAST INSTATE_ACCESS
+/** another process owns the store (instate_store_lock_owner()) */
+#define INSTATE_LOCKED (-32017)
+#define INSTATE_ERR_LAST INSTATE_LOCKED
 /** @} */
 
 /**
@@ -262,6 +268,46 @@ int64_t instate_clock_now(void);
 /** @brief Fix the clock at `ms` (0 restores the real clock). See instate_clock_now(). */
 void instate_clock_set(int64_t ms);
 /** @} */
+
+/**
+ * @brief Make this process the store's owner: the one process that may
+ * write it as its program's state (defstate's instate.setup takes it).
+ *
+ * The owner lock is an advisory lock (flock; LockFileEx on Windows) on a
+ * file of its own beside the store's files: `owner.lock` in the store
+ * directory, or `path-owner` beside a single_file store. It is created
+ * with file_mode, and the owner's pid is written into it (decimal, one
+ * line) once the lock is taken. The system releases it when the process
+ * exits or dies (kill -9 included); the file stays, emptied at a clean
+ * release. It does not stop anything: store-level reads and writes from
+ * any process (instate_store_open) work as before; only another
+ * instate_store_lock_owner() is refused.
+ *
+ * One process is one owner: every handle of this process on the store
+ * (from any thread or Lua state) may take it; the lock is held while at
+ * least one handle that took it is open, and released when the last of
+ * them is closed with instate_store_close(). A second call on the same
+ * handle does nothing. The lock file's descriptor is close-on-exec; a
+ * child made by fork() without exec shares the lock while it lives.
+ *
+ * When another process holds the lock, its pid is read back from the
+ * file; while the file names no live process (the owner has just taken
+ * the lock and not written its pid yet, or a dead owner's pid is left
+ * over and the lock was taken again) it is asked again every 10 ms, for
+ * up to a second.
+ *
+ * @param[in] s a read-write handle.
+ * @param[out] owner_pid NULL, or: on 0 this process's pid; on
+ *   #INSTATE_LOCKED the owner's pid as it wrote it, or 0 when unknown.
+ * @return 0, #INSTATE_LOCKED (another process owns the store),
+ *   #INSTATE_READONLY (a read-only handle), #INSTATE_ACCESS (the lock
+ *   file is a symlink, has a second hard link or is not a regular file),
+ *   or an errno (ENOLCK or EOPNOTSUPP where the filesystem has no such
+ *   locks, EACCES, ENOSPC...).
+ *
+ * Lifetime: until the last owning handle of the process is closed.
+ */
+INSTATE_API int instate_store_lock_owner(instate_store *s, uint64_t *owner_pid);
 
 /* ===================================================================== */
 /** @defgroup ns Namespaces

@@ -1026,6 +1026,8 @@ void instate_store_close(instate_store *s)
 	if (!s)
 		return;
 	e = s->env;
+	if (s->owner)
+		instate__owner_release(s);
 	instate__os_mutex_lock(&registry_mu);
 	if (--e->refs == 0) {
 		for (pp = &registry; *pp; pp = &(*pp)->next)

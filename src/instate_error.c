@@ -23,6 +23,7 @@ static const char *const messages[] = {
 	"too many readers (raise max_readers)",
 	"too many namespaces (raise max_namespaces)",
 	"unsafe store file: a symlink, owned by another user, or writable by others",
+	"another process owns the store",
 };
 
 const char *instate_strerror(int rc)

@@ -36,6 +36,7 @@ const char *instate__os_path_base(const char *path)
 #include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -555,6 +556,31 @@ uint64_t instate__os_free_bytes(instate_os_fd fd)
 int instate__os_lmdb_errno(int rc)
 {
 	return rc;
+}
+
+/* ---- processes (the owner lock) ---------------------------------------- */
+
+uint64_t instate__os_getpid(void)
+{
+	return (uint64_t)getpid();
+}
+
+int instate__os_pid_alive(uint64_t pid)
+{
+	if (pid == 0 || pid > (uint64_t)INT32_MAX)
+		return 0;
+	/* EPERM: it exists, owned by another user */
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+void instate__os_sleep_ms(unsigned ms)
+{
+	struct timespec ts;
+
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
 }
 
 #else /* _WIN32 */
@@ -1212,6 +1238,34 @@ int instate__os_lmdb_errno(int rc)
 	default:
 		return rc > 140 ? win_errno((DWORD)rc) : rc;
 	}
+}
+
+/* ---- processes (the owner lock) ---------------------------------------- */
+
+uint64_t instate__os_getpid(void)
+{
+	return (uint64_t)GetCurrentProcessId();
+}
+
+int instate__os_pid_alive(uint64_t pid)
+{
+	HANDLE h;
+	DWORD w;
+
+	if (pid == 0 || pid > 0xffffffffu)
+		return 0;
+	h = OpenProcess(SYNCHRONIZE, FALSE, (DWORD)pid);
+	if (!h)
+		/* access denied: it exists, another user's */
+		return GetLastError() == ERROR_ACCESS_DENIED;
+	w = WaitForSingleObject(h, 0);
+	CloseHandle(h);
+	return w == WAIT_TIMEOUT;
+}
+
+void instate__os_sleep_ms(unsigned ms)
+{
+	Sleep(ms);
 }
 
 #endif /* _WIN32 */

@@ -415,4 +415,18 @@ uint64_t instate__os_free_bytes(instate_os_fd fd);
  */
 int instate__os_lmdb_errno(int rc);
 
+/* ===================================================================== */
+/* Processes                                                             */
+
+/** @brief This process's id (getpid; GetCurrentProcessId). */
+uint64_t instate__os_getpid(void);
+
+/** @brief Whether a process with this id exists (kill(pid, 0), EPERM
+ * counting as alive; OpenProcess and a zero wait on Windows). 0 for pid 0.
+ * An id may be reused after its process dies: a hint, never a proof. */
+int instate__os_pid_alive(uint64_t pid);
+
+/** @brief Sleep for ms milliseconds (nanosleep, EINTR resumed; Sleep). */
+void instate__os_sleep_ms(unsigned ms);
+
 #endif /* INSTATE_OS_H */

@@ -207,13 +207,22 @@ typedef struct instate_env {
 	 * remap it; mapgen counts remaps (changed under the exclusive lock) */
 	instate_os_rwlock maplock;
 	uint64_t mapgen;
+
+	/* the owner lock (instate_owner.c), under its mutex there */
+	int owner_refs;           /* handles holding it; 0: not held */
+	instate_os_fd owner_fd;   /* the lock file, valid while owner_refs > 0 */
 } instate_env;
 
 struct instate_store {
 	instate_env *env;
 	char *path;
 	int readonly;
+	int owner;                /* this handle holds the owner lock */
 };
+
+/* Drop this handle's hold on the owner lock (instate_owner.c); called by
+ * instate_store_close() before the handle leaves the environment. */
+void instate__owner_release(instate_store *s);
 
 /* ---- functions shared between instate_env.c and instate_txn.c --------- */
 

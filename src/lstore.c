@@ -8,6 +8,7 @@
 #include "linstate.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 const char linstate_store_marker = 0;
@@ -131,6 +132,38 @@ static int l_store_last_commit(lua_State *L)
 	return 1;
 }
 
+/* store:lock_owner() -> true, pid | nil, msg, code [, owner's pid or
+ * false]: the owner lock of instate_store_lock_owner (instate.setup takes
+ * it); the message names the owner's pid. */
+static int l_store_lock_owner(lua_State *L)
+{
+	lstore *st = linstate_checklstore(L, 1);
+	uint64_t pid = 0;
+	char who[32];
+	int rc = instate_store_lock_owner(st->s, &pid);
+	if (rc == 0) {
+		lua_pushboolean(L, 1);
+		lua_pushinteger(L, (lua_Integer)pid);
+		return 2;
+	}
+	if (rc != INSTATE_LOCKED) {
+		lua_pushfstring(L, "cannot own store '%s'", instate_store_path(st->s));
+		return linstate_fail(L, rc, lua_tostring(L, -1));
+	}
+	if (pid)
+		snprintf(who, sizeof who, "pid %llu", (unsigned long long)pid);
+	else
+		snprintf(who, sizeof who, "pid unknown");
+	lua_pushfstring(L, "cannot own store '%s': %s (%s)", instate_store_path(st->s),
+	                instate_strerror(rc), who);
+	linstate_fail(L, rc, lua_tostring(L, -1));
+	if (pid)
+		lua_pushinteger(L, (lua_Integer)pid);
+	else
+		lua_pushboolean(L, 0);
+	return 4;
+}
+
 static int l_store_stats(lua_State *L)
 {
 	instate_stats s;
@@ -251,6 +284,7 @@ static const luaL_Reg store_methods[] = {
 	{ "revision", l_store_revision },
 	{ "last_commit", l_store_last_commit },
 	{ "stats", l_store_stats },
+	{ "lock_owner", l_store_lock_owner },
 	{ "namespace", l_store_namespace },
 	{ "namespaces", l_store_namespaces },
 	{ "drop", l_store_drop },

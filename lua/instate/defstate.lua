@@ -86,6 +86,8 @@ local RESTORED_TEMPLATE = { UNREAD, false }
 return function(instate)
 	local decode, open, newtable = instate.decode, instate.open, instate._newtable
 
+	local backup_ctx = {}
+
 	local Var = { version = 1 }
 	Var.__index = Var
 	Var.__name = "instate.Var"
@@ -229,7 +231,15 @@ return function(instate)
 		return true
 	end
 
+	-- One owner, backups, unreadable records (instate.backup does the
+	-- backups): readonly is the setup's option, keep its `backups`; failed
+	-- holds the names whose saved record a defstate could not restore
+	-- since setup (save_all refuses to run while any is left).
+	local readonly, keep = false, 0
+	local failed = {}
+
 	local function forget()
+		failed = {}
 		vars, order, norder = {}, {}, 0
 		touched, ntouched = {}, 0
 		pending, scan_commit = nil, nil
@@ -254,6 +264,7 @@ return function(instate)
 		if path == "" then argerror(2, "setup", 1, "path must not be empty") end
 		local name = "state"
 		local oopts
+		local ro, nkeep = false, 0
 		if opts ~= nil then
 			if type(opts) ~= "table" then
 				argerror(2, "setup", 2, "table expected, got " .. typename(opts))
@@ -265,13 +276,23 @@ return function(instate)
 						argerror(2, "setup", 2, "namespace must be a non-empty string, got " .. typename(v))
 					end
 					name = v
+				elseif k == "backups" then
+					if math_type(v) ~= "integer" or v < 0 then
+						argerror(2, "setup", 2, "backups must be an integer >= 0, got " ..
+							(type(v) == "number" and tostring(v) or typename(v)))
+					end
+					nkeep = v
 				else
+					if k == "readonly" then ro = v == true end
 					oopts[k] = v
 				end
 			end
 		end
 		if store then
-			if path == store_path and name == ns_name then return store end
+			if path == store_path and name == ns_name and ro == readonly then
+				keep = nkeep
+				return store
+			end
 			if norder > 0 then
 				error(("instate.setup: variables are declared in %s (namespace %s); call instate.teardown() before setup(%q)")
 					:format(store_path, quote(ns_name), path), 2)
@@ -285,7 +306,22 @@ return function(instate)
 			setup_failed = ("instate.setup failed: %s (%s)"):format(tostring(msg), tostring(code))
 			return nil, msg, code
 		end
+		if not ro then
+			-- One owner: before anything is read, so that what this
+			-- process restores is what no other process will save over.
+			local owned, omsg, ocode = s:lock_owner()
+			if not owned then
+				s:close()
+				if ocode == "LOCKED" then
+					omsg = ("instate.setup: %s: another copy of the program has it set up; pass {readonly = true} to open it without owning it")
+						:format(omsg)
+				end
+				setup_failed = ("instate.setup failed: %s (%s)"):format(tostring(omsg), tostring(ocode))
+				return nil, omsg, ocode
+			end
+		end
 		store, store_path, ns_name = s, path, name
+		readonly, keep = ro, nkeep
 		local ok, done, smsg, scode = pcall(scan)
 		if not (ok and done) then
 			store:close()
@@ -299,6 +335,12 @@ return function(instate)
 			error(done, 0)
 		end
 		setup_failed = nil
+		if keep > 0 and not ro then
+			-- A backup of the state as it starts, read cleanly (a dump
+			-- refuses a store with a damaged record).
+			local _, bmsg = backup_ctx.setup_backup(s, path, keep)
+			if bmsg then return store, bmsg end
+		end
 		return store
 	end
 
@@ -306,6 +348,7 @@ return function(instate)
 		setup_failed = nil
 		if store then store:close() end
 		store, store_path, ns_name, state_ns = nil, nil, nil, nil
+		readonly, keep = false, 0
 		forget()
 		undo, undo_stack = nil, {}
 	end
@@ -379,6 +422,8 @@ return function(instate)
 			error(("instate.defstate: no store for variable %s; %s")
 				:format(quote(name), no_store_why()), 2)
 		end
+		-- Until it is restored (below), a saved record of this name failed.
+		if saved or lookup then failed[name] = true end
 		if lookup and not saved then
 			local bytes, msg, code = state_ns:get_encoded(name)
 			if bytes then
@@ -418,6 +463,7 @@ return function(instate)
 			end
 			touch(var)
 		end
+		if failed[name] then failed[name] = nil end
 		if validate then nvalidate = nvalidate + 1 end
 		note_version(version)
 		-- Declared: setup's variable for the name (if any) is not needed.
@@ -514,6 +560,16 @@ return function(instate)
 	-- save_all / reload_all
 	-- ---------------------------------------------------------------------
 
+	-- Never the defaults in place of records that could not be read:
+	-- the game runs without them, and its save must not look complete.
+	local function refuse_unread()
+		local names = {}
+		for name in pairs(failed) do names[#names + 1] = quote(name) end
+		table.sort(names)
+		error(("instate.save_all: the saved values of %s could not be restored (their defstate raised); nothing was saved. Restore a backup (instate.restore_backup) or delete those records, then declare them again")
+			:format(concat(names, ", ")), 3)
+	end
+
 	local function need_store(fname)
 		if not store then
 			error(("instate.%s: no store; %s"):format(fname, no_store_why()), 3)
@@ -549,6 +605,11 @@ return function(instate)
 
 	function instate.save_all()
 		need_store("save_all")
+		if readonly then
+			return nil, ("instate.save_all: the store '%s' was set up read-only ({readonly = true}); nothing was saved")
+				:format(store_path), "READONLY"
+		end
+		if next(failed) then refuse_unread() end
 		-- Only variables handed out or set can have changed.
 		local list, n = touched, ntouched
 		-- Every validate runs before anything is written.
@@ -699,6 +760,19 @@ return function(instate)
 		undo = log
 		return finish(log, pcall(fn, ...))
 	end
+
+	backup_ctx.store = function() return store end
+	backup_ctx.path = function() return store_path end
+	backup_ctx.readonly = function() return readonly end
+	backup_ctx.keep = function() return keep end
+	backup_ctx.declared = function() return norder end
+	backup_ctx.restored = function()
+		-- The store changed under setup's read: read it again.
+		failed = {}
+		local ok, done = pcall(scan)
+		if not (ok and done) then pending = nil end
+	end
+	require("instate.backup")(instate, backup_ctx)
 
 	return instate
 end

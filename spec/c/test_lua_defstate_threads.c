@@ -2,7 +2,9 @@
  * test_lua_defstate_threads.c - an engine with one Lua state per thread:
  * every state runs instate.setup() on the same path (one shared LMDB
  * environment), declares its own variables and saves them concurrently with
- * save_all(); then a fresh state restores every thread's variables.
+ * save_all(); then a fresh state restores every thread's variables. One
+ * process is one owner: every state's setup succeeds while the main
+ * state's holds the owner lock.
  *
  * Needs the Lua layer: package.path is set from INSTATE_SOURCE_DIR.
  * Prints "N passed, N failed"; exits 1 on any failure.
@@ -84,7 +86,7 @@ static const char *saver =
 	"local path, id = ...\n"
 	"local instate = require 'instate'\n"
 	"local math_type = require('instate.compat').math_type\n"
-	"instate.setup(path)\n"
+	"assert(instate.setup(path))\n"
 	"local round = instate.defstate('round' .. id, 0)\n"
 	"local log = instate.defstate('log' .. id, {})\n"
 	"for i = 1, " STR(ROUNDS) " do\n"
@@ -98,7 +100,7 @@ static const char *saver =
 static const char *restorer =
 	"local path = ...\n"
 	"local instate = require 'instate'\n"
-	"instate.setup(path)\n"
+	"assert(instate.setup(path))\n"
 	"local parts = {}\n"
 	"for id = 1, " STR(THREADS) " do\n"
 	"  local round = instate.defstate('round' .. id, -1)\n"

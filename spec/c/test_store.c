@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1017,12 +1018,146 @@ static void test_other_process(void)
 	instate_store_close(s);
 }
 
+/* --owner-probe PATH PARENT: exit 3 when the store is owned by PARENT
+ * (LOCKED naming it), 0 when this process could take the lock, else 1. */
+static int owner_probe(const char *path, const char *parent)
+{
+	instate_store *s;
+	uint64_t pid = 0;
+	int rc;
+
+	if (instate_store_open(path, NULL, &s))
+		return 1;
+	rc = instate_store_lock_owner(s, &pid);
+	instate_store_close(s);
+	if (rc == INSTATE_LOCKED)
+		return pid == strtoull(parent, NULL, 10) ? 3 : 4;
+	return rc == 0 ? 0 : 1;
+}
+
+/* --owner-hold PATH: take the lock and wait to be killed. */
+static int owner_hold(const char *path)
+{
+	instate_store *s;
+
+	if (instate_store_open(path, NULL, &s) || instate_store_lock_owner(s, NULL))
+		return 1;
+	for (;;)
+		pause();
+}
+
+static int run_probe(const char *path)
+{
+	char parent[32];
+	pid_t pid;
+	int status = -1;
+
+	snprintf(parent, sizeof parent, "%ld", (long)getpid());
+	pid = fork();
+	if (pid == 0) {
+		execl(self_exe, self_exe, "--owner-probe", path, parent, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+static void test_owner_lock(void)
+{
+	instate_options o;
+	instate_store *s1, *s2, *ro;
+	uint64_t pid = 0;
+	char buf[64];
+	FILE *f;
+	pid_t child;
+	struct timespec tick = { 0, 10000000 };
+	int i, status, rc = -1;
+
+	instate_options_init(&o);
+	s1 = open_store("owner", &o);
+	CHECK_RC(instate_store_lock_owner(s1, &pid), 0);
+	CHECK(pid == (uint64_t)getpid());
+	/* the lock file names this process */
+	f = fopen(tpath("owner/owner.lock"), "r");
+	CHECK(f && fgets(buf, sizeof buf, f) && strtoull(buf, NULL, 10) == (uint64_t)getpid());
+	if (f)
+		fclose(f);
+	CHECK_RC(instate_store_lock_owner(s1, NULL), 0); /* again: nothing */
+	/* one process is one owner: another handle takes it too */
+	s2 = open_store("owner", &o);
+	CHECK_RC(instate_store_lock_owner(s2, &pid), 0);
+	CHECK(run_probe(tpath("owner")) == 3);
+	/* held while either owning handle is open */
+	instate_store_close(s1);
+	CHECK(run_probe(tpath("owner")) == 3);
+	instate_store_close(s2);
+	CHECK(run_probe(tpath("owner")) == 0);
+	/* emptied at a clean release */
+	f = fopen(tpath("owner/owner.lock"), "r");
+	CHECK(f && fgetc(f) == EOF);
+	if (f)
+		fclose(f);
+
+	/* a read-only handle cannot own */
+	o.readonly = 1;
+	ro = open_store("owner", &o);
+	CHECK_RC(instate_store_lock_owner(ro, &pid), INSTATE_READONLY);
+	instate_store_close(ro);
+	o.readonly = 0;
+
+	/* a killed owner's lock is gone with it */
+	child = fork();
+	if (child == 0) {
+		execl(self_exe, self_exe, "--owner-hold", tpath("owner"), (char *)NULL);
+		_exit(127);
+	}
+	CHECK(child > 0);
+	s1 = open_store("owner", &o);
+	for (i = 0; i < 500; i++) {
+		rc = instate_store_lock_owner(s1, &pid);
+		if (rc != 0)
+			break;
+		/* not taken by the child yet: let it go again */
+		instate_store_close(s1);
+		s1 = open_store("owner", &o);
+		nanosleep(&tick, NULL);
+	}
+	CHECK_RC(rc, INSTATE_LOCKED);
+	CHECK(pid == (uint64_t)child);
+	kill(child, SIGKILL);
+	CHECK(waitpid(child, &status, 0) == child && WIFSIGNALED(status));
+	CHECK_RC(instate_store_lock_owner(s1, &pid), 0);
+	CHECK(pid == (uint64_t)getpid());
+	instate_store_close(s1);
+
+	/* the lock file must be the store's own: not a symlink */
+	s1 = open_store("owner2", &o);
+	CHECK(symlink(tpath("elsewhere"), tpath("owner2/owner.lock")) == 0);
+	CHECK_RC(instate_store_lock_owner(s1, NULL), INSTATE_ACCESS);
+	instate_store_close(s1);
+	/* and beside a single-file store */
+	o.single_file = 1;
+	s1 = open_store("owner3.db", &o);
+	CHECK_RC(instate_store_lock_owner(s1, NULL), 0);
+	f = fopen(tpath("owner3.db-owner"), "r");
+	CHECK(f != NULL);
+	if (f)
+		fclose(f);
+	instate_store_close(s1);
+	CHECK(strcmp(instate_strerror(INSTATE_LOCKED), "another process owns the store") == 0);
+}
+
 int main(int argc, char **argv)
 {
 	char cmd[128];
 
 	if (argc == 3 && strcmp(argv[1], "--other-process") == 0)
 		return other_process_writes(argv[2]);
+	if (argc == 4 && strcmp(argv[1], "--owner-probe") == 0)
+		return owner_probe(argv[2], argv[3]);
+	if (argc == 3 && strcmp(argv[1], "--owner-hold") == 0)
+		return owner_hold(argv[2]);
 	self_exe = argv[0];
 	strcpy(root, "/tmp/instate-test-store.XXXXXX");
 	if (!mkdtemp(root)) {
@@ -1039,6 +1174,7 @@ int main(int argc, char **argv)
 	test_cursors();
 	test_growth();
 	test_other_process();
+	test_owner_lock();
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", root);

@@ -158,6 +158,15 @@ local function suite()
   check(child("child-save", spath), "child process saving defstate variables")
   check(child("child-restore", spath), "child process restoring them")
 
+  -- one owner: while this process has the store set up, a child's setup
+  -- is LOCKED naming this process; after teardown the child owns it
+  local owned = instate.setup(spath)
+  check(owned ~= nil, "setup to own the store")
+  local _, me = owned:lock_owner()
+  check(child("child-locked", spath, tostring(me)), "a second process is refused, naming the owner")
+  instate.teardown()
+  check(child("child-restore", spath), "the lock is released by teardown")
+
   -- dump and load, replacing an existing dump
   store = open(dir .. "/dumped")
   write_records(store)
@@ -213,6 +222,18 @@ local function child_restore()
   instate.teardown()
 end
 
+local function child_locked()
+  local owner = arg[3]
+  local store, msg, code = instate.setup(dir)
+  check(store == nil and code == "LOCKED", "setup of an owned store is LOCKED", msg, code)
+  check(tostring(msg):find("(pid " .. owner .. ")", 1, true) ~= nil, "LOCKED names the owner", msg)
+  check(instate.setup(dir, { readonly = true }), "a read-only setup beside the owner")
+  check(instate.defstate("level", 1):get() == 4, "restored read-only")
+  local r, _, rcode = instate.save_all()
+  check(r == nil and rcode == "READONLY", "save_all of a read-only setup is READONLY", rcode)
+  instate.teardown()
+end
+
 local function write()
   local store = open(dir .. "/store")
   write_records(store)
@@ -235,7 +256,8 @@ local function read()
 end
 
 local modes = { suite = suite, write = write, read = read,
-  ["child-save"] = child_save, ["child-restore"] = child_restore }
+  ["child-save"] = child_save, ["child-restore"] = child_restore,
+  ["child-locked"] = child_locked }
 check(modes[mode] ~= nil, "mode " .. tostring(mode))
 modes[mode]()
 io.write(("smoke %s: %d checks passed (%s on %s)\n"):format(mode, checks,
