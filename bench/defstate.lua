@@ -370,15 +370,15 @@ local function deepcopy(v)
   return c
 end
 
+-- (nil, msg, code is a failure; what a success returns is not looked at)
 local function save_async()
   local rev, msg, code = instate.save_all({ async = true })
-  assert(rev, msg or code)
-  return rev
+  if rev == nil and msg ~= nil then error(("save_all{async = true}: %s (%s)"):format(msg, tostring(code))) end
 end
 
 local function flush()
   local ok, msg, code = instate.flush()
-  assert(ok, msg or code)
+  if ok == nil and msg ~= nil then error(("flush: %s (%s)"):format(msg, tostring(code))) end
 end
 
 -- The autosave state: 200 variables, about 1.1 MB encoded.
@@ -399,7 +399,7 @@ local function autosave_state()
   for i = 1, 30 do settings["option_" .. i] = (i % 3 == 0) or i * 1.5 end
   s.settings = settings
   local chunk = {}
-  for i = 1, 50000 do chunk[chunk_key(i)] = { t = i % 17, h = i % 5 } end
+  for i = 1, 50000 do chunk[chunk_key(i)] = { t = i % 17, h = i % 5, l = i % 9, s = i % 1000 } end
   s.chunk = chunk
   for i = 1, AUTO_SMALL do s[("quest:%03d"):format(i)] = value(i, 0) end
   return s
