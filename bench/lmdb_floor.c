@@ -1,5 +1,5 @@
 /*
- * lmdb_floor - the raw LMDB floor for bench/store.lua.
+ * lmdb_floor - the raw LMDB floor for bench/store.lua and bench/defstate.lua.
  *
  * Runs the same workloads as the store benchmark straight on LMDB, with the
  * values already encoded, so the difference to instate is the cost of the
@@ -14,6 +14,9 @@
  *   scan           one cursor pass over the whole database
  *   update STEP    rewrite every STEP-th record in one write transaction
  *   commit COUNT   COUNT durable single-record write transactions
+ *   txns K         the records in order, K to a durable write transaction
+ *                  (an autosave's changed records, save after save); also
+ *                  prints p50= and p99= of one transaction, in seconds
  * Prints one line: seconds=<float> ops=<int>. Only the timed part is the
  * database work: reading the records file happens before the clock starts.
  */
@@ -100,6 +103,23 @@ fail:
 	}
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The q-th quantile (0..1) of n sorted samples, nearest rank. */
+static double quantile(const double *t, size_t n, double q)
+{
+	size_t i = (size_t)(q * (double)n + 0.999999);
+	if (i < 1)
+		i = 1;
+	if (i > n)
+		i = n;
+	return t[i - 1];
+}
+
 static int die(const char *what, int rc)
 {
 	fprintf(stderr, "lmdb_floor: %s: %s\n", what, mdb_strerror(rc));
@@ -120,7 +140,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: lmdb_floor put|get|scan|update STEP|commit COUNT "
+		fprintf(stderr, "usage: lmdb_floor put|get|scan|update STEP|commit COUNT|txns K "
 		                "<dbdir> <recordsfile> [arg]\n");
 		return 2;
 	}
@@ -129,7 +149,8 @@ int main(int argc, char **argv)
 	file = argv[3];
 	if (argc > 4)
 		arg = strtol(argv[4], NULL, 10);
-	if ((strcmp(mode, "update") == 0 || strcmp(mode, "commit") == 0) && arg <= 0) {
+	if ((strcmp(mode, "update") == 0 || strcmp(mode, "commit") == 0 ||
+	     strcmp(mode, "txns") == 0) && arg <= 0) {
 		fprintf(stderr, "lmdb_floor: %s needs a positive argument\n", mode);
 		return 2;
 	}
@@ -212,6 +233,33 @@ int main(int argc, char **argv)
 			if ((rc = mdb_txn_commit(txn)) != 0)
 				return die("mdb_txn_commit", rc);
 		}
+	} else if (strcmp(mode, "txns") == 0) {
+		size_t ntx = (n + (size_t)arg - 1) / (size_t)arg, k = 0;
+		double *t = malloc((ntx ? ntx : 1) * sizeof *t), q0;
+		if (!t)
+			return die("malloc", ENOMEM);
+		for (i = 0; i < n; k++) {
+			size_t end = i + (size_t)arg < n ? i + (size_t)arg : n;
+			q0 = now();
+			if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
+				return die("mdb_txn_begin", rc);
+			for (; i < end; i++)
+				if ((rc = mdb_put(txn, dbi, &recs[i].key, &recs[i].val, 0)) != 0)
+					return die("mdb_put", rc);
+			if ((rc = mdb_txn_commit(txn)) != 0)
+				return die("mdb_txn_commit", rc);
+			t[k] = now() - q0;
+		}
+		ops = k;
+		t1 = now();
+		qsort(t, k, sizeof *t, cmp_double);
+		printf("p50=%.6f p99=%.6f ", k ? quantile(t, k, 0.5) : 0.0, k ? quantile(t, k, 0.99) : 0.0);
+		free(t);
+		mdb_env_close(env);
+		free(recs);
+		free(blob);
+		printf("seconds=%.6f ops=%zu\n", t1 - t0, ops);
+		return 0;
 	} else {
 		fprintf(stderr, "lmdb_floor: unknown mode '%s'\n", mode);
 		return 2;

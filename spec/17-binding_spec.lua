@@ -547,7 +547,10 @@ for r = 1, ROUNDS do
   if not ok then bad = ("round %d: %s"):format(r, tostring(err)); break end
 end
 budget = 0
-io.write(bad or (hits >= ROUNDS and "ok" or ("only " .. hits .. " finalizers ran")))
+-- get_all_objects builds with the collector stopped where the Lua can tell
+-- that it runs: few finalizers, if any, run inside it there
+local need = (which == "get_all_objects" and helpers.gc_tells_running()) and 0 or ROUNDS
+io.write(bad or (hits >= need and "ok" or ("only " .. hits .. " finalizers ran")))
 store:close()
 ]==]
 

@@ -1201,4 +1201,55 @@ env.close()
       assert.are.same({ "run 1", "run 2" }, l2:get())
     end)
   end)
+
+  describe("setup and the collector", function()
+    -- setup stops the collector while it builds the restored variables
+    -- (where it can tell the program did not stop it), and must leave it
+    -- as the program had it.
+    local function saved_store()
+      local path = new_path()
+      assert(instate.setup(path))
+      for i = 1, 300 do instate.defstate("v" .. i, { i = i, name = "n" .. i }) end
+      assert(instate.save_all())
+      instate.teardown()
+      return path
+    end
+
+    -- KB of heap after making about mb MB of garbage tables.
+    local function churn(mb)
+      -- kept in a ring, so that no compiler can leave them unmade
+      local ring = {}
+      for i = 1, mb * 1024 * 1024 / 64 do ring[i % 16 + 1] = { i, 2 } end
+      return collectgarbage("count")
+    end
+
+    after_each(function()
+      collectgarbage("restart")
+      instate.teardown()
+    end)
+
+    it("leaves a collector the program stopped stopped", function()
+      local path = saved_store()
+      collectgarbage()
+      collectgarbage("stop")
+      assert(instate.setup(path))
+      assert.are.equal(300, instate.defstate("v300", false):get().i)
+      local before = collectgarbage("count")
+      local after = churn(8)
+      -- nothing was collected: every garbage table is still counted
+      assert.is_true(after - before > 4 * 1024,
+        ("heap grew by %.0f KB only: the collector ran"):format(after - before))
+    end)
+
+    it("leaves a running collector running", function()
+      local path = saved_store()
+      collectgarbage()
+      local base = collectgarbage("count")
+      assert(instate.setup(path))
+      assert.are.equal(300, instate.defstate("v300", false):get().i)
+      local after = churn(64)
+      assert.is_true(after - base < 24 * 1024,
+        ("heap grew by %.0f KB: the collector did not run"):format(after - base))
+    end)
+  end)
 end)

@@ -90,6 +90,15 @@ function helpers.on_gc(fn)
 end
 
 --- The build directory the specs run against (set by ctest).
+--- Whether this Lua can tell a collector that runs from one the program
+-- stopped (collectgarbage("isrunning"): all but plain 5.1). Where it can,
+-- setup's bulk read stops the collector while it builds (and so runs no
+-- finalizer in the middle of it).
+function helpers.gc_tells_running()
+  local ok, running = pcall(collectgarbage, "isrunning")
+  return ok and type(running) == "boolean"
+end
+
 function helpers.build_dir()
   return os.getenv("INSTATE_BUILD_DIR") or "build"
 end

@@ -546,6 +546,25 @@ static inline int lcompat_typeerror(lua_State *L, int arg, const char *tname)
 #define LCOMPAT_GC_TELLS_FINALIZERS 0
 #endif
 
+/* Stop the collector for a bulk build that makes no garbage (setup's read
+ * of every saved variable): collecting while a large heap is being built
+ * marks it again at every cycle that the growth starts, for nothing. Stops
+ * it only when it runs (never one the program stopped, nor inside a
+ * finalizer) and returns whether it did; lcompat_gc_resume() restarts only
+ * what was stopped, so the program's settings (mode, pause, step) are left
+ * as they were. Plain 5.1 cannot tell whether the program stopped it, so
+ * there it is left alone. */
+#if LUA_VERSION_NUM >= 504
+#define lcompat_gc_pause(L) (lcompat_gc_running(L) ? (lua_gc((L), LUA_GCSTOP), 1) : 0)
+#define lcompat_gc_resume(L, paused) ((paused) ? (void)lua_gc((L), LUA_GCRESTART) : (void)0)
+#elif LCOMPAT_GC_TELLS_FINALIZERS
+#define lcompat_gc_pause(L) (lcompat_gc_running(L) ? (lua_gc((L), LUA_GCSTOP, 0), 1) : 0)
+#define lcompat_gc_resume(L, paused) ((paused) ? (void)lua_gc((L), LUA_GCRESTART, 0) : (void)0)
+#else
+#define lcompat_gc_pause(L) ((void)(L), 0)
+#define lcompat_gc_resume(L, paused) ((void)(L), (void)(paused))
+#endif
+
 /* Whether an integer comes back exactly as this Lua's number: always with
  * 64-bit integers (5.3, 5.4); within +-2^53 where numbers are doubles
  * (5.1, 5.2, LuaJIT). The codec writes an integral double as a MessagePack

@@ -80,8 +80,12 @@ end
 -- in RESTORED): save_all knows it cannot have changed, so it is not even
 -- encoded. The first get, update or undo log moves it to VALUE.
 local UNREAD = setmetatable({}, { __name = "instate.unread" })
--- The slots before RESTORED of a variable setup builds: unread, clean.
-local RESTORED_TEMPLATE = { UNREAD, false }
+-- What DEFAULT holds in a variable setup built and no defstate declared
+-- yet (a declared one holds its default, never this).
+local PENDING = setmetatable({}, { __name = "instate.pending" })
+-- The slots before RESTORED of a variable setup builds: unread, clean,
+-- not declared.
+local RESTORED_TEMPLATE = { UNREAD, false, PENDING }
 
 return function(instate)
 	local decode, open, newtable = instate.decode, instate.open, instate._newtable
@@ -226,8 +230,10 @@ return function(instate)
 			return nil, ("instate.setup: cannot read the saved variables: %s"):format(count), code
 		end
 		pending, scan_commit = objects, lc
-		-- Nothing is declared yet: room for as many variables as were saved.
+		-- Nothing is declared yet: room for as many variables as were
+		-- saved, and for as many handed out.
 		vars, order = newtable(0, count), newtable(count, 0)
+		touched, ntouched = newtable(count, 0), 0
 		return true
 	end
 
@@ -476,15 +482,16 @@ return function(instate)
 	end
 
 	function instate.defstate(name, default, opts)
-		local var = vars[name]
-		if var then return var end
 		-- The common case first, kept short: a name saved with version 1,
-		-- its variable built by setup, declared without options.
+		-- its variable built by setup, declared without options. One
+		-- lookup: a variable left in pending once declared answers a
+		-- second declaration too (it is the one in vars).
+		local var
 		if opts == nil and pending then
 			var = pending[name]
 			if var then
+				if var[3] ~= PENDING then return var end
 				if last_commit(store) == scan_commit then
-					-- (left in pending: vars[name] answers from now on)
 					var[3] = default
 					vars[name] = var
 					local n = norder + 1
@@ -496,6 +503,8 @@ return function(instate)
 				pending = nil
 			end
 		end
+		var = vars[name]
+		if var then return var end
 		return declare(name, default, opts)
 	end
 
