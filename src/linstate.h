@@ -265,6 +265,20 @@ void linstate_open_txn(lua_State *L, int scratch);
 void linstate_open_ns(lua_State *L, int scratch);
 void linstate_open_iter(lua_State *L, int scratch);
 
+/* ---- lwriter.c: the background writer --------------------------------- */
+
+#define LINSTATE_WRITER_MT "instate.Writer"
+typedef struct lwriter {
+	instate_writer *w;          /* NULL once closed */
+} lwriter;
+extern const char linstate_writer_marker;
+/* The open writer at idx; raises "writer is closed" / a type error. */
+instate_writer *linstate_checkwriter(lua_State *L, int idx);
+/* The triple for error rc of a writer call, err its message. */
+int linstate_writer_fail(lua_State *L, int rc, const char *err);
+/* Register the Writer class and store:writer() (after linstate_open_store). */
+void linstate_open_writer(lua_State *L, int scratch);
+
 /* ---- lopt.c: option tables and names ---------------------------------- */
 
 /* Raise if the table at idx has a key not in names (NULL-terminated). */
