@@ -10,11 +10,6 @@
 #include "check.h"
 
 #include <pthread.h>
-#include <time.h>
-
-#ifndef _WIN32
-#include <unistd.h>
-#endif
 
 static instate_store *open_store(const char *name, uint64_t max_size)
 {
@@ -184,6 +179,7 @@ static void test_error(void)
 	instate_ns *ns = ns_of(s, "e");
 	instate_writer *w;
 	instate_batch *b, *big;
+	instate_txn *hold;
 	char err[INSTATE_ERRMSG_MAX];
 	char *blob = malloc(2 << 20);
 	uint64_t ticket;
@@ -191,6 +187,9 @@ static void test_error(void)
 
 	memset(blob, 'x', 2 << 20);
 	CHECK_RC(instate_writer_open(s, &w), 0);
+	/* Hold the writer slot while submitting, so that the writer starts on
+	 * batch 1 only once all four are queued. */
+	CHECK_RC(instate_txn_begin(s, NULL, 0, &hold), 0);
 	CHECK_RC(instate_writer_submit(w, batch_of(ns, "n", 1), &ticket, err), 0);
 	CHECK_RC(instate_batch_new(&big), 0);
 	CHECK_RC(instate_batch_put(big, ns, "huge", 4, blob, 2 << 20, NULL, 0), 0);
@@ -199,12 +198,15 @@ static void test_error(void)
 	/* submitted after the failing one, before its report: dropped */
 	CHECK_RC(instate_writer_submit(w, batch_of(ns, "n", 3), &ticket, err), 0);
 	CHECK_RC(instate_writer_submit(w, batch_of(ns, "after", 4), &ticket, err), 0);
+	instate_txn_abort(hold);
 	{
 		/* wait for all four without reporting */
 		instate_writer_info info;
+		int spins = 0;
 		do {
 			instate_writer_info_get(w, &info);
-		} while (info.done < 4);
+		} while (info.done < 4 && ++spins < 100000000);
+		CHECK(info.done == 4);
 		CHECK(info.error == INSTATE_MAP_FULL);
 	}
 	b = batch_of(ns, "n", 5);
