@@ -115,6 +115,27 @@ describe("save_all{async = true}", function()
     assert.equal(20, instate.defstate("a", 0):get())
   end)
 
+  it("is waited for when the Lua state closes", function()
+    local path = fresh()
+    local out, ok = helpers.run_lua([[
+      local instate = require "instate"
+      assert(instate.setup(...))
+      local a = instate.defstate("a", 0)
+      local t = instate.defstate("t", {})
+      for i = 1, 30 do
+        a:set(i)
+        t:get()[i] = ("x"):rep(10000)
+        assert(instate.save_all({ async = true }))
+      end
+      io.write("submitted")
+    ]], path)
+    assert.is_true(ok, out)
+    assert.equal("submitted", out)
+    assert(instate.setup(path))
+    assert.equal(30, instate.defstate("a", 0):get())
+    assert.equal(30, #instate.defstate("t", {}):get())
+  end)
+
   it("raises inside a store transaction", function()
     local store = assert(instate.setup(fresh()))
     local a = instate.defstate("a", 0)
