@@ -77,7 +77,7 @@ local function fmt(list)
 end
 
 local function run(path, read_all)
-  assert(instate.setup(path))
+  local store = assert(instate.setup(path))
   local d = defaults()
   local vars, names = {}, {}
   for name, v in pairs(d) do
@@ -96,6 +96,8 @@ local function run(path, read_all)
     p.x = p.x + 1
     vars[("var%03d"):format(step % 4 + 1)]:update(function(t) t.id = t.id + 1; return t end)
   end
+  -- every save must commit (each changes two records): checked below
+  local rev0 = store:revision()
   for i = 1, SAVES do
     change()
     local t0 = now()
@@ -119,6 +121,7 @@ local function run(path, read_all)
     assert(instate.flush())
     durable[i] = now() - t0
   end
+  assert(store:revision() - rev0 == 3 * SAVES, "a save did not commit")
   instate.teardown()
   return sync, async, durable
 end
