@@ -783,6 +783,10 @@ INSTATE_API int instate_batch_put(instate_batch *b, instate_ns *ns, const void *
 INSTATE_API int instate_batch_del(instate_batch *b, instate_ns *ns, const void *key,
                                   size_t klen);
 
+/** @brief Keep the first `count` operations and drop the others (nothing
+ * if the batch holds no more than `count`). */
+INSTATE_API void instate_batch_truncate(instate_batch *b, size_t count);
+
 /** @brief The number of operations in the batch. */
 INSTATE_API size_t instate_batch_count(const instate_batch *b);
 

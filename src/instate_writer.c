@@ -59,6 +59,17 @@ void instate_batch_clear(instate_batch *b)
 	b->n = 0;
 }
 
+void instate_batch_truncate(instate_batch *b, size_t count)
+{
+	const batch_op *ops = (const batch_op *)(const void *)b->ops.data;
+
+	if (count >= b->n)
+		return;
+	b->n = count;
+	b->ops.len = count * sizeof *ops;
+	b->data.len = count ? ops[count - 1].voff + ops[count - 1].vlen : 0;
+}
+
 size_t instate_batch_count(const instate_batch *b)
 {
 	return b->n;

@@ -48,18 +48,34 @@ return function(store)
 		nbatches = k
 	end
 
+	local function start()
+		if writer then return writer end
+		local w, msg, code = store:writer()
+		if not w then return nil, msg, code end
+		writer = w
+		return w
+	end
+
+	--- A Batch of the writer (batch:put(ns, key, value [, version]),
+	-- batch:delete(ns, key)): writes of other namespaces (a map variable's
+	-- entries) to commit in the same transaction as the next save, by
+	-- passing it to A.submit. nil, msg, code if the writer cannot start.
+	function A.batch()
+		local w, msg, code = start()
+		if not w then return nil, msg, code end
+		return w:batch()
+	end
+
 	--- Hand a save to the writer: save_many's arguments, and the variables
-	-- in it (list[1..m]) to mark dirty again if it fails. Returns the
-	-- ticket, or nil, msg, code of an earlier save's error (then nothing
-	-- was handed over and the variables stay as they were).
-	function A.submit(ns, m, keys, vals, vers, vars, nvars)
-		if not writer then
-			local w, msg, code = store:writer()
-			if not w then return nil, msg, code end
-			writer = w
-		end
+	-- in it (list[1..m]) to mark dirty again if it fails; with batch (from
+	-- A.batch()), its writes go in the same save. Returns the ticket, or
+	-- nil, msg, code of an earlier save's error (then nothing was handed
+	-- over, the batch is as it was and the variables stay as they were).
+	function A.submit(ns, m, keys, vals, vers, vars, nvars, batch)
+		local w, wmsg, wcode = start()
+		if not w then return nil, wmsg, wcode end
 		prune()
-		local ticket, msg, code = ns:save_many(m, keys, vals, vers, writer)
+		local ticket, msg, code = ns:save_many(m, keys, vals, vers, batch or writer)
 		if not ticket then
 			redirty()
 			return nil, msg, code

@@ -96,6 +96,18 @@ static void test_batch(void)
 	CHECK_RC(instate_batch_apply(b, t, &written, &bad), 0);
 	CHECK(written == 1);
 	instate_txn_abort(t);
+	/* truncate: the first ops stay whole */
+	CHECK_RC(instate_batch_put(b, ns, "c", 1, "333", 3, NULL, 0), 0);
+	instate_batch_truncate(b, 5);                      /* more than it holds */
+	CHECK(instate_batch_count(b) == 4);
+	instate_batch_truncate(b, 2);
+	CHECK(instate_batch_count(b) == 2);
+	CHECK_RC(instate_batch_put(b, ns, "d", 1, "4", 1, NULL, 0), 0);
+	CHECK_RC(instate_txn_begin(s, NULL, 0, &t), 0);
+	CHECK_RC(instate_batch_apply(b, t, &written, &bad), 0);
+	CHECK(written == 2);                               /* b rewritten, d new */
+	CHECK_RC(instate_txn_commit(t), 0);
+	CHECK(get_long(s, ns, "d") == 4 && get_long(s, ns, "c") == -1);
 	instate_batch_clear(b);
 	CHECK(instate_batch_count(b) == 0);
 	CHECK_RC(instate_batch_del(b, ns, "a", 1), 0);
