@@ -738,6 +738,181 @@ int instate_dump_info_read(const char *path,
                            void *ud, instate_dump_info *info, char *err);
 /** @} */
 
+/* ===================================================================== */
+/** @defgroup writer Batches and the background writer
+ *
+ * A batch is a list of record writes (puts and deletes, in several
+ * namespaces) applied in order in one write transaction: by the caller
+ * with instate_batch_apply(), or off the caller's thread by a writer.
+ *
+ * A writer owns a thread that commits the batches handed to it with
+ * instate_writer_submit(), one write transaction per batch, in the order
+ * submitted; a batch is all or nothing, and a crash loses at most the
+ * batches not yet committed, never part of one. The thread sees only the
+ * batch's bytes: nothing of the caller (a Lua state) is touched there.
+ *
+ * Errors. A batch that fails (#INSTATE_MAP_FULL, ENOSPC, EIO...) is
+ * aborted, and so is every batch submitted after it until the error is
+ * reported, so the store always holds a prefix of the submitted batches.
+ * The error is kept, with a message naming the batch's ticket, namespace
+ * and key, and reported exactly once: by the next instate_writer_submit()
+ * (which then takes nothing), instate_writer_flush() or
+ * instate_writer_close(). After it is reported, batches commit again.
+ *
+ * Threads. Any thread may submit or flush, and several at once: tickets
+ * are handed out, and batches committed, in the order the submits took
+ * the writer's lock. The writer's commits take the store's writer slot
+ * like any other write transaction: a write transaction begun by another
+ * thread meanwhile waits for the batch being committed (it is never
+ * #INSTATE_BUSY because of the writer) and may commit before batches
+ * still queued; a write begun after instate_writer_flush() returned comes
+ * after every batch submitted before it. Waiting for the writer from a
+ * thread that holds a write transaction of the store would deadlock (the
+ * writer needs the slot that thread holds): instate_writer_flush() and
+ * instate_writer_close() return #INSTATE_BUSY then, while batches are
+ * pending, and change nothing.
+ *
+ * Lifetime. A writer holds a handle of its own on the store's environment:
+ * the handle it was opened on may be closed first (the environment, and the
+ * namespace handles of its batches, live until the writer is closed too).
+ * Other handles of the same store, and their writers, work alongside;
+ * writers are not ordered with each other. Namespace handles in a batch must
+ * be of the writer's store.
+ *
+ * fork(): the child has no writer thread (only the thread that forked is
+ * copied) and, as LMDB requires, must not use the parent's environment at
+ * all: after fork the child must neither use nor close a writer of the
+ * parent (nor its store handles); it may exec or _exit. The parent's writer
+ * goes on undisturbed.
+ * @{ */
+
+typedef struct instate_batch instate_batch;
+typedef struct instate_writer instate_writer;
+
+/**
+ * @brief Create an empty batch.
+ * @param[out] out the batch.
+ * @return 0 or ENOMEM. Lifetime: until instate_batch_free(), or until
+ *   instate_writer_submit() takes it.
+ */
+INSTATE_API int instate_batch_new(instate_batch **out);
+
+/** @brief Free a batch the caller owns. NULL is ignored. */
+INSTATE_API void instate_batch_free(instate_batch *b);
+
+/** @brief Remove every operation, keeping the memory for reuse. */
+INSTATE_API void instate_batch_clear(instate_batch *b);
+
+/**
+ * @brief Append a put of `key` = `val` to the batch (both copied).
+ * @param[in] ns the namespace (created by the write if needed).
+ * @param[in] meta expiry and version; NULL for none.
+ * @param[in] flags as instate_put(): #INSTATE_IFCHANGED makes the write
+ *   compare with the stored record when the batch is applied (an equal
+ *   record is left untouched), #INSTATE_NOOVERWRITE skips a key that
+ *   exists, #INSTATE_KEEPEXPIRY keeps the old expiry.
+ * @return 0, #INSTATE_INVALID (key not 1..#INSTATE_KEY_MAX bytes, NULL ns,
+ *   unknown flag) or ENOMEM; the batch is unchanged on error.
+ */
+INSTATE_API int instate_batch_put(instate_batch *b, instate_ns *ns, const void *key, size_t klen,
+                                  const void *val, size_t vlen, const instate_meta *meta,
+                                  unsigned flags);
+
+/**
+ * @brief Append a delete of `key` (copied); an absent key is no error.
+ * @return 0, #INSTATE_INVALID or ENOMEM; the batch is unchanged on error.
+ */
+INSTATE_API int instate_batch_del(instate_batch *b, instate_ns *ns, const void *key,
+                                  size_t klen);
+
+/** @brief Keep the first `count` operations and drop the others (nothing
+ * if the batch holds no more than `count`). */
+INSTATE_API void instate_batch_truncate(instate_batch *b, size_t count);
+
+/** @brief The number of operations in the batch. */
+INSTATE_API size_t instate_batch_count(const instate_batch *b);
+
+/**
+ * @brief Apply the batch's operations, in order, in `txn` (a write
+ * transaction of the caller's). Skipped operations (#INSTATE_IFCHANGED on
+ * an equal record, #INSTATE_NOOVERWRITE on an existing key, a delete of an
+ * absent key) are not errors.
+ * @param[out] written the operations that changed the store (may be NULL).
+ * @param[out] failed on error, the index of the failing operation (may be
+ *   NULL).
+ * @return 0, or the error of instate_put()/instate_del() (the transaction
+ *   is then failed: abort it; #INSTATE_RETRY: it was aborted, run again).
+ */
+INSTATE_API int instate_batch_apply(const instate_batch *b, instate_txn *txn, size_t *written,
+                                    size_t *failed);
+
+/**
+ * @brief Start a writer on store handle `s`: a thread that commits
+ * submitted batches.
+ * @param[out] out the writer.
+ * @return 0, #INSTATE_READONLY (a read-only store), ENOMEM, or the errno
+ *   of the thread's creation (EAGAIN).
+ * Lifetime: until instate_writer_close(); `s` may be closed before it.
+ */
+INSTATE_API int instate_writer_open(instate_store *s, instate_writer **out);
+
+/**
+ * @brief Hand a batch to the writer, which commits it after every batch
+ * submitted before it, in a write transaction of its own (committed only
+ * if an operation changes the store; durable as the store's sync option
+ * says), running it again if the map had to grow. Returns at once.
+ *
+ * @param[in] b the batch; on success the writer owns it (and frees it
+ *   when committed): the caller must not touch it again. On error the
+ *   caller still owns it.
+ * @param[out] ticket the batch's number: 1 for the writer's first batch,
+ *   then one more per batch (may be NULL).
+ * @param[out] err on error, a message of at most #INSTATE_ERRMSG_MAX bytes
+ *   naming the failed batch (may be NULL).
+ * @return 0; or the kept error of an earlier batch (#INSTATE_MAP_FULL,
+ *   ENOSPC, EIO, #INSTATE_CORRUPT...), now reported and cleared: `b` was
+ *   not taken; #INSTATE_INVALID (NULL batch); #INSTATE_ENDED (the writer is
+ *   closing).
+ */
+INSTATE_API int instate_writer_submit(instate_writer *w, instate_batch *b, uint64_t *ticket,
+                                      char *err);
+
+/**
+ * @brief Wait until every batch submitted so far is committed (or was
+ * found unchanged).
+ * @param[out] revision the store's revision after them (may be NULL; set
+ *   on success).
+ * @param[out] err as instate_writer_submit() (may be NULL).
+ * @return 0; the kept error of a batch (reported and cleared; the batches
+ *   after it were not committed); #INSTATE_BUSY (batches are pending and the
+ *   calling thread holds a write transaction of the store: waiting would
+ *   deadlock; nothing was waited for or reported); or the error of reading
+ *   the revision.
+ */
+INSTATE_API int instate_writer_flush(instate_writer *w, uint64_t *revision, char *err);
+
+/** Counters of instate_writer_info(). */
+typedef struct instate_writer_info {
+	uint64_t submitted;  /**< tickets handed out: the last batch's ticket */
+	uint64_t done;       /**< batches finished (committed, unchanged, or not
+	                          committed after an error): tickets 1..done */
+	int error;           /**< the kept error not yet reported, or 0 */
+} instate_writer_info;
+
+/** @brief Read the writer's counters without waiting. */
+INSTATE_API void instate_writer_info_get(instate_writer *w, instate_writer_info *out);
+
+/**
+ * @brief Wait for every pending batch, stop the thread and free the writer.
+ * NULL is ignored (returns 0).
+ * @param[out] err as instate_writer_submit() (may be NULL).
+ * @return 0, or the kept error not reported yet (the writer is closed all
+ *   the same); #INSTATE_BUSY as instate_writer_flush(): then nothing is
+ *   closed, call it again once the transaction has ended.
+ */
+INSTATE_API int instate_writer_close(instate_writer *w, char *err);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

@@ -99,6 +99,16 @@ int instate__slot_acquire(instate_env *e)
 	return 0;
 }
 
+int instate__slot_mine(instate_env *e)
+{
+	int mine;
+
+	instate__os_mutex_lock(&e->wmu);
+	mine = e->wbusy && instate__os_thread_equal(e->wowner, instate__os_thread_self());
+	instate__os_mutex_unlock(&e->wmu);
+	return mine;
+}
+
 void instate__slot_release(instate_env *e)
 {
 	instate__os_mutex_lock(&e->wmu);
@@ -1040,6 +1050,24 @@ void instate_store_close(instate_store *s)
 	instate__os_mutex_unlock(&registry_mu);
 	free(s->path);
 	free(s);
+}
+
+int instate__store_dup(instate_store *s, instate_store **out)
+{
+	instate_store *d = calloc(1, sizeof *d);
+
+	*out = NULL;
+	if (!d || !(d->path = strdup(s->path))) {
+		free(d);
+		return ENOMEM;
+	}
+	d->env = s->env;
+	d->readonly = s->readonly;
+	instate__os_mutex_lock(&registry_mu);
+	s->env->refs++;
+	instate__os_mutex_unlock(&registry_mu);
+	*out = d;
+	return 0;
 }
 
 const char *instate_store_path(const instate_store *s)

@@ -102,6 +102,40 @@ int instate__os_cond_init(instate_os_cond *c) { return pthread_cond_init(c, NULL
 void instate__os_cond_destroy(instate_os_cond *c) { pthread_cond_destroy(c); }
 void instate__os_cond_wait(instate_os_cond *c, instate_os_mutex *m) { pthread_cond_wait(c, m); }
 void instate__os_cond_signal(instate_os_cond *c) { pthread_cond_signal(c); }
+void instate__os_cond_broadcast(instate_os_cond *c) { pthread_cond_broadcast(c); }
+
+/* pthread's start routine returns a pointer; the core's threads return
+ * nothing. */
+struct thread_start { void (*fn)(void *); void *arg; };
+
+static void *thread_main(void *p)
+{
+	struct thread_start ts = *(struct thread_start *)p;
+
+	free(p);
+	ts.fn(ts.arg);
+	return NULL;
+}
+
+int instate__os_thread_start(instate_os_thread_handle *h, void (*fn)(void *), void *arg)
+{
+	struct thread_start *ts = malloc(sizeof *ts);
+	int rc;
+
+	if (!ts)
+		return ENOMEM;
+	ts->fn = fn;
+	ts->arg = arg;
+	rc = pthread_create(h, NULL, thread_main, ts);
+	if (rc)
+		free(ts);
+	return rc;
+}
+
+void instate__os_thread_join(instate_os_thread_handle h)
+{
+	pthread_join(h, NULL);
+}
 
 #ifdef INSTATE_OS_RWLOCK_PTHREAD
 int instate__os_rwlock_init(instate_os_rwlock *l)
@@ -591,6 +625,7 @@ void instate__os_sleep_ms(unsigned ms)
 #define WIN32_LEAN_AND_MEAN
 #endif
 #include <windows.h>
+#include <process.h> /* _beginthreadex */
 
 /* The lock types of instate_os.h stand for these. */
 typedef char instate__os_check_srw[sizeof(instate_os_mutex) == sizeof(SRWLOCK) ? 1 : -1];
@@ -754,6 +789,47 @@ void instate__os_cond_wait(instate_os_cond *c, instate_os_mutex *m)
 	SleepConditionVariableSRW((PCONDITION_VARIABLE)c, (PSRWLOCK)m, INFINITE, 0);
 }
 void instate__os_cond_signal(instate_os_cond *c) { WakeConditionVariable((PCONDITION_VARIABLE)c); }
+void instate__os_cond_broadcast(instate_os_cond *c)
+{
+	WakeAllConditionVariable((PCONDITION_VARIABLE)c);
+}
+
+/* _beginthreadex's start routine is __stdcall and returns unsigned. */
+struct thread_start { void (*fn)(void *); void *arg; };
+
+static unsigned __stdcall thread_main(void *p)
+{
+	struct thread_start ts = *(struct thread_start *)p;
+
+	free(p);
+	ts.fn(ts.arg);
+	return 0;
+}
+
+int instate__os_thread_start(instate_os_thread_handle *h, void (*fn)(void *), void *arg)
+{
+	struct thread_start *ts = malloc(sizeof *ts);
+	uintptr_t t;
+
+	if (!ts)
+		return ENOMEM;
+	ts->fn = fn;
+	ts->arg = arg;
+	t = _beginthreadex(NULL, 0, thread_main, ts, 0, NULL);
+	if (!t) {
+		int rc = errno ? errno : EAGAIN;
+		free(ts);
+		return rc;
+	}
+	*h = (void *)t;
+	return 0;
+}
+
+void instate__os_thread_join(instate_os_thread_handle h)
+{
+	WaitForSingleObject((HANDLE)h, INFINITE);
+	CloseHandle((HANDLE)h);
+}
 
 int instate__os_rwlock_init(instate_os_rwlock *l) { InitializeSRWLock((PSRWLOCK)l); return 0; }
 void instate__os_rwlock_destroy(instate_os_rwlock *l) { (void)l; }

@@ -31,6 +31,7 @@ typedef struct instate_os_cond { void *p; } instate_os_cond;
 typedef struct instate_os_rwlock { void *p; } instate_os_rwlock;
 typedef struct instate_os_once { void *p; } instate_os_once;
 typedef unsigned long instate_os_thread; /* a thread id (DWORD) */
+typedef void *instate_os_thread_handle;  /* a thread to join (HANDLE) */
 #define INSTATE_OS_MUTEX_INIT {0}
 #define INSTATE_OS_ONCE_INIT {0}
 /* A file handle: LMDB's mdb_filehandle_t (HANDLE) on each system. */
@@ -42,6 +43,7 @@ typedef pthread_mutex_t instate_os_mutex;
 typedef pthread_cond_t instate_os_cond;
 typedef pthread_once_t instate_os_once;
 typedef pthread_t instate_os_thread;
+typedef pthread_t instate_os_thread_handle;
 #define INSTATE_OS_MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
 #define INSTATE_OS_ONCE_INIT PTHREAD_ONCE_INIT
 /* glibc has a writer-preferring pthread rwlock; elsewhere (macOS, musl,
@@ -124,6 +126,19 @@ void instate__os_cond_destroy(instate_os_cond *c);
  * return (a spurious wakeup is possible: wait in a loop). */
 void instate__os_cond_wait(instate_os_cond *c, instate_os_mutex *m);
 void instate__os_cond_signal(instate_os_cond *c);
+/** @brief Wake every thread waiting on c. */
+void instate__os_cond_broadcast(instate_os_cond *c);
+
+/**
+ * @brief Start a thread running fn(arg) (pthread_create; _beginthreadex on
+ * Windows, so the C runtime is set up for it).
+ * @param[out] h the thread, for instate__os_thread_join(), which must be
+ *   called exactly once.
+ * @return 0 or an errno (EAGAIN, ENOMEM).
+ */
+int instate__os_thread_start(instate_os_thread_handle *h, void (*fn)(void *), void *arg);
+/** @brief Wait for the thread to return and release it. */
+void instate__os_thread_join(instate_os_thread_handle h);
 
 /*
  * A reader-writer lock that prefers writers: once a thread waits to take

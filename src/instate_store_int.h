@@ -232,6 +232,12 @@ int instate__mdb_err(int rc);
 /* Writer slot: 0, or INSTATE_BUSY if this thread holds it; waits otherwise. */
 int instate__slot_acquire(instate_env *e);
 void instate__slot_release(instate_env *e);
+/* Nonzero if the calling thread holds the writer slot (a write txn is open
+ * in this thread): waiting for another thread's write would deadlock. */
+int instate__slot_mine(instate_env *e);
+/* A second handle on s's environment (instate_store_close() frees it): what
+ * a writer holds, so it outlives the handle it was opened on. ENOMEM. */
+int instate__store_dup(instate_store *s, instate_store **out);
 
 /*
  * Grow the map to at least `need` bytes (doubling; capped at max_size).

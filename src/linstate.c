@@ -21,6 +21,7 @@ int luaopen_instate_core(lua_State *L)
 	linstate_open_txn(L, scratch);
 	linstate_open_ns(L, scratch);
 	linstate_open_iter(L, scratch);
+	linstate_open_writer(L, scratch);
 	lua_settop(L, mod);
 
 	linstate_open_dump(L);

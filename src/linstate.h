@@ -265,6 +265,35 @@ void linstate_open_txn(lua_State *L, int scratch);
 void linstate_open_ns(lua_State *L, int scratch);
 void linstate_open_iter(lua_State *L, int scratch);
 
+/* ---- lwriter.c: the background writer --------------------------------- */
+
+#define LINSTATE_WRITER_MT "instate.Writer"
+typedef struct lwriter {
+	instate_writer *w;          /* NULL once closed */
+} lwriter;
+extern const char linstate_writer_marker;
+/* The open writer at idx; raises "writer is closed" / a type error. */
+instate_writer *linstate_checkwriter(lua_State *L, int idx);
+/* The triple for error rc of a writer call, err its message. */
+int linstate_writer_fail(lua_State *L, int rc, const char *err);
+/* A Batch (writer:batch()): writes of any namespaces, encoded when added,
+ * committed as one async save by its writer (its user value). */
+#define LINSTATE_BATCH_MT "instate.Batch"
+typedef struct lbatch {
+	instate_batch *b;           /* NULL until the first write, and after submit */
+	lwriter *lw;                /* its writer, kept alive by the user value */
+} lbatch;
+/* The Batch at idx, or NULL if it is not one. */
+lbatch *linstate_tobatch(lua_State *L, int idx);
+/* lb's core batch, made on first use; raises on memory. */
+instate_batch *linstate_batch_of(lua_State *L, lbatch *lb);
+/* Submit lb's batch to its writer: pushes the ticket (1), or the triple of
+ * a kept error (3) after cutting the batch back to its first `base`
+ * operations (what it held before this call). */
+int linstate_batch_submit(lua_State *L, lbatch *lb, size_t base);
+/* Register the Writer class and store:writer() (after linstate_open_store). */
+void linstate_open_writer(lua_State *L, int scratch);
+
 /* ---- lopt.c: option tables and names ---------------------------------- */
 
 /* Raise if the table at idx has a key not in names (NULL-terminated). */

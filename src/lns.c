@@ -631,7 +631,8 @@ static int l_ns_set_encoded(lua_State *L)
 }
 
 /*
- * ns:save_many(n, keys, values, versions) -> revision, written, nested
+ * ns:save_many(n, keys, values, versions [, writer | batch]) -> revision, written, nested
+ *                                          | ticket (with a writer)
  *                                          | nil, msg, code
  *
  * The defstate layer's save_all in one call, on a store-level namespace:
@@ -649,6 +650,16 @@ static int l_ns_set_encoded(lua_State *L)
  * inside another coroutine's it is BUSY. Returns the store's revision
  * after the save and the number of records written. Runtime failures
  * return the triple and write nothing.
+ *
+ * With a writer (lwriter.c) the encodings go into a batch of IFCHANGED
+ * puts handed to the writer's thread, which compares and commits there:
+ * the call returns the batch's ticket at once, or the triple of an earlier
+ * batch's error (reported now; this batch is not submitted). With a Batch
+ * (writer:batch()) the records are appended to its writes and the whole
+ * is submitted to its writer as one save (on error the Batch is left as
+ * it was). Inside a
+ * write transaction of this store it raises (the writer would wait for
+ * that transaction: nothing could be durable while it runs).
  */
 typedef struct save_item {
 	const char *key;
@@ -696,6 +707,54 @@ static void save_giveback(lscratch *sc, instate_buf *box)
 	}
 }
 
+/* save_many's encodings, as one batch, to the writer; with lb, appended
+ * to that Batch's writes (another namespace's, e.g.) and submitted with
+ * them. */
+static int save_submit(lua_State *L, lns *n, instate_writer *w, lbatch *lb, lscratch *sc,
+                       instate_buf *box, const save_item *items, lua_Integer count)
+{
+	instate_batch *b = NULL;
+	char err[INSTATE_ERRMSG_MAX];
+	uint64_t ticket = 0;
+	size_t base = 0;
+	lua_Integer i;
+	int rc = 0;
+
+	if (lb) {
+		b = linstate_batch_of(L, lb);
+		base = instate_batch_count(b);
+	} else {
+		rc = instate_batch_new(&b);
+	}
+	for (i = 0; rc == 0 && i < count; i++) {
+		instate_meta meta;
+		meta.expires_ms = 0;
+		meta.version = items[i].version;
+		rc = instate_batch_put(b, n->ns, items[i].key, items[i].klen,
+			box[1].data + items[i].off, items[i].vlen, &meta, INSTATE_IFCHANGED);
+	}
+	save_giveback(sc, box);
+	if (lb) {
+		if (rc) {
+			instate_batch_truncate(b, base);
+			return linstate_fail(L, rc, "cannot queue the save");
+		}
+		return linstate_batch_submit(L, lb, base);
+	}
+	if (rc) {
+		instate_batch_free(b);
+		return linstate_fail(L, rc, "cannot queue the save");
+	}
+	err[0] = '\0';
+	rc = instate_writer_submit(w, b, &ticket, err);
+	if (rc) {
+		instate_batch_free(b);
+		return linstate_writer_fail(L, rc, err);
+	}
+	lua_pushinteger(L, (lua_Integer)ticket);
+	return 1;
+}
+
 static int l_ns_save_many(lua_State *L)
 {
 	lns *n = linstate_checkns(L, 1);
@@ -707,10 +766,24 @@ static int l_ns_save_many(lua_State *L)
 	instate_buf *box;
 	save_item *items;
 	uint64_t rev;
+	instate_writer *w = NULL;
+	lbatch *lb = NULL;
 
 	if (n->tx)
 		return luaL_error(L, "save_many needs a store-level namespace");
 	luaL_argcheck(L, count >= 0 && count <= INT32_MAX, 2, "count out of range");
+	if (!lua_isnoneornil(L, 6)) {
+		lb = linstate_tobatch(L, 6);
+		if (!lb)
+			w = linstate_checkwriter(L, 6);
+		else if (!(w = lb->lw->w))
+			return luaL_error(L, "writer is closed");
+		if (st->cur)
+			return luaL_error(L, "an async save cannot run inside a store transaction");
+		/* Slot 2 (count, already read) anchors the writer from here on. */
+		lua_pushvalue(L, 6);
+		lua_replace(L, 2);
+	}
 	luaL_checktype(L, 3, LUA_TTABLE);
 	luaL_checktype(L, 4, LUA_TTABLE);
 	const_version = lua_type(L, 5) == LUA_TNUMBER;
@@ -762,6 +835,8 @@ static int l_ns_save_many(lua_State *L)
 	}
 	items = (save_item *)box[0].data;
 
+	if (w)
+		return save_submit(L, n, w, lb, sc, box, items, count);
 	if (st->cur && st->owner != L) {
 		rc = INSTATE_BUSY;
 	} else if (st->cur) {

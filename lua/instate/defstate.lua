@@ -124,6 +124,9 @@ return function(instate)
 	-- instate.transaction: the open undo log (nil outside), logs of
 	-- enclosing transactions below it.
 	local undo, undo_stack = nil, {}
+	-- save_all{async = true}: the writer and its bookkeeping
+	-- (lua/instate/async.lua), made at setup.
+	local async
 
 	local function touch(var)
 		local n = ntouched + 1
@@ -304,7 +307,8 @@ return function(instate)
 					:format(store_path, quote(ns_name), path), 2)
 			end
 			store:close()
-			store, store_path, ns_name, state_ns = nil, nil, nil, nil
+			if async then async.close() end
+			store, store_path, ns_name, state_ns, async = nil, nil, nil, nil, nil
 			forget()
 		end
 		local s, msg, code = open(path, oopts)
@@ -328,10 +332,12 @@ return function(instate)
 		end
 		store, store_path, ns_name = s, path, name
 		readonly, keep = ro, nkeep
+		async = require("instate.async")(s)
 		local ok, done, smsg, scode = pcall(scan)
 		if not (ok and done) then
 			store:close()
-			store, store_path, ns_name, state_ns = nil, nil, nil, nil
+			async.close()
+			store, store_path, ns_name, state_ns, async = nil, nil, nil, nil, nil
 			forget()
 			if ok then
 				setup_failed = ("instate.setup failed: %s (%s)"):format(
@@ -350,13 +356,20 @@ return function(instate)
 		return store
 	end
 
+	-- Returns true, or nil, msg, code when the async saves still pending
+	-- failed (the variables are forgotten and the store closed all the
+	-- same). The store closes first: that ends a transaction of it this
+	-- coroutine may hold, which the writer would wait for.
 	function instate.teardown()
 		setup_failed = nil
 		if store then store:close() end
-		store, store_path, ns_name, state_ns = nil, nil, nil, nil
+		local ok, msg, code = true, nil, nil
+		if async then ok, msg, code = async.close() end
+		store, store_path, ns_name, state_ns, async = nil, nil, nil, nil, nil
 		readonly, keep = false, 0
 		forget()
 		undo, undo_stack = nil, {}
+		return ok, msg, code
 	end
 
 	-- ---------------------------------------------------------------------
@@ -612,13 +625,43 @@ return function(instate)
 			:format(quote(var.name), tostring(why or "validate returned false")), 3)
 	end
 
-	function instate.save_all()
+	local function save_opts(opts)
+		if type(opts) ~= "table" then
+			argerror(3, "save_all", 1, "table expected, got " .. typename(opts))
+		end
+		for k, v in pairs(opts) do
+			if k ~= "async" then
+				argerror(3, "save_all", 1, ("unknown option '%s'"):format(tostring(k)))
+			end
+			if type(v) ~= "boolean" then
+				argerror(3, "save_all", 1, "async must be a boolean, got " .. typename(v))
+			end
+		end
+		return opts.async
+	end
+
+	function instate.flush()
+		need_store("flush")
+		local rev, msg, code = async.flush()
+		if not rev then return nil, msg, code end
+		if rev == true then return store:revision() end
+		return rev
+	end
+
+	function instate.save_all(opts)
+		local is_async = false
+		if opts ~= nil then is_async = save_opts(opts) end
 		need_store("save_all")
 		if readonly then
 			return nil, ("instate.save_all: the store '%s' was set up read-only ({readonly = true}); nothing was saved")
 				:format(store_path), "READONLY"
 		end
 		if next(failed) then refuse_unread() end
+		if not is_async and async.active() then
+			-- An earlier async save must not commit after this one.
+			local ok, msg, code = async.flush()
+			if not ok then return nil, msg, code end
+		end
 		-- Only variables handed out or set can have changed.
 		local list, n = touched, ntouched
 		-- Every validate runs before anything is written.
@@ -661,7 +704,17 @@ return function(instate)
 		end
 		if m == 0 then
 			save_clear(keys, vals, vers, scalars, 0, 0, false)
+			if is_async then return async.ticket() end
 			return store:revision()
+		end
+		if is_async then
+			-- Encoded here, compared and committed on the writer's thread.
+			local ticket, msg, code = async.submit(state_ns, m, keys, vals,
+				perver and vers or common_version, scalars, ns)
+			save_clear(keys, vals, vers, scalars, m, ns, ticket ~= nil)
+			if not ticket then return nil, msg, code end
+			if pending then pending = nil end
+			return ticket
 		end
 		-- One C call: encodes (raising, with nothing begun, on an
 		-- unstorable value named by its variable), then writes what
@@ -693,6 +746,11 @@ return function(instate)
 
 	function instate.reload_all()
 		need_store("reload_all")
+		if async.active() then
+			-- The saved values include the async saves handed over.
+			local ok, msg, code = async.flush()
+			if not ok then return nil, msg, code end
+		end
 		local list, n = order, norder
 		local got, gotver = {}, {}
 		local name = ns_name
