@@ -119,6 +119,9 @@ return function(instate)
 	-- enclosing transactions below it.
 	local undo, undo_stack = nil, {}
 
+	-- The hooks of map variables (set once setup's helpers exist).
+	local maps
+
 	local function touch(var)
 		local n = ntouched + 1
 		ntouched = n
@@ -230,6 +233,7 @@ return function(instate)
 	end
 
 	local function forget()
+		if maps then maps.teardown() end
 		vars, order, norder = {}, {}, 0
 		touched, ntouched = {}, 0
 		pending, scan_commit = nil, nil
@@ -246,6 +250,19 @@ return function(instate)
 	local function no_store_why()
 		return setup_failed or "call instate.setup(path) first"
 	end
+
+	-- Map variables (lua/instate/map.lua), loaded by the first defmap: it
+	-- installs the real defmap and maps, and returns the hooks used here.
+	function instate.defmap(name, opts)
+		if not maps then
+			maps = require("instate.map")(instate, {
+				store = function() return store, ns_name end,
+				no_store_why = no_store_why,
+			})
+		end
+		return instate.defmap(name, opts)
+	end
+	function instate.maps() return next, {}, nil end
 
 	function instate.setup(path, opts)
 		if type(path) ~= "string" then
@@ -272,7 +289,7 @@ return function(instate)
 		end
 		if store then
 			if path == store_path and name == ns_name then return store end
-			if norder > 0 then
+			if norder > 0 or (maps and maps.declared()) then
 				error(("instate.setup: variables are declared in %s (namespace %s); call instate.teardown() before setup(%q)")
 					:format(store_path, quote(ns_name), path), 2)
 			end
@@ -549,6 +566,8 @@ return function(instate)
 
 	function instate.save_all()
 		need_store("save_all")
+		-- The maps' writes, validated and encoded (raises first, like below).
+		local plan = maps and maps.prepare()
 		-- Only variables handed out or set can have changed.
 		local list, n = touched, ntouched
 		-- Every validate runs before anything is written.
@@ -589,7 +608,7 @@ return function(instate)
 				end
 			end
 		end
-		if m == 0 then
+		if m == 0 and not plan then
 			save_clear(keys, vals, vers, scalars, 0, 0, false)
 			return store:revision()
 		end
@@ -598,8 +617,16 @@ return function(instate)
 		-- differs from the store in one write transaction of its own (a
 		-- savepoint inside this coroutine's store transaction).
 		local lc_in = last_commit(store)
-		local rev, written, nested = state_ns:save_many(m, keys, vals,
-			perver and vers or common_version)
+		local rev, written, nested
+		if plan then
+			-- The variables and the maps in one transaction.
+			rev, written, nested = maps.commit(store, plan, m > 0 and function()
+				return state_ns:save_many(m, keys, vals, perver and vers or common_version)
+			end or nil)
+		else
+			rev, written, nested = state_ns:save_many(m, keys, vals,
+				perver and vers or common_version)
+		end
 		if not rev then
 			save_clear(keys, vals, vers, scalars, m, ns, false)
 			return nil, written, nested     -- msg, code
@@ -657,6 +684,7 @@ return function(instate)
 			if var[1] == UNREAD then touch(var) end
 			var[1], var[2], var[4] = values[i], not stored[i], nil
 		end
+		if maps then maps.reload() end
 		return true
 	end
 
@@ -665,6 +693,7 @@ return function(instate)
 	-- ---------------------------------------------------------------------
 
 	local function finish(log, ok, ...)
+		if maps then maps.tx_end(ok) end
 		local parent = undo_stack[#undo_stack]
 		undo_stack[#undo_stack] = nil
 		undo = parent
@@ -695,6 +724,7 @@ return function(instate)
 			argerror(2, "transaction", 1, "function expected, got " .. typename(fn))
 		end
 		local log = { n = 0, seen = {}, old = {} }
+		if maps then maps.tx_begin() end
 		undo_stack[#undo_stack + 1] = undo or false
 		undo = log
 		return finish(log, pcall(fn, ...))
