@@ -670,8 +670,11 @@ return function(instate, host)
 				self.cache, self.dirty, self.handed, self.n = e[3], e[4], e[5], e[6]
 				self.keys, self.all, self.cleared = e[7], e[8], e[9]
 			else
+				-- Dirty whatever it was: a save_all inside the transaction
+				-- may have written the value undone, so the next one
+				-- writes this one back (as defstate does for variables).
 				local rk = e[2]
-				self.cache[rk], self.dirty[rk], self.handed[rk], self.n = e[3], e[4], e[5], e[6]
+				self.cache[rk], self.dirty[rk], self.handed[rk], self.n = e[3], true, e[5], e[6]
 				self.all = e[7]
 			end
 		end
