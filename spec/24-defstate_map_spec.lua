@@ -253,6 +253,24 @@ describe("defmap", function()
     assert.are.equal(3, instate.defmap("world"):get("a"))
   end)
 
+  it("two saves inside one store transaction keep the last in-place edit", function()
+    local path = new_path()
+    local store = restart(path)
+    local w = instate.defmap("world")
+    w:set("a", { n = 1 })
+    assert(instate.save_all())
+    local t = w:get("a")
+    assert(store:transaction(function()
+      t.n = 2
+      assert(instate.save_all())
+      t.n = 1
+      assert(instate.save_all())
+      return true
+    end))
+    restart(path)
+    assert.are.equal(1, instate.defmap("world"):get("a").n)
+  end)
+
   it("save_all raises on a failing validate, naming map and key", function()
     local path = new_path()
     local store = restart(path)

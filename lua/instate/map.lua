@@ -504,12 +504,17 @@ return function(instate, host)
 	-- write transaction: this process owns the store's variables).
 	function hooks.prepare()
 		local plan
+		-- Inside a store transaction of the caller's, the records read
+		-- here are the committed ones, not what that transaction wrote:
+		-- compare with nothing, write every candidate.
+		local nested
 		for i = 1, norder do
 			local self = order[i]
 			local dirty, handed, cache = self.dirty, self.handed, self.cache
 			local cleared = self.cleared
 			if cleared or next(dirty) or next(handed) then
 				local version, nsname = self.version, self.nsname
+				if nested == nil then nested = host.store():_writing() end
 				local ns = not cleared and handle(self, 3) or nil
 				local n0 = plan and plan.n or 0
 				plan = plan or { n = 0, maps = {} }
@@ -523,7 +528,7 @@ return function(instate, host)
 					if v ~= NONE then
 						n = n + 1
 						plan[n] = { nsname, rk, entry_bytes(self, rk, v), version }
-					elseif ns and ns:get_encoded(rk) ~= nil then
+					elseif ns and (nested or ns:get_encoded(rk) ~= nil) then
 						-- (a delete of what was never saved writes nothing)
 						n = n + 1
 						plan[n] = { nsname, rk, nil, version }
@@ -534,7 +539,8 @@ return function(instate, host)
 						-- Handed out, maybe changed in place: the record is
 						-- the reference.
 						local bytes = entry_bytes(self, rk, cache[rk])
-						local old, over = ns:get_encoded(rk)
+						local old, over
+						if not nested then old, over = ns:get_encoded(rk) end
 						if old ~= bytes or (over ~= version and not (over == 0 and version == 1)) then
 							n = n + 1
 							plan[n] = { nsname, rk, bytes, version }
