@@ -391,12 +391,22 @@ local CHILD = [[
   end
 ]]
 
+-- Whether any thread of pid is still running. A killed process's main
+-- thread can be a zombie while its writer thread still finishes an fsync
+-- and holds the store's files (and the owner lock) open.
 local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("*a")
-  f:close()
-  return stat:match("^%d+ %b() (%a)") ~= "Z"
+  local p = io.popen("ls /proc/" .. pid .. "/task 2>/dev/null")
+  local tasks = p:read("*a")
+  p:close()
+  for tid in tasks:gmatch("%d+") do
+    local f = io.open(("/proc/%d/task/%s/stat"):format(pid, tid))
+    if f then
+      local stat = f:read("*a")
+      f:close()
+      if stat:match("^%d+ %b() (%a)") ~= "Z" then return true end
+    end
+  end
+  return false
 end
 
 local function last_round(file)

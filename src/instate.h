@@ -57,6 +57,11 @@ extern "C" {
 /** @defgroup limits Limits @{ */
 #define INSTATE_KEY_MAX 511        /**< longest key, in bytes */
 #define INSTATE_NSNAME_MAX 255     /**< longest namespace name, in bytes */
+/** Prefix of the namespaces holding map variables' entries (one per map,
+ * type state, named "__map." state-namespace "." map-name; docs/FORMAT.md).
+ * The only names starting "__" that a namespace may have. */
+#define INSTATE_MAP_PREFIX "__map."
+#define INSTATE_MAP_PREFIX_LEN 6
 #define INSTATE_ERRMSG_MAX 256     /**< size of a detailed error message buffer */
 /** @} */
 
@@ -333,7 +338,9 @@ typedef enum instate_ns_type {
  * `type` is not #INSTATE_NS_ANY) returns #INSTATE_TYPE.
  *
  * @param[in] name 1..255 bytes, no NUL byte; names starting "__" are
- *   reserved (#INSTATE_INVALID).
+ *   reserved (#INSTATE_INVALID), except #INSTATE_MAP_PREFIX followed by at
+ *   least one byte: a map variable's namespace. The Lua layer makes those;
+ *   a C program may read them (the Lua binding refuses them to users).
  * @param[in] type the expected type; a new namespace gets it (kv for ANY).
  * @param[out] out the handle.
  * @return 0, #INSTATE_INVALID, #INSTATE_TYPE, #INSTATE_NAMESPACES_FULL or an errno.

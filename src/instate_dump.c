@@ -1332,7 +1332,7 @@ static int parse_body(struct reader *r, const struct sink *k, void *ud, instate_
 		if ((rc = r_body(r, name, nlen, "a section name")) != 0)
 			return rc;
 		name[nlen] = '\0';
-		if (memchr(name, '\0', nlen) || (nlen >= 2 && name[0] == '_' && name[1] == '_'))
+		if (!instate__ns_name_kind(name, nlen))
 			return r_corrupt(r, BODY_AT(r), "invalid section name (body byte %llu)",
 			                 (unsigned long long)at);
 		if (sections && bytes_cmp(prev, plen, name, nlen) >= 0)

@@ -1199,8 +1199,7 @@ int instate_ns_get(instate_store *s, const char *name, size_t len,
 
 	if (out)
 		*out = NULL;
-	if (!name || !out || len < 1 || len > INSTATE_NSNAME_MAX || memchr(name, 0, len) ||
-	    (len >= 2 && name[0] == '_' && name[1] == '_'))
+	if (!name || !out || !instate__ns_name_kind(name, len))
 		return INSTATE_INVALID;
 	if (type != INSTATE_NS_ANY && type != INSTATE_NS_KV && type != INSTATE_NS_STATE)
 		return INSTATE_INVALID;

@@ -56,6 +56,16 @@ int instate__meta_init(MDB_txn *mt, MDB_dbi meta)
 /* ===================================================================== */
 /* Namespace entries                                                      */
 
+int instate__ns_name_kind(const char *name, size_t len)
+{
+	if (len < 1 || len > INSTATE_NSNAME_MAX || memchr(name, 0, len))
+		return 0;
+	if (len < 2 || name[0] != '_' || name[1] != '_')
+		return 1;
+	return len > INSTATE_MAP_PREFIX_LEN &&
+	       memcmp(name, INSTATE_MAP_PREFIX, INSTATE_MAP_PREFIX_LEN) == 0 ? 2 : 0;
+}
+
 size_t instate__meta_ns_key(char *key, const char *name, size_t len)
 {
 	memcpy(key, INSTATE_META_NSPREFIX, INSTATE_META_NSPREFIX_LEN);
@@ -76,9 +86,7 @@ int instate__meta_ns_parse(const MDB_val *k, const MDB_val *d, instate__nsent *e
 
 	ent->name = (const char *)k->mv_data + INSTATE_META_NSPREFIX_LEN;
 	ent->len = k->mv_size - INSTATE_META_NSPREFIX_LEN;
-	ent->badname = ent->len < 1 || ent->len > INSTATE_NSNAME_MAX ||
-	               memchr(ent->name, 0, ent->len) != NULL ||
-	               (ent->len >= 2 && ent->name[0] == '_' && ent->name[1] == '_');
+	ent->badname = instate__ns_name_kind(ent->name, ent->len) == 0;
 	ent->id = 0;
 	ent->type = 0;
 	ent->bad = 0;

@@ -86,6 +86,11 @@ typedef struct instate__nsent {
 	int badname;   /* the key is not a valid namespace name (too long, NUL) */
 } instate__nsent;
 
+/* The one check of a namespace name: 1 for a user's name, 2 for a map
+ * variable's (INSTATE_MAP_PREFIX and at least one byte more), 0 for
+ * anything else (empty, too long, a NUL, another "__" name). */
+int instate__ns_name_kind(const char *name, size_t len);
+
 /* The value of a namespace entry (INSTATE_META_NSENTRY_SIZE bytes). */
 void instate__meta_ns_encode(unsigned char *v, uint32_t id, instate_ns_type type);
 

@@ -240,6 +240,11 @@ int linstate_store_transaction(lua_State *L);
 /* Resolve namespace name at nameidx in st (type INSTATE_NS_ANY: any);
  * raises on a bad name, a type clash or a failure. */
 instate_ns *linstate_ns_get(lua_State *L, lstore *st, int nameidx, instate_ns_type type);
+/* The same for a map variable's namespace (type state): the string at
+ * nameidx, 1..249 bytes without NUL, follows INSTATE_MAP_PREFIX. The
+ * instate layer's own door to the reserved names (store:_map_namespace,
+ * tx:_map_namespace); raises on a bad name. */
+instate_ns *linstate_map_ns_get(lua_State *L, lstore *st, int nameidx);
 /* Push a namespace handle; owner (store or tx userdata) at owneridx. */
 void linstate_push_ns(lua_State *L, instate_ns *ns, lstore *st, ltxn *tx, int owneridx);
 /* Run fn in n's transaction; for a store-level namespace in its own

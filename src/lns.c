@@ -115,10 +115,9 @@ int linstate_run_write(lua_State *L, lns *n, linstate_write_fn fn, void *ud)
 	}
 }
 
-instate_ns *linstate_ns_get(lua_State *L, lstore *st, int nameidx, instate_ns_type type)
+static instate_ns *ns_get(lua_State *L, lstore *st, const char *name, size_t len,
+                          instate_ns_type type)
 {
-	size_t len;
-	const char *name = linstate_check_ns_name(L, nameidx, &len);
 	instate_ns *ns;
 	int rc;
 
@@ -135,6 +134,30 @@ instate_ns *linstate_ns_get(lua_State *L, lstore *st, int nameidx, instate_ns_ty
 		return NULL;
 	}
 	return ns;
+}
+
+instate_ns *linstate_ns_get(lua_State *L, lstore *st, int nameidx, instate_ns_type type)
+{
+	size_t len;
+	const char *name = linstate_check_ns_name(L, nameidx, &len);
+	return ns_get(L, st, name, len, type);
+}
+
+instate_ns *linstate_map_ns_get(lua_State *L, lstore *st, int nameidx)
+{
+	char name[INSTATE_NSNAME_MAX + 1];
+	size_t len;
+	const char *s = luaL_checklstring(L, nameidx, &len);
+
+	if (len < 1 || len > INSTATE_NSNAME_MAX - INSTATE_MAP_PREFIX_LEN || memchr(s, 0, len))
+		luaL_argerror(L, nameidx, lua_pushfstring(L,
+			"map namespace name must be 1..%d bytes without NUL, got %d",
+			INSTATE_NSNAME_MAX - INSTATE_MAP_PREFIX_LEN, (int)len));
+	memcpy(name, INSTATE_MAP_PREFIX, INSTATE_MAP_PREFIX_LEN);
+	memcpy(name + INSTATE_MAP_PREFIX_LEN, s, len);
+	len += INSTATE_MAP_PREFIX_LEN;
+	name[len] = '\0';
+	return ns_get(L, st, name, len, INSTATE_NS_STATE);
 }
 
 static int l_ns_tostring(lua_State *L);

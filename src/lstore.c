@@ -198,12 +198,37 @@ static int l_store_namespace(lua_State *L)
 	return 1;
 }
 
+/* instate's own door to a map variable's namespace (lua/instate/map.lua). */
+static int l_store_map_namespace(lua_State *L)
+{
+	lstore *st = linstate_checklstore(L, 1);
+	instate_ns *ns = linstate_map_ns_get(L, st, 2);
+	if (!ns)
+		return 3;
+	linstate_push_ns(L, ns, st, NULL, 1);
+	return 1;
+}
+
+/* Whether this coroutine has a write transaction of st open: a save
+ * wrapped in store:transaction knows from it whether its commit is the
+ * durable one. */
+static int l_store_writing(lua_State *L)
+{
+	lstore *st = linstate_checklstore(L, 1);
+	lua_pushboolean(L, st->cur != NULL && st->owner == L);
+	return 1;
+}
+
 /* Collect names as [len byte][name] in a buffer: no Lua call may raise
- * inside the core's callback. */
+ * inside the core's callback. Map variables' namespaces are instate's own
+ * (their entries belong to a variable): namespaces() does not list them,
+ * as store:namespace() does not open them; dump and check see them. */
 static int ns_list_collect(void *ud, const char *name, size_t len, instate_ns_type type)
 {
 	instate_buf *b = ud;
 	(void)type;
+	if (len >= 2 && name[0] == '_' && name[1] == '_')
+		return 0;
 	if (instate_buf_reserve(b, len + 1))
 		return ENOMEM;
 	b->data[b->len++] = (char)(unsigned char)(len - 1);
@@ -286,6 +311,8 @@ static const luaL_Reg store_methods[] = {
 	{ "stats", l_store_stats },
 	{ "lock_owner", l_store_lock_owner },
 	{ "namespace", l_store_namespace },
+	{ "_map_namespace", l_store_map_namespace },
+	{ "_writing", l_store_writing },
 	{ "namespaces", l_store_namespaces },
 	{ "drop", l_store_drop },
 	{ "purge", l_store_purge },

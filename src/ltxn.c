@@ -236,6 +236,16 @@ static int l_tx_namespace(lua_State *L)
 	return 1;
 }
 
+static int l_tx_map_namespace(lua_State *L)
+{
+	ltxn *t = linstate_checktx(L, 1);
+	instate_ns *ns = linstate_map_ns_get(L, t->store, 2);
+	if (!ns)
+		return 3;
+	linstate_push_ns(L, ns, t->store, t, 1);
+	return 1;
+}
+
 static int l_tx_close(lua_State *L)
 {
 	ltxn *t = linstate_totxn(L, 1);
@@ -265,6 +275,7 @@ static int l_tx_tostring(lua_State *L)
 
 static const luaL_Reg txn_methods[] = {
 	{ "namespace", l_tx_namespace },
+	{ "_map_namespace", l_tx_map_namespace },
 	{ "revision", l_tx_revision },
 	{ "close", l_tx_close },
 	{ "__gc", l_tx_gc },

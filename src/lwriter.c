@@ -236,6 +236,27 @@ static int l_batch_put(lua_State *L)
 	return 0;
 }
 
+/* batch:put_encoded(ns, key, bytes [, version]): bytes already encoded
+ * (a map variable's entry), written if they differ when committed. */
+static int l_batch_put_encoded(lua_State *L)
+{
+	lbatch *lb = check_lbatch(L, 1);
+	lns *n = batch_ns(L, 2);
+	size_t klen, vlen;
+	const char *key = linstate_check_key(L, 3, &klen);
+	const char *val = luaL_checklstring(L, 4, &vlen);
+	lua_Integer version = luaL_optinteger(L, 5, 0);
+	instate_meta meta;
+
+	luaL_argcheck(L, version >= 0 && version <= 0xffffffffLL, 5, "version out of range");
+	meta.expires_ms = 0;
+	meta.version = (uint32_t)version;
+	if (instate_batch_put(linstate_batch_of(L, lb), n->ns, key, klen, val, vlen, &meta,
+	                      INSTATE_IFCHANGED))
+		return luaL_error(L, "not enough memory");
+	return 0;
+}
+
 /* batch:delete(ns, key) */
 static int l_batch_delete(lua_State *L)
 {
@@ -279,6 +300,7 @@ static int l_batch_submit(lua_State *L)
 
 static const luaL_Reg batch_methods[] = {
 	{ "put", l_batch_put },
+	{ "put_encoded", l_batch_put_encoded },
 	{ "delete", l_batch_delete },
 	{ "count", l_batch_count },
 	{ "submit", l_batch_submit },

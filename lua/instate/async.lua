@@ -27,6 +27,7 @@ return function(store)
 		for i = 1, nbatches do
 			local b = batches[i]
 			for j = 2, #b do b[j][2] = true end
+			if b.on_fail then b.on_fail() end
 			batches[i] = nil
 		end
 		nbatches = 0
@@ -68,10 +69,11 @@ return function(store)
 
 	--- Hand a save to the writer: save_many's arguments, and the variables
 	-- in it (list[1..m]) to mark dirty again if it fails; with batch (from
-	-- A.batch()), its writes go in the same save. Returns the ticket, or
+	-- A.batch()), its writes go in the same save, and on_fail() runs if
+	-- that save fails (to mark the batch's writes unsaved). Returns the ticket, or
 	-- nil, msg, code of an earlier save's error (then nothing was handed
 	-- over, the batch is as it was and the variables stay as they were).
-	function A.submit(ns, m, keys, vals, vers, vars, nvars, batch)
+	function A.submit(ns, m, keys, vals, vers, vars, nvars, batch, on_fail)
 		local w, wmsg, wcode = start()
 		if not w then return nil, wmsg, wcode end
 		prune()
@@ -80,7 +82,7 @@ return function(store)
 			redirty()
 			return nil, msg, code
 		end
-		local b = { ticket }
+		local b = { ticket, on_fail = on_fail }
 		for i = 1, nvars do b[i + 1] = vars[i] end
 		nbatches = nbatches + 1
 		batches[nbatches] = b

@@ -128,6 +128,9 @@ return function(instate)
 	-- (lua/instate/async.lua), made at setup.
 	local async
 
+	-- The hooks of map variables (set once setup's helpers exist).
+	local maps
+
 	local function touch(var)
 		local n = ntouched + 1
 		ntouched = n
@@ -249,6 +252,7 @@ return function(instate)
 
 	local function forget()
 		failed = {}
+		if maps then maps.teardown() end
 		vars, order, norder = {}, {}, 0
 		touched, ntouched = {}, 0
 		pending, scan_commit = nil, nil
@@ -265,6 +269,19 @@ return function(instate)
 	local function no_store_why()
 		return setup_failed or "call instate.setup(path) first"
 	end
+
+	-- Map variables (lua/instate/map.lua), loaded by the first defmap: it
+	-- installs the real defmap and maps, and returns the hooks used here.
+	function instate.defmap(name, opts)
+		if not maps then
+			maps = require("instate.map")(instate, {
+				store = function() return store, ns_name end,
+				no_store_why = no_store_why,
+			})
+		end
+		return instate.defmap(name, opts)
+	end
+	function instate.maps() return next, {}, nil end
 
 	function instate.setup(path, opts)
 		if type(path) ~= "string" then
@@ -302,7 +319,7 @@ return function(instate)
 				keep = nkeep
 				return store
 			end
-			if norder > 0 then
+			if norder > 0 or (maps and maps.declared()) then
 				error(("instate.setup: variables are declared in %s (namespace %s); call instate.teardown() before setup(%q)")
 					:format(store_path, quote(ns_name), path), 2)
 			end
@@ -657,6 +674,15 @@ return function(instate)
 				:format(store_path), "READONLY"
 		end
 		if next(failed) then refuse_unread() end
+		-- The maps' writes, validated and encoded (raises first, like
+		-- below). An async save leaves the comparison with the records to
+		-- the writer's thread, which sees the saves still queued.
+		local plan = maps and maps.prepare(is_async)
+		if is_async and plan and maps.clears(plan) then
+			-- A map's clear() is not a batch operation: this save runs
+			-- synchronously (after the queued ones).
+			is_async = false
+		end
 		if not is_async and async.active() then
 			-- An earlier async save must not commit after this one.
 			local ok, msg, code = async.flush()
@@ -702,17 +728,30 @@ return function(instate)
 				end
 			end
 		end
-		if m == 0 then
+		if m == 0 and not plan then
 			save_clear(keys, vals, vers, scalars, 0, 0, false)
 			if is_async then return async.ticket() end
 			return store:revision()
 		end
 		if is_async then
-			-- Encoded here, compared and committed on the writer's thread.
+			-- Encoded here, compared and committed on the writer's thread;
+			-- the maps' writes go in the same batch.
+			local batch, on_fail
+			if plan then
+				local bmsg, bcode
+				batch, bmsg, bcode = async.batch()
+				if not batch then
+					save_clear(keys, vals, vers, scalars, m, ns, false)
+					return nil, bmsg, bcode
+				end
+				maps.write(plan, maps.batch_sink(store, batch))
+				on_fail = function() maps.unsaved(plan) end
+			end
 			local ticket, msg, code = async.submit(state_ns, m, keys, vals,
-				perver and vers or common_version, scalars, ns)
+				perver and vers or common_version or 1, scalars, ns, batch, on_fail)
 			save_clear(keys, vals, vers, scalars, m, ns, ticket ~= nil)
 			if not ticket then return nil, msg, code end
+			if plan then maps.saved(plan) end
 			if pending then pending = nil end
 			return ticket
 		end
@@ -721,8 +760,16 @@ return function(instate)
 		-- differs from the store in one write transaction of its own (a
 		-- savepoint inside this coroutine's store transaction).
 		local lc_in = last_commit(store)
-		local rev, written, nested = state_ns:save_many(m, keys, vals,
-			perver and vers or common_version)
+		local rev, written, nested
+		if plan then
+			-- The variables and the maps in one transaction.
+			rev, written, nested = maps.commit(store, plan, m > 0 and function()
+				return state_ns:save_many(m, keys, vals, perver and vers or common_version)
+			end or nil)
+		else
+			rev, written, nested = state_ns:save_many(m, keys, vals,
+				perver and vers or common_version)
+		end
 		if not rev then
 			save_clear(keys, vals, vers, scalars, m, ns, false)
 			return nil, written, nested     -- msg, code
@@ -785,6 +832,7 @@ return function(instate)
 			if var[1] == UNREAD then touch(var) end
 			var[1], var[2], var[4] = values[i], not stored[i], nil
 		end
+		if maps then maps.reload() end
 		return true
 	end
 
@@ -793,6 +841,7 @@ return function(instate)
 	-- ---------------------------------------------------------------------
 
 	local function finish(log, ok, ...)
+		if maps then maps.tx_end(ok) end
 		local parent = undo_stack[#undo_stack]
 		undo_stack[#undo_stack] = nil
 		undo = parent
@@ -823,6 +872,7 @@ return function(instate)
 			argerror(2, "transaction", 1, "function expected, got " .. typename(fn))
 		end
 		local log = { n = 0, seen = {}, old = {} }
+		if maps then maps.tx_begin() end
 		undo_stack[#undo_stack + 1] = undo or false
 		undo = log
 		return finish(log, pcall(fn, ...))

@@ -260,7 +260,7 @@ static int stop_at_second(void *ud, const char *name, size_t len, instate_ns_typ
 static void test_namespaces(void)
 {
 	instate_store *s = open_store("ns", NULL);
-	instate_ns *ns = NULL, *ns2 = NULL;
+	instate_ns *ns = NULL, *ns2 = NULL, *map = NULL;
 	instate_txn *t;
 	char longname[300], list[1024] = "";
 	size_t len;
@@ -274,6 +274,11 @@ static void test_namespaces(void)
 	CHECK_RC(instate_ns_get(s, "__meta", 6, INSTATE_NS_KV, &ns), INSTATE_INVALID);
 	CHECK_RC(instate_ns_get(s, "__x", 3, INSTATE_NS_ANY, &ns), INSTATE_INVALID);
 	CHECK_RC(instate_ns_get(s, "_x", 2, INSTATE_NS_ANY, &ns), 0);
+	/* the one reserved family a namespace may have: map variables' */
+	CHECK_RC(instate_ns_get(s, "__map.", 6, INSTATE_NS_STATE, &ns), INSTATE_INVALID);
+	CHECK_RC(instate_ns_get(s, "__map", 5, INSTATE_NS_STATE, &ns), INSTATE_INVALID);
+	CHECK_RC(instate_ns_get(s, "__map.x\0", 8, INSTATE_NS_STATE, &ns), INSTATE_INVALID);
+	CHECK_RC(instate_ns_get(s, "__Map.x", 7, INSTATE_NS_STATE, &ns), INSTATE_INVALID);
 	CHECK_RC(instate_ns_get(s, "x", 1, (instate_ns_type)9, &ns), INSTATE_INVALID);
 
 	/* a new namespace gets the requested type once written */
@@ -286,14 +291,21 @@ static void test_namespaces(void)
 	CHECK(ns2 == ns && instate_ns_type_of(ns2) == INSTATE_NS_STATE);
 	CHECK_RC(put1(s, ns_of(s, "b"), "k", "v", 0), 0);
 	CHECK_RC(put1(s, ns_of(s, "a"), "k", "v", 0), 0);
+	CHECK_RC(instate_ns_get(s, "__map.state.w", 13, INSTATE_NS_STATE, &map), 0);
+	CHECK_RC(put1(s, map, "i1", "1", 0), 0);
 
-	/* listing, in name byte order; a callback's nonzero result stops it */
+	/* listing, in name byte order; a callback's nonzero result stops it;
+	 * a map namespace is listed as any other (the names after it too) */
 	CHECK_RC(instate_txn_begin(s, NULL, INSTATE_TXN_READ, &t), 0);
 	CHECK_RC(instate_ns_list(t, collect, list), 0);
-	CHECK(strcmp(list, "a:1,b:1,vars:2,") == 0);
+	CHECK(strcmp(list, "__map.state.w:2,a:1,b:1,vars:2,") == 0);
 	CHECK_RC(instate_ns_list(t, stop_at_second, &n), 42);
 	CHECK_RC(instate_ns_list(t, NULL, NULL), INSTATE_INVALID);
 	instate_txn_abort(t);
+	CHECK_RC(instate_txn_begin(s, NULL, 0, &t), 0);
+	CHECK_RC(instate_drop(t, map, &existed), 0);
+	CHECK(existed == 1);
+	CHECK_RC(instate_txn_commit(t), 0);
 
 	/* drop: records and entry gone, type forgotten, usable again */
 	CHECK_RC(instate_txn_begin(s, NULL, 0, &t), 0);
