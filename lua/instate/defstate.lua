@@ -160,7 +160,9 @@ return function(instate)
 	local function decode_saved(name, bytes, who)
 		local v, msg = decode(bytes)
 		if v == nil and msg ~= nil then
-			error(("%s: saved value of variable %s is corrupt: %s"):format(who, quote(name), msg), 3)
+			-- a class not registered (yet) is not damage: say which
+			local what = msg:find("^unknown class") and "cannot be read" or "is corrupt"
+			error(("%s: saved value of variable %s %s: %s"):format(who, quote(name), what, msg), 3)
 		end
 		return v
 	end
