@@ -452,19 +452,23 @@ describe("codec", function()
       assert.equal("v", val)
     end)
 
-    it("does not store metatables and runs no metamethod", function()
+    it("refuses unregistered metatables, or drops them when asked, and runs no metamethod", function()
       local called = {}
       local mt = {}
       for _, m in ipairs{"__index", "__newindex", "__pairs", "__len", "__eq", "__tostring", "__call"} do
         mt[m] = function() called[#called + 1] = m; return 42 end
       end
       local v = setmetatable({1, 2, x = setmetatable({}, mt)}, mt)
-      local d = roundtrip(v)
+      assert.has_error(function() encode(v) end,
+        "cannot store a table with an unregistered metatable at value")
+      local d = decode(encode(v, nil, {metatables = "drop"}))
       assert.same({}, called)
       assert.is_nil(getmetatable(d))
       assert.is_nil(getmetatable(d.x))
-      assert.equal("\128", encode(setmetatable({}, {__index = {a = 1}})))
-      assert.equal(0x92, encode(setmetatable({1, 2}, {__len = function() return 10 end})):byte(1))
+      assert.same({1, 2, x = {}}, d)
+      assert.equal("\128", encode(setmetatable({}, {__index = {a = 1}}), nil, {metatables = "drop"}))
+      assert.equal(0x92, encode(setmetatable({1, 2}, {__len = function() return 10 end}), nil,
+        {metatables = "drop"}):byte(1))
     end)
 
     it("nest to the documented depth", function()
@@ -675,11 +679,14 @@ describe("codec", function()
     end
 
     it("reports every truncation of valid encodings", function()
+      local classy = setmetatable({}, {__index = function() end})
+      instate.register_class("spec01.Classy", classy)
+      finally(function() instate.unregister_class("spec01.Classy") end)
       local shared = {"shared", 1.5}
       local values = {
         {1, -1, 300, -300, 70000, 2^40, -2^40, 1.5, 0.1, true, false, "str", ("x"):rep(40), "\255\0"},
         {a = {b = {c = {"deep"}}}, [1.5] = shared, s = shared, [true] = {}, big = ("y"):rep(300)},
-        setmetatable({}, {__index = function() end}),
+        {[{}] = setmetatable({}, classy)},
       }
       local cyc = {name = "cycle"}
       cyc.self = cyc

@@ -104,6 +104,53 @@ int instate_mp_check_ext(instate_mp_reader *r, size_t off, const instate_mp_item
 	return instate_mp_corrupt(r, off, "unsupported extension type %d", it->ext);
 }
 
+int instate_mp_class_begin(instate_mp_reader *r, size_t off, const instate_mp_item *it,
+                           const unsigned char **name, uint32_t *namelen, size_t *saved_n)
+{
+	size_t end = r->pos, start = (size_t)(it->data - r->p);
+	instate_mp_item nm;
+	unsigned c;
+
+	*saved_n = r->n;
+	r->n = end;
+	r->pos = start;
+	if (start == end || ((r->p[start] & 0xe0) != 0xa0 &&
+	    r->p[start] != 0xd9 && r->p[start] != 0xda && r->p[start] != 0xdb))
+		goto bad_name;
+	if (instate_mp_read(r, &nm))
+		goto fail;
+	if (nm.len < 1 || nm.len > INSTATE_MP_CLASS_NAME_MAX)
+		goto bad_name;
+	if (r->pos == end)
+		goto no_table;
+	c = r->p[r->pos];
+	if (!(c >= 0x80 && c <= 0x9f) && !(c >= 0xdc && c <= 0xdf))
+		goto no_table;
+	*name = nm.data;
+	*namelen = nm.len;
+	return 0;
+bad_name:
+	instate_mp_corrupt(r, off, "class extension without a name (a str of 1..%d bytes)",
+	                   INSTATE_MP_CLASS_NAME_MAX);
+	goto fail;
+no_table:
+	instate_mp_corrupt(r, off, "class extension without a table after its name");
+fail:
+	r->n = *saved_n;
+	return INSTATE_CORRUPT;
+}
+
+int instate_mp_class_end(instate_mp_reader *r, size_t off, size_t saved_n)
+{
+	size_t end = r->n;
+
+	r->n = saved_n;
+	if (r->pos != end)
+		return instate_mp_corrupt(r, off, "%lu bytes left over in a class extension",
+		                          (unsigned long)(end - r->pos));
+	return 0;
+}
+
 /* ===================================================================== */
 /* Validator                                                             */
 
@@ -149,6 +196,18 @@ static int v_value(vstate *v, int depth, int is_key)
 		}
 		return 0;
 	case INSTATE_MP_EXT:
+		if (it.ext == INSTATE_MP_EXT_CLASS) {
+			const unsigned char *name;
+			uint32_t namelen;
+			size_t saved_n;
+			if (instate_mp_class_begin(&v->r, off, &it, &name, &namelen, &saved_n))
+				return INSTATE_CORRUPT;
+			if (v_value(v, depth, is_key)) {
+				v->r.n = saved_n;
+				return INSTATE_CORRUPT;
+			}
+			return instate_mp_class_end(&v->r, off, saved_n);
+		}
 		return instate_mp_check_ext(&v->r, off, &it, v->graph, v->tables, &id);
 	default:
 		return 0;

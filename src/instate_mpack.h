@@ -34,6 +34,13 @@ extern "C" {
 #define INSTATE_MP_EXT_GRAPH 1
 /** Extension type of a reference to an earlier table (inside a graph only). */
 #define INSTATE_MP_EXT_REF 2
+/** Extension type of an instance of a registered class: the class name (a
+ * str of 1..#INSTATE_MP_CLASS_NAME_MAX bytes) then the instance's table
+ * (an array or a map), nothing else. */
+#define INSTATE_MP_EXT_CLASS 3
+
+/** Longest class name, in bytes. */
+#define INSTATE_MP_CLASS_NAME_MAX 255
 
 /** Largest header or scalar the writers emit (float64, uint64, ext32). */
 #define INSTATE_MP_MAX_HEADER 9
@@ -621,12 +628,33 @@ int instate_mp_check_ext(instate_mp_reader *r, size_t off, const instate_mp_item
                          int graph, uint64_t tables, uint64_t *id);
 
 /**
+ * @brief Step into a CLASS extension item `it` read at byte `off` (r->pos
+ * is past its payload): check that the payload begins with a name (a str of
+ * 1..#INSTATE_MP_CLASS_NAME_MAX bytes) followed by an array or map header,
+ * and leave r->pos at that header with r->n cut to the payload's end, so
+ * that nothing inside can read past it.
+ * @param[out] name, namelen the class name (inside the input).
+ * @param[out] saved_n the input length to give back to instate_mp_class_end().
+ * @return 0 or #INSTATE_CORRUPT.
+ */
+int instate_mp_class_begin(instate_mp_reader *r, size_t off, const instate_mp_item *it,
+                           const unsigned char **name, uint32_t *namelen, size_t *saved_n);
+
+/**
+ * @brief After the table of a CLASS extension begun at byte `off`: the
+ * payload must be used up exactly. Restores r->n to saved_n.
+ * @return 0 or #INSTATE_CORRUPT.
+ */
+int instate_mp_class_end(instate_mp_reader *r, size_t off, size_t saved_n);
+
+/**
  * @brief Check that p[0..n) is exactly one value that the decoder accepts.
  *
  * Checks structure, every length against the bytes left, nesting depth
  * (#INSTATE_MP_MAX_DEPTH), map keys (no nil, no NaN), extension types
  * (GRAPH only at the top and holding at least one REF, REF only inside a
- * GRAPH and only to a table already begun, nothing else) and that no byte
+ * GRAPH and only to a table already begun, CLASS as instate_mp_class_begin()
+ * describes, nothing else; a class name is not looked up) and that no byte
  * trails the value.
  *
  * @param[out] err_off the offset of the fault (may be NULL).

@@ -61,6 +61,11 @@ static const char codec_key = 0;
 static const char int64_make_key = 0;
 static const char int64_classify_key = 0;
 
+/* Registry key of this state's class registry (register_class): one table
+ * mapping name -> metatable and metatable -> name (strings and tables
+ * never collide as keys). Absent until the first class is registered. */
+static const char class_key = 0;
+
 /* One slot of the open-addressing set of tables already written. A slot is
  * live only when its gen equals the codec's: bumping gen empties the set
  * without touching memory. */
@@ -126,6 +131,7 @@ typedef struct enc_ctx {
 	uint32_t last_count;
 	int refs;            /* a REF was written: wrap in GRAPH at the end */
 	int canon;           /* canonical map order requested */
+	int drop_mt;         /* metatables = "drop": unregistered ones are ignored */
 	int gpass;           /* canonical pass 2: ids follow the sorted order */
 	int probe_depth;     /* probes running inside probes (pass 2) */
 	size_t refs_len;     /* pass 1: bytes of the REFs written ... */
@@ -524,7 +530,7 @@ static void ctx_reset(enc_ctx *c)
 	}
 	c->len = 0;
 	c->refs = 0;
-	c->canon = c->gpass = c->probe_depth = 0;
+	c->canon = c->gpass = c->probe_depth = c->drop_mt = 0;
 	c->refs_len = c->nrefs = 0;
 	c->nent = 0;
 	seen_clear(c);
@@ -1185,11 +1191,58 @@ static void enc_map_graph(lua_State *L, enc_ctx *c, int idx, int depth, enc_fram
 	c->nent = e0;
 }
 
+static void enc_contents(lua_State *L, enc_ctx *c, int idx, int depth, enc_frame *fr);
+
+/* The table at idx has a metatable, on the stack top (popped here). A
+ * registered class: CLASS (ext type 3) around the class name and the
+ * contents, the header fixed once the payload's length is known. Else
+ * raise, or with metatables = "drop" write the contents alone. */
+static COLD void enc_instance(lua_State *L, enc_ctx *c, int idx, int depth, enc_frame *fr)
+{
+	size_t start, n, len, h;
+	const char *name;
+	unsigned char *p;
+
+	/* the mt is at -1 and enc_table checked 3 slots */
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &class_key) == LUA_TTABLE) {
+		lua_pushvalue(L, -2);
+		lua_rawget(L, -2);
+	} else {
+		lua_pushnil(L);
+	}
+	if (lua_type(L, -1) != LUA_TSTRING) {
+		lua_pop(L, 3);
+		if (!c->drop_mt)
+			enc_fail(L, c, depth, "cannot store a table with an unregistered metatable");
+		enc_contents(L, c, idx, depth, fr);
+		return;
+	}
+	/* The name stays referenced by the registry while its bytes are copied. */
+	name = lua_tolstring(L, -1, &n);
+	start = c->len;
+	p = buf_reserve(L, c, 3 + 5 + n);
+	p += 3; /* room for an ext8 header; moved below if another fits */
+	p = instate_mp_put_str_header(p, (uint32_t)n);
+	memcpy(p, name, n);
+	buf_commit(c, p + n);
+	lua_pop(L, 3);
+	enc_contents(L, c, idx, depth, fr);
+	len = c->len - start - 3;
+	if (len > UINT32_MAX)
+		enc_fail(L, c, depth, "cannot store a class instance larger than 4 GiB");
+	h = instate_mp_ext_header_size((uint32_t)len);
+	if (h != 3) {
+		buf_reserve(L, c, h);
+		memmove(c->buf + start + h, c->buf + start + 3, len);
+		c->len = start + h + len;
+	}
+	instate_mp_put_ext_header(c->buf + start, INSTATE_MP_EXT_CLASS, (uint32_t)len);
+}
+
 static void enc_table(lua_State *L, enc_ctx *c, int idx, int depth)
 {
 	enc_frame *fr;
 	unsigned char *p;
-	lua_Unsigned n;
 	uint32_t id;
 
 	if (seen_check(L, c, lua_topointer(L, idx), &id)) {
@@ -1212,6 +1265,20 @@ static void enc_table(lua_State *L, enc_ctx *c, int idx, int depth)
 	if (!lua_checkstack(L, 3))
 		enc_stack_overflow(L, c);
 	fr = &c->frames[depth];
+	/* One test on the common path: a table without a metatable. */
+	if (lua_getmetatable(L, idx)) {
+		enc_instance(L, c, idx, depth, fr);
+		return;
+	}
+	enc_contents(L, c, idx, depth, fr);
+}
+
+/* The contents of the table at idx (its header and entries), once it is
+ * known to be written in full. */
+static void enc_contents(lua_State *L, enc_ctx *c, int idx, int depth, enc_frame *fr)
+{
+	unsigned char *p;
+	lua_Unsigned n;
 
 	n = lua_rawlen(L, idx);
 	/* A border of 0 means t[1] == nil: not an array, so skip the check. */
@@ -1238,12 +1305,14 @@ static void enc_table(lua_State *L, enc_ctx *c, int idx, int depth)
  * long the bytes returned stay valid. With held, the context stays busy
  * (*held) until the caller releases it; raising releases it anyway. */
 static const char *encode_with(lua_State *L, codec *cd, int idx, const char *root, size_t *len,
-                               int canonical, enc_ctx **held)
+                               unsigned flags, enc_ctx **held)
 {
 	enc_ctx *c = ctx_acquire(L, cd);
+	int canonical = (flags & LINSTATE_ENC_CANONICAL) != 0;
 
 	ctx_reset(c);
 	c->canon = canonical;
+	c->drop_mt = (flags & LINSTATE_ENC_DROP_METATABLES) != 0;
 	c->root = root ? root : "value";
 	idx = lua_absindex(L, idx);
 	enc_value(L, c, idx, lua_type(L, idx), 0);
@@ -1289,7 +1358,14 @@ const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len
 const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, size_t *len)
 {
 	idx = lua_absindex(L, idx);
-	return encode_with(L, get_codec(L), idx, root, len, 1, NULL);
+	return encode_with(L, get_codec(L), idx, root, len, LINSTATE_ENC_CANONICAL, NULL);
+}
+
+const char *linstate_encode_flags(lua_State *L, int idx, const char *root, size_t *len,
+                                  unsigned flags)
+{
+	idx = lua_absindex(L, idx);
+	return encode_with(L, get_codec(L), idx, root, len, flags, NULL);
 }
 
 /* ===================================================================== */
@@ -1302,6 +1378,7 @@ typedef struct dec {
 	int cache;        /* stack slot of the string cache's table */
 	scache_slot *sc;  /* the string cache's slots */
 	uint64_t tables;  /* tables begun so far, in a graph */
+	size_t total;     /* the input's length (r.n is cut inside a CLASS) */
 } dec;
 
 /* The n >= 1 bytes at s as two words, from loads that stay inside them:
@@ -1591,6 +1668,12 @@ static void dec_path(const unsigned char *p, size_t n, size_t target, int *as_ke
 	while (r.pos < target) {
 		if (instate_mp_read(&r, &it))
 			goto done;
+		/* an instance is its table: step over the class name */
+		while (it.type == INSTATE_MP_EXT && it.ext == INSTATE_MP_EXT_CLASS) {
+			r.pos = (size_t)(it.data - r.p);
+			if (instate_mp_read(&r, &it) || instate_mp_read(&r, &it))
+				goto done;
+		}
 		if (depth > 0) {
 			path_frame *f = &fr[depth - 1];
 			if (!f->map)
@@ -1631,6 +1714,32 @@ done:
 		snprintf(out, size, "%s", buf);
 }
 
+/* A class name this Lua state has not registered, at byte off: the
+ * message, in the reader, names the class and the path of the instance. */
+static COLD int dec_unknown_class(dec *d, size_t off, const unsigned char *name, uint32_t n)
+{
+	char path[PATH_MAX_CHARS + 1], shown[48];
+	uint32_t i, m = 0;
+	int as_key;
+
+	/* at most 40 characters of it, escaped as the paths escape */
+	for (i = 0; i < n && m < 36; i++) {
+		unsigned ch = name[i];
+		if (ch < 0x20 || ch == 0x7f || ch == '\'' || ch == '\\')
+			m += (uint32_t)snprintf(shown + m, sizeof shown - m, "\\%u", ch);
+		else
+			shown[m++] = (char)ch;
+	}
+	snprintf(shown + m, sizeof shown - m, "%s", i < n ? "..." : "");
+	dec_path(d->r.p, d->total, off, &as_key, path, sizeof path);
+	if (d->r.err[0] == '\0') {
+		d->r.err_off = off;
+		snprintf(d->r.err, sizeof d->r.err, "unknown class '%.40s' at %.48s (byte %lu): not registered",
+		         shown, path, (unsigned long)off);
+	}
+	return INSTATE_CORRUPT;
+}
+
 /* An integer beyond 2^53 on a Lua whose numbers are doubles, at byte off,
  * its 64 bits in v (signed: an int64_t, else a uint64 above INT64_MAX).
  * LuaJIT, once compat.lua registered its converter, gets the int64_t or
@@ -1654,12 +1763,50 @@ static COLD int dec_big_int(lua_State *L, dec *d, size_t off, uint64_t v, int is
 		return 0;
 	}
 	lua_pop(L, 1);
-	dec_path(d->r.p, d->r.n, off, &as_key, path, sizeof path);
+	dec_path(d->r.p, d->total, off, &as_key, path, sizeof path);
 	if (hook)
 		return instate_mp_corrupt(&d->r, off, "an integer map key beyond 2^53 at %s, which"
 		                          " LuaJIT holds as cdata, compared by identity", path);
 	return instate_mp_corrupt(&d->r, off, "an integer%s beyond 2^53 at %s, which this Lua's"
 	                          " numbers cannot hold exactly", as_key ? " map key" : "", path);
+}
+
+/* An instance of a class: the CLASS item it found at byte off. Its table
+ * is decoded as any other (created, and numbered in a graph, at its
+ * header), then given the metatable registered under its name with
+ * lua_setmetatable(): raw, so no metamethod of the class runs (__gc marks
+ * the table for finalization, as Lua's setmetatable does). A name not
+ * registered in this Lua state is refused, naming it and the path, never
+ * read as a plain table that a later save would write back without it. */
+static COLD int dec_instance(lua_State *L, dec *d, const instate_mp_item *it, size_t off,
+                             int depth)
+{
+	const unsigned char *name;
+	uint32_t namelen;
+	size_t saved_n;
+
+	if (instate_mp_class_begin(&d->r, off, it, &name, &namelen, &saved_n))
+		return INSTATE_CORRUPT;
+	if (dec_value(L, d, depth, 0)) {
+		d->r.n = saved_n;
+		return INSTATE_CORRUPT;
+	}
+	if (instate_mp_class_end(&d->r, off, saved_n))
+		return INSTATE_CORRUPT;
+	if (!lua_checkstack(L, 3))
+		return instate_mp_corrupt(&d->r, off, "no Lua stack left for nesting");
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &class_key) == LUA_TTABLE) {
+		lua_pushlstring(L, (const char *)name, namelen);
+		lua_rawget(L, -2);
+		if (lua_type(L, -1) == LUA_TTABLE) {
+			lua_setmetatable(L, -3);
+			lua_pop(L, 1);
+			return 0;
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	return dec_unknown_class(d, off, name, namelen);
 }
 
 /* Push the next value, any form. A key may not be nil or NaN (Lua cannot
@@ -1706,6 +1853,8 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 	case INSTATE_MP_MAP:
 		return dec_table(L, d, it.type == INSTATE_MP_MAP, it.len, off, depth);
 	case INSTATE_MP_EXT:
+		if (it.ext == INSTATE_MP_EXT_CLASS)
+			return dec_instance(L, d, &it, off, depth);
 		if (instate_mp_check_ext(&d->r, off, &it, d->graph, d->tables, &id))
 			return INSTATE_CORRUPT;
 		lua_rawgeti(L, d->refs, (lua_Integer)(id + 1));
@@ -1723,6 +1872,7 @@ static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n)
 
 	d.r.p = (const unsigned char *)p;
 	d.r.n = n;
+	d.total = n;
 	d.r.pos = 0;
 	d.r.err_off = 0;
 	d.r.graph = 0;
@@ -1762,39 +1912,51 @@ int linstate_decode(lua_State *L, const char *p, size_t n)
 	return decode_with(L, 0, lua_gettop(L), p, n);
 }
 
+const char *linstate_decode_what(const char *msg)
+{
+	/* dec_unknown_class()'s message */
+	return msg && strncmp(msg, "unknown class '", 15) == 0 ? "undecodable value" : "corrupt value";
+}
+
 /* ===================================================================== */
 /* Lua functions                                                         */
 
-/* instate.encode(value [, root [, opts]]) -> string; opts.canonical */
+/* instate.encode(value [, root [, opts]]) -> string; opts.canonical,
+ * opts.metatables ("error", the default, or "drop") */
 static int l_encode(lua_State *L)
 {
 	codec *c = lua_touserdata(L, lua_upvalueindex(1));
 	const char *root = luaL_optstring(L, 2, "value");
 	const char *s;
 	size_t len;
-	int canonical = 0;
+	unsigned flags = 0;
 
 	luaL_checkany(L, 1);
 	if (!lua_isnoneornil(L, 3)) {
 		/* One walk over the options, keys compared by identity with the
-		 * interned name: saving many small values passes opts each time. */
+		 * interned names: saving many small values passes opts each time. */
 		luaL_checktype(L, 3, LUA_TTABLE);
 		lua_settop(L, 3);
 		lua_pushnil(L);
 		while (lua_next(L, 3)) {
-			if (!lua_rawequal(L, -2, lua_upvalueindex(2)))
+			if (lua_rawequal(L, -2, lua_upvalueindex(2))) {
+				if (!lua_isboolean(L, -1))
+					luaL_argerror(L, 3, lua_pushfstring(L,
+						"option 'canonical' must be a boolean, got %s", luaL_typename(L, -1)));
+				if (lua_toboolean(L, -1))
+					flags |= LINSTATE_ENC_CANONICAL;
+			} else if (lua_rawequal(L, -2, lua_upvalueindex(4))) {
+				flags |= linstate_opt_metatables(L, -1, 3);
+			} else {
 				luaL_argerror(L, 3, lua_pushfstring(L, "unknown option '%s'",
 					lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
 					                               : luaL_typename(L, -2)));
-			if (!lua_isboolean(L, -1))
-				luaL_argerror(L, 3, lua_pushfstring(L,
-					"option 'canonical' must be a boolean, got %s", luaL_typename(L, -1)));
-			canonical = lua_toboolean(L, -1);
+			}
 			lua_pop(L, 1);
 		}
 	}
 	if (LCOMPAT_GC_TELLS_FINALIZERS) {
-		s = encode_with(L, c, 1, root, &len, canonical, NULL);
+		s = encode_with(L, c, 1, root, &len, flags, NULL);
 		lua_pushlstring(L, s, len);
 		return 1;
 	}
@@ -1806,7 +1968,7 @@ static int l_encode(lua_State *L)
 	{
 		enc_ctx *held;
 		int status;
-		s = encode_with(L, c, 1, root, &len, canonical, &held);
+		s = encode_with(L, c, 1, root, &len, flags, &held);
 		lua_pushvalue(L, lua_upvalueindex(3));
 		lua_pushlightuserdata(L, (void *)s);
 		lua_pushnumber(L, (lua_Number)len);
@@ -1816,6 +1978,20 @@ static int l_encode(lua_State *L)
 			lua_error(L);
 		return 1;
 	}
+}
+
+unsigned linstate_opt_metatables(lua_State *L, int vidx, int arg)
+{
+	const char *v = lua_type(L, vidx) == LUA_TSTRING ? lua_tostring(L, vidx) : NULL;
+
+	if (v && strcmp(v, "drop") == 0)
+		return LINSTATE_ENC_DROP_METATABLES;
+	if (v && strcmp(v, "error") == 0)
+		return 0;
+	luaL_argerror(L, arg, lua_pushfstring(L,
+		"option 'metatables' must be \"error\" or \"drop\", got %s",
+		v ? lua_pushfstring(L, "\"%s\"", v) : luaL_typename(L, vidx)));
+	return 0;
 }
 
 /* l_encode's copy on plain 5.1: (bytes, length) -> string. */
@@ -1855,15 +2031,140 @@ static int l_set_int64_hooks(lua_State *L)
 	return 0;
 }
 
+/* ---- the class registry -------------------------------------------- */
+
+/* Push the registry of this state's classes, created if create, else nil
+ * when there is none yet. */
+static int push_classes(lua_State *L, int create)
+{
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &class_key) == LUA_TTABLE || !create)
+		return lua_type(L, -1) == LUA_TTABLE;
+	lua_pop(L, 1);
+	lua_newtable(L);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &class_key);
+	return 1;
+}
+
+/* The class name argument 1 of fname: a string of 1..INSTATE_MP_CLASS_NAME_MAX
+ * bytes of UTF-8 (a MessagePack str that strict readers accept). */
+static const char *check_class_name(lua_State *L, const char *fname, size_t *n)
+{
+	const char *name;
+
+	if (lua_type(L, 1) != LUA_TSTRING)
+		luaL_argerror(L, 1, lua_pushfstring(L, "class name must be a string, got %s",
+			luaL_typename(L, 1)));
+	name = lua_tolstring(L, 1, n);
+	if (*n < 1 || *n > INSTATE_MP_CLASS_NAME_MAX)
+		luaL_argerror(L, 1, lua_pushfstring(L, "class name must be 1..%d bytes, got %d",
+			INSTATE_MP_CLASS_NAME_MAX, (int)*n));
+	if (!instate_mp_utf8_valid(name, *n))
+		luaL_argerror(L, 1, "class name must be UTF-8");
+	(void)fname;
+	return name;
+}
+
+/* instate.register_class(name, mt) -> mt */
+static int l_register_class(lua_State *L)
+{
+	size_t n;
+	const char *name = check_class_name(L, "register_class", &n);
+
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	push_classes(L, 1);                 /* 3 */
+	lua_pushvalue(L, 1);
+	lua_rawget(L, 3);                   /* 4: the name's metatable */
+	lua_pushvalue(L, 2);
+	lua_rawget(L, 3);                   /* 5: the metatable's name */
+	if (lua_rawequal(L, 4, 2))
+		goto done;                      /* again: nothing changes */
+	if (!lua_isnil(L, 4))
+		return luaL_error(L, "instate.register_class: class '%s' is already registered with"
+			" another metatable (instate.unregister_class('%s') first)", name, name);
+	if (!lua_isnil(L, 5))
+		return luaL_error(L, "instate.register_class: this metatable is already registered"
+			" as class '%s', so it cannot also be '%s'", lua_tostring(L, 5), name);
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, 2);
+	lua_rawset(L, 3);
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 1);
+	lua_rawset(L, 3);
+done:
+	lua_settop(L, 2);
+	return 1;
+}
+
+/* instate.unregister_class(name) -> true if it was registered, else false */
+static int l_unregister_class(lua_State *L)
+{
+	size_t n;
+
+	check_class_name(L, "unregister_class", &n);
+	lua_settop(L, 1);
+	if (!push_classes(L, 0)) {          /* 2 */
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	lua_pushvalue(L, 1);
+	if (lua_rawget(L, 2) != LUA_TTABLE) {  /* 3 */
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	lua_pushnil(L);
+	lua_rawset(L, 2);                   /* [mt] = nil */
+	lua_pushvalue(L, 1);
+	lua_pushnil(L);
+	lua_rawset(L, 2);                   /* [name] = nil */
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* instate.class_name(v) -> the registered class name of v's metatable
+ * (read raw: __metatable does not hide it), or nil */
+static int l_class_name(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	if (lua_type(L, 1) != LUA_TTABLE || !lua_getmetatable(L, 1) || !push_classes(L, 0))
+		return 0;
+	lua_pushvalue(L, -2);
+	lua_rawget(L, -2);
+	return lua_type(L, -1) == LUA_TSTRING ? 1 : 0;
+}
+
+/* instate.class_metatable(name) -> the metatable registered as name, or nil */
+static int l_class_metatable(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	if (lua_type(L, 1) != LUA_TSTRING || !push_classes(L, 0))
+		return 0;
+	lua_pushvalue(L, 1);
+	return lua_rawget(L, -2) == LUA_TTABLE ? 1 : 0;
+}
+
 void linstate_open_codec(lua_State *L)
 {
+	static const luaL_Reg classes[] = {
+		{ "register_class", l_register_class },
+		{ "unregister_class", l_unregister_class },
+		{ "class_name", l_class_name },
+		{ "class_metatable", l_class_metatable },
+		{ NULL, NULL }
+	};
+
+	luaL_setfuncs(L, classes, 0);
+	lua_pushinteger(L, INSTATE_MP_CLASS_NAME_MAX);
+	lua_setfield(L, -2, "class_name_max");
 	lua_pushcfunction(L, l_set_int64_hooks);
 	lua_setfield(L, -2, "_set_int64_hooks");
 	get_codec(L);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
 	lua_pushliteral(L, "canonical");
 	lua_pushcfunction(L, l_copy_bytes);
-	lua_pushcclosure(L, l_encode, 3);
+	lua_pushliteral(L, "metatables");
+	lua_pushcclosure(L, l_encode, 4);
 	lua_setfield(L, -2, "encode");
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
 	lua_pushcclosure(L, l_decode, 1);

@@ -18,7 +18,10 @@
  * the call alone (reused, so a call allocates nothing, and raising leaks
  * nothing). An unstorable value raises "cannot store a <type> at
  * <root><path>", e.g. root "inventory" gives
- * "cannot store a function at inventory.items[3].on_use".
+ * "cannot store a function at inventory.items[3].on_use". A table whose
+ * metatable is a registered class (instate.register_class) is written as
+ * a CLASS extension; any other metatable raises "cannot store a table with
+ * an unregistered metatable at <root><path>" (see linstate_encode_flags()).
  *
  * Calls no metamethods, runs no Lua code and creates no Lua object, so no
  * finalizer runs inside it (on LuaJIT an int64_t/uint64_t cdata is read
@@ -46,9 +49,29 @@ const char *linstate_encode(lua_State *L, int idx, const char *root, size_t *len
  */
 const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, size_t *len);
 
+/* Flags of linstate_encode_flags(). */
+#define LINSTATE_ENC_CANONICAL 1u        /* canonical map order */
+#define LINSTATE_ENC_DROP_METATABLES 2u  /* metatables = "drop": an unregistered
+                                          * metatable is left out, not raised */
+
+/*
+ * linstate_encode() with flags (LINSTATE_ENC_*). Same contract and
+ * lifetime as linstate_encode().
+ */
+const char *linstate_encode_flags(lua_State *L, int idx, const char *root, size_t *len,
+                                  unsigned flags);
+
+/*
+ * The value at vidx of an option 'metatables' of argument arg: "error"
+ * (0) or "drop" (LINSTATE_ENC_DROP_METATABLES); anything else raises an
+ * argument error.
+ */
+unsigned linstate_opt_metatables(lua_State *L, int vidx, int arg);
+
 /*
  * Decode n bytes at p. On success pushes the value and returns 1. On corrupt
- * input pushes an error message naming the byte offset and returns 0. Raises
+ * input, or a class name that is not registered in this Lua state, pushes
+ * an error message naming the byte offset and returns 0. Raises
  * only on memory errors. Runs no Lua code itself (but LuaJIT's converter
  * that makes the cdata of an integer beyond 2^53, see lcodec.c); a
  * finalizer run by its allocations may decode or encode (re-entrant), or
@@ -56,6 +79,13 @@ const char *linstate_encode_canonical(lua_State *L, int idx, const char *root, s
  * the stack does).
  */
 int linstate_decode(lua_State *L, const char *p, size_t n);
+
+/*
+ * What a failed linstate_decode()'s message says of the value, to begin a
+ * message naming its key: "corrupt value", or "undecodable value" for a
+ * class name not registered (the bytes are fine; the reader lacks the class).
+ */
+const char *linstate_decode_what(const char *msg);
 
 /* Set encode/decode (and codec constants) into the table at the stack top. */
 void linstate_open_codec(lua_State *L);
@@ -92,6 +122,7 @@ typedef struct lstore {
 	lchild *children;           /* live transactions and iterators */
 	ltxn *cur;                  /* innermost open write transaction */
 	lua_State *owner;           /* the coroutine that opened it */
+	unsigned enc_flags;         /* LINSTATE_ENC_* of every value written (metatables) */
 } lstore;
 
 struct ltxn {

@@ -129,8 +129,8 @@ int linstate_iter_next(lua_State *L)
 	rc = linstate_decode(L, kv[1].data, kv[1].len);
 	linstate_kv_give(L, kv);
 	if (!rc)
-		return luaL_error(L, "corrupt value at key '%s': %s", lua_tostring(L, -2),
-			lua_tostring(L, -1));
+		return luaL_error(L, "%s at key '%s': %s", linstate_decode_what(lua_tostring(L, -1)),
+			lua_tostring(L, -2), lua_tostring(L, -1));
 	return 2;
 }
 

@@ -214,12 +214,15 @@ static const char *value_root(const char *key, size_t klen);
 
 static int push_decoded(lua_State *L, const instate_buf *b, const char *key, size_t klen)
 {
+	const char *what;
+
 	if (linstate_decode(L, b->data, b->len))
 		return 1;
+	what = linstate_decode_what(lua_tostring(L, -1));
 	if (value_root(key, klen) == key)
-		lua_pushfstring(L, "corrupt value at key '%s': %s", key, lua_tostring(L, -1));
+		lua_pushfstring(L, "%s at key '%s': %s", what, key, lua_tostring(L, -1));
 	else
-		lua_pushfstring(L, "corrupt value at a binary key of %d bytes: %s", (int)klen,
+		lua_pushfstring(L, "%s at a binary key of %d bytes: %s", what, (int)klen,
 			lua_tostring(L, -1));
 	lua_pushnil(L);
 	lua_replace(L, -3);
@@ -344,6 +347,20 @@ const char *linstate_key_context(lua_State *L, const char *what, const char *key
 	return lua_pushfstring(L, "%s a binary key of %d bytes", what, (int)klen);
 }
 
+/* The option 'metatables' of ns:set/add's opts at idx (checked already). */
+static unsigned put_enc_flags(lua_State *L, int idx)
+{
+	unsigned f = 0;
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return 0;
+	lua_getfield(L, idx, "metatables");
+	if (!lua_isnil(L, -1))
+		f = linstate_opt_metatables(L, -1, idx);
+	lua_pop(L, 1);
+	return f;
+}
+
 static int ns_put(lua_State *L, unsigned flags, int is_add)
 {
 	lns *n = linstate_checkns(L, 1);
@@ -361,7 +378,8 @@ static int ns_put(lua_State *L, unsigned flags, int is_add)
 		lua_pushboolean(L, 1);
 		return 1;
 	}
-	a.val = linstate_encode(L, 3, value_root(a.key, a.klen), &a.vlen);
+	a.val = linstate_encode_flags(L, 3, value_root(a.key, a.klen), &a.vlen,
+	                              n->store->enc_flags | put_enc_flags(L, 4));
 	rc = linstate_run_write(L, n, do_put, &a);
 	if (rc == INSTATE_EXISTS) {
 		lua_pushboolean(L, 0);
@@ -546,7 +564,8 @@ static int rmw_body(lua_State *L, int is_incr)
 		if (rc == INSTATE_NOTFOUND)
 			rc = 0;
 	} else {
-		a.val = linstate_encode(L, 7, value_root(key, klen), &a.vlen);
+		a.val = linstate_encode_flags(L, 7, value_root(key, klen), &a.vlen,
+		                              n->store->enc_flags);
 		rc = instate_put(n->tx->txn, n->ns, key, klen, a.val, a.vlen, &a.meta, a.flags);
 	}
 	if (rc)
@@ -847,7 +866,8 @@ static int l_ns_save_many(lua_State *L)
 		if (version < 0 || version > 0xffffffffLL)
 			return luaL_error(L, "save_many: version of '%s' out of range", it->key);
 		it->version = (uint32_t)version;
-		val = linstate_encode_canonical(L, 8, it->key, &vlen);
+		val = linstate_encode_flags(L, 8, it->key, &vlen,
+		                            LINSTATE_ENC_CANONICAL | st->enc_flags);
 		if (instate_buf_reserve(&box[1], vlen))
 			return luaL_error(L, "not enough memory");
 		memcpy(box[1].data + box[1].len, val, vlen);

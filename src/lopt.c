@@ -63,8 +63,9 @@ lua_Integer linstate_opt_int(lua_State *L, int idx, const char *name, lua_Intege
 
 void linstate_check_open_opts(lua_State *L, int idx, instate_options *o)
 {
+	/* metatables is the binding's, read by l_open (lstore.c) */
 	static const char *const names[] = { "readonly", "sync", "map_size", "max_size",
-		"file_mode", "max_namespaces", "max_readers", "single_file", NULL };
+		"file_mode", "max_namespaces", "max_readers", "single_file", "metatables", NULL };
 	static const char *const syncs[] = { "full", "nometa", "none", NULL };
 
 	luaL_checktype(L, idx, LUA_TTABLE);
@@ -119,7 +120,8 @@ int64_t linstate_ttl_to_expiry(lua_State *L, int argidx, lua_Number secs, int al
 void linstate_check_put_opts(lua_State *L, int idx, instate_meta *meta, int allow_version)
 {
 	static const char *const names[] = { "ttl", "version", NULL };
-	static const char *const names_nv[] = { "ttl", NULL };
+	/* ns:set/add: metatables is theirs, read by the caller (lns.c) */
+	static const char *const names_nv[] = { "ttl", "metatables", NULL };
 	meta->expires_ms = 0;
 	meta->version = 0;
 	if (lua_isnoneornil(L, idx))

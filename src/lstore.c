@@ -76,6 +76,12 @@ static int l_open(lua_State *L)
 	luaL_setmetatable(L, LINSTATE_STORE_MT);
 	lua_pushvalue(L, 1);
 	lcompat_setuservalue(L, -2, 1);
+	if (!lua_isnoneornil(L, 2)) {
+		lua_getfield(L, 2, "metatables");
+		if (!lua_isnil(L, -1))
+			st->enc_flags = linstate_opt_metatables(L, -1, 2);
+		lua_pop(L, 1);
+	}
 	rc = instate_store_open(path, &o, &st->s);
 	if (rc) {
 		lua_pushfstring(L, "cannot open store '%s'", path);

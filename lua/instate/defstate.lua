@@ -62,7 +62,12 @@ end
 
 local function quote(name) return ("'%s'"):format(name) end
 
--- A copy keeping the shape of references (shared sub-tables, cycles).
+-- The metatable, raw (__metatable does not hide it), as the codec reads it.
+local raw_getmetatable = debug and debug.getmetatable or getmetatable
+
+-- A copy keeping the shape of references (shared sub-tables, cycles) and
+-- the metatables (class instances stay instances), set once a copy is
+-- filled so that no __newindex runs.
 local function deepcopy(v, seen)
 	if type(v) ~= "table" then return v end
 	seen = seen or {}
@@ -73,6 +78,8 @@ local function deepcopy(v, seen)
 	for k, x in next, v do
 		c[deepcopy(k, seen)] = deepcopy(x, seen)
 	end
+	local mt = raw_getmetatable(v)
+	if mt then setmetatable(c, mt) end
 	return c
 end
 
@@ -172,7 +179,9 @@ return function(instate)
 	local function decode_saved(name, bytes, who)
 		local v, msg = decode(bytes)
 		if v == nil and msg ~= nil then
-			error(("%s: saved value of variable %s is corrupt: %s"):format(who, quote(name), msg), 3)
+			-- a class not registered (yet) is not damage: say which
+			local what = msg:find("^unknown class") and "cannot be read" or "is corrupt"
+			error(("%s: saved value of variable %s %s: %s"):format(who, quote(name), what, msg), 3)
 		end
 		return v
 	end

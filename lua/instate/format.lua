@@ -30,11 +30,16 @@
 --    opts.max_bytes stops before the token that would (within a string,
 --    before the character or escape that would), followed by
 --    " <truncated: max_bytes N>". parse refuses both.
---  * Metatables are ignored: tables are read raw.
+--  * An instance of a registered class (instate.register_class) is its table
+--    prefixed with the class name: Vec2{x = 1, y = 2}, game.Vec2{...} (a
+--    name of identifiers joined by dots), else <class "the name">{...};
+--    after a label, <1>Vec2{...}. parse reads these back with the class's
+--    metatable, registered by then (else it refuses, naming the class).
+--    Other metatables are ignored: tables are read raw.
 
 local compat = require "instate.compat"
-local type, next, tostring, tonumber, error, pcall, rawget =
-      type, next, tostring, tonumber, compat.error, pcall, rawget
+local type, next, tostring, tonumber, error, pcall, rawget, setmetatable =
+      type, next, tostring, tonumber, compat.error, pcall, rawget, setmetatable
 local concat, sort, floor, huge = table.concat, table.sort, math.floor, math.huge
 local math_type = compat.math_type
 local integers = compat.integers
@@ -206,6 +211,17 @@ local function path_index(path, k)
 	return path .. "[" .. tostring(k) .. "]"
 end
 
+-- The text before a class instance's table: its name when that is
+-- identifiers joined by dots, else <class "name">.
+local function class_prefix(name)
+	local dotted = true
+	for part in (name .. "."):gmatch("([^.]*)%.") do
+		if not is_name(part) then dotted = false; break end
+	end
+	if dotted then return name end
+	return "<class " .. quote_string(name) .. ">"
+end
+
 -- Render v: indent (string or nil), max_depth, max_bytes (numbers or nil).
 function render(v, indent, max_depth, max_bytes)
 	-- Pass 1: how many times each table is reached.
@@ -246,6 +262,8 @@ function render(v, indent, max_depth, max_bytes)
 			labels[t] = nlabels
 			emit("<" .. nlabels .. ">")
 		end
+		local cname = M.class_name and M.class_name(t)
+		if cname then emit(class_prefix(cname)) end
 		if len + m == 0 then emit("{}"); return end
 		local sep, open, close
 		if indent then
@@ -606,11 +624,46 @@ function M.parse(text)
 		end
 	end
 
+	-- A class prefix at pos (Name.Sub or <class "name">) followed by a
+	-- table: its metatable, pos past the prefix; else nil, pos unchanged.
+	local function class_prefix_at()
+		local at, name = pos, nil
+		if text:find("^<class[ \t]", pos) then
+			pos = pos + 6
+			skip()
+			if peek() ~= '"' and peek() ~= "'" then fail("a class name expected after <class", at) end
+			name = short_string()
+			skip()
+			if peek() ~= ">" then fail("'>' expected after the class name, got " .. describe(pos)) end
+			pos = pos + 1
+		else
+			local e = pos
+			while true do
+				local _, ne = text:find("^[A-Za-z_][A-Za-z0-9_]*", e)
+				if not ne then return nil end
+				e = ne + 1
+				if text:sub(e, e) ~= "." then break end
+				e = e + 1
+			end
+			local _, be = text:find("^[ \t\r\n\f\v]*{", e)
+			if not be then return nil end
+			name = text:sub(pos, e - 1)
+			pos = e
+		end
+		skip()
+		if peek() ~= "{" then fail("a table expected after the class name", at) end
+		local mt = M.class_metatable and M.class_metatable(name)
+		if not mt then fail("unknown class " .. quote_string(name) .. " (not registered)", at) end
+		return mt
+	end
+
 	function value(depth)
 		if depth > max_depth then fail("nested deeper than " .. max_depth .. " tables") end
 		skip()
 		local c = peek()
 		if c == "{" then return table_body({}, depth) end
+		local mt = (c == "<" or c:find("^[A-Za-z_]$")) and class_prefix_at()
+		if mt then return setmetatable(table_body({}, depth), mt) end
 		if c == '"' or c == "'" then return short_string() end
 		if c == "[" then
 			if text:find("^%[=*%[", pos) then return long_string(pos) end
@@ -623,11 +676,14 @@ function M.parse(text)
 			if label then
 				pos = pos + #label + 2
 				skip()
+				local cmt = class_prefix_at()
 				if peek() ~= "{" then fail("a table expected after the label <" .. label .. ">") end
 				if labels[label] then fail("label <" .. label .. "> defined twice", at) end
 				local t = {}
 				labels[label] = t
-				return table_body(t, depth)
+				table_body(t, depth)
+				if cmt then setmetatable(t, cmt) end
+				return t
 			end
 			local ref = text:match("^<ref (%d+)>", pos)
 			if ref then

@@ -10,6 +10,7 @@ require("instate.defstate")(instate)
 
 local format = require "instate.format"
 format.max_depth = core.max_depth or format.max_depth
+format.class_name, format.class_metatable = core.class_name, core.class_metatable
 instate.format, instate.parse = format.format, format.parse
 
 return instate

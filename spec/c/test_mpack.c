@@ -227,6 +227,18 @@ static void test_validate(void)
 	INVALID("\xd6\x01\x91\xd4\x02\x00\x00", 6, "1 trailing bytes after the value");
 	INVALID("\xc7\x07\x01\x91\xc7\x03\x02\x00\x00\x00", 4, "reference of 3 bytes");
 	INVALID("\xdd\xff\xff\xff\xff", 0, "array of 4294967295 elements needs at least 4294967295 bytes, 0 left");
+	/* CLASS (ext type 3): a name, then a table, nothing else; names are not looked up */
+	VALID("\xc7\x03\x03\xa1V\x80");
+	VALID("\xd7\x03\xa1V\x95\x01\x02\x03\x04\x05");   /* fixext 8 */
+	VALID("\xc7\x0c\x01\xc7\x09\x03\xa4Vec2\x91\xd4\x02\x00"); /* a cycle through it */
+	VALID("\x81\xc7\x03\x03\xa1K\x80\x01");              /* an instance as a key */
+	INVALID("\xd4\x03\x01", 0, "class extension without a name (a str of 1..255 bytes)");
+	INVALID("\xc7\x02\x03\xa0\x80", 0, "class extension without a name (a str of 1..255 bytes)");
+	INVALID("\xc7\x02\x03\xa1V", 0, "class extension without a table after its name");
+	INVALID("\xc7\x04\x03\xa1V\x80\x01", 0, "1 bytes left over in a class extension");
+	INVALID("\xc7\x04\x03\xa1V\x91\xd4\x02\x00", 6, "truncated fixext (need 1 bytes, 0 left)");
+	INVALID("\xc7\x06\x03\xa1V\x91\xd4\x02", 0, "truncated ext (need 6 bytes, 5 left)");
+	INVALID("\xc7\x06\x03\xa1V\x91\xd4\x02\x00", 6, "reference outside a graph extension");
 
 	/* depth: 200 levels pass, 201 fail at the 201st header */
 	for (i = 0; i < 200; i++)
