@@ -31,15 +31,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef INSTATE_API
+#define INSTATE_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/** @defgroup version Library and format versions @{ */
+/** @defgroup version Library and format versions
+ * The library's version is defined here alone: CMake reads these three
+ * lines for its project version (and so the shared library's), the Lua
+ * module reports it as `instate._VERSION`.
+ * @{ */
 #define INSTATE_VERSION_MAJOR 0
 #define INSTATE_VERSION_MINOR 1
 #define INSTATE_VERSION_PATCH 0
-#define INSTATE_VERSION_STRING "0.1.0"
+#define INSTATE__QUOTE(x) #x
+#define INSTATE__EXPAND_QUOTE(x) INSTATE__QUOTE(x)
+/** "MAJOR.MINOR.PATCH" of the header compiled against, e.g. "0.1.0". */
+#define INSTATE_VERSION_STRING INSTATE__EXPAND_QUOTE(INSTATE_VERSION_MAJOR) "." \
+	INSTATE__EXPAND_QUOTE(INSTATE_VERSION_MINOR) "." INSTATE__EXPAND_QUOTE(INSTATE_VERSION_PATCH)
+/** The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH (as ZSTD_VERSION_NUMBER). */
+#define INSTATE_VERSION_NUMBER (INSTATE_VERSION_MAJOR * 10000 + INSTATE_VERSION_MINOR * 100 + \
+	INSTATE_VERSION_PATCH)
 /** Version of the on-disk store layout (kept in the __meta database).
  * 2: every record carries a CRC-32C of its header and value. A store of
  * format 1 opens and reads; its first read-write open upgrades it (every
@@ -48,6 +63,18 @@ extern "C" {
 #define INSTATE_STORE_FORMAT 2
 /** Version of the dump file format written by instate_dump(). */
 #define INSTATE_DUMP_FORMAT 1
+
+/**
+ * @brief The version of the library linked (which may differ from the
+ * header's #INSTATE_VERSION_STRING when it is a shared library), as
+ * mdb_version() gives LMDB's.
+ * @param[out] major, minor, patch the library's version numbers (each may
+ *   be NULL).
+ * @return a static string that lives forever, naming the library and the
+ *   LMDB and zstd it runs on, as those libraries report themselves at run
+ *   time: "instate 0.1.0 (LMDB 0.9.24, zstd 1.5.4)". Thread-safe.
+ */
+INSTATE_API const char *instate_version(int *major, int *minor, int *patch);
 /** @} */
 
 /** @defgroup limits Limits @{ */
