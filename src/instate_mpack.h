@@ -25,21 +25,11 @@
 extern "C" {
 #endif
 
-/** Deepest nesting of tables (arrays and maps) in one value: the top-level
- * table is level 1; a table at level 201 is an error on encode and corrupt
- * on decode. */
-#define INSTATE_MP_MAX_DEPTH 200
-
-/** Extension type wrapping a value that contains references (top level only). */
-#define INSTATE_MP_EXT_GRAPH 1
-/** Extension type of a reference to an earlier table (inside a graph only). */
-#define INSTATE_MP_EXT_REF 2
+/* INSTATE_MP_MAX_DEPTH, INSTATE_MP_EXT_GRAPH, INSTATE_MP_EXT_REF, the item
+ * types and instate_mp_item are public: instate.h. */
 
 /** Largest header or scalar the writers emit (float64, uint64, ext32). */
 #define INSTATE_MP_MAX_HEADER 9
-
-/** Size of the message buffer of #instate_mp_reader. */
-#define INSTATE_MP_ERRMAX 160
 
 /* ===================================================================== */
 /* Writer                                                                */
@@ -339,35 +329,6 @@ static inline int instate_mp_utf8_valid(const void *s, size_t n)
 
 /* ===================================================================== */
 /* Reader                                                                */
-
-/** What instate_mp_read() found. */
-typedef enum instate_mp_type {
-	INSTATE_MP_NIL,
-	INSTATE_MP_BOOL,   /**< v.b */
-	INSTATE_MP_UINT,   /**< positive fixint, uint8..uint64: v.u */
-	INSTATE_MP_INT,    /**< negative fixint, int8..int64: v.i */
-	INSTATE_MP_FLOAT,  /**< float32 (widened): v.d */
-	INSTATE_MP_DOUBLE, /**< float64: v.d */
-	INSTATE_MP_STR,    /**< len bytes at data */
-	INSTATE_MP_BIN,    /**< len bytes at data */
-	INSTATE_MP_ARRAY,  /**< len elements follow */
-	INSTATE_MP_MAP,    /**< len key/value pairs follow */
-	INSTATE_MP_EXT     /**< ext type in ext, len payload bytes at data */
-} instate_mp_type;
-
-/** One item: a scalar, the header of a container, or an extension. */
-typedef struct instate_mp_item {
-	instate_mp_type type;
-	int ext;                   /**< EXT: the extension type, -128..127 */
-	uint32_t len;
-	const unsigned char *data;
-	union {
-		int b;
-		uint64_t u;
-		int64_t i;
-		double d;
-	} v;
-} instate_mp_item;
 
 /**
  * A cursor over n bytes. Zero it, set p and n, then read items. On error
