@@ -94,7 +94,10 @@ INSTATE_API const char *instate_version(int *major, int *minor, int *patch);
 #define INSTATE_BUSY (-32002)
 /** the map reached max_size: the write cannot fit */
 #define INSTATE_MAP_FULL (-32003)
-/** the map was grown: the transaction was aborted and must be run again */
+/** the map was grown: the write transaction's work was undone and must be
+ * run again in a new transaction. The instate_txn handles stay allocated
+ * (ended): instate_txn_abort() them before beginning again, or let
+ * instate_txn_run() do all of it (see @ref txn "Transactions"). */
 #define INSTATE_RETRY (-32004)
 /** the store was opened read-only */
 #define INSTATE_READONLY (-32005)
@@ -330,7 +333,30 @@ instate_ns_type instate_ns_type_of(const instate_ns *ns);
 /** @} */
 
 /* ===================================================================== */
-/** @defgroup txn Transactions @{ */
+/** @defgroup txn Transactions
+ *
+ * **Map growth and #INSTATE_RETRY.** LMDB cannot grow its map while a
+ * write transaction is open. When a write (instate_put(), instate_del(),
+ * instate_set_expiry(), instate_clear(), instate_drop(), instate_purge())
+ * or a commit (instate_txn_commit(), of a top-level or a nested
+ * transaction) finds the map full, the core undoes the whole top-level
+ * write transaction, nested ones included, grows the map (doubling it,
+ * within max_size; past max_size the error is #INSTATE_MAP_FULL instead)
+ * and returns #INSTATE_RETRY. Nothing was written. Then:
+ *  - the writer slot is already given up, but every instate_txn handle of
+ *    that transaction stays allocated, ended: every later read or write on
+ *    it returns #INSTATE_ENDED, its commit #INSTATE_RETRY, and its cursors
+ *    return #INSTATE_ENDED;
+ *  - the caller must still end each handle: instate_txn_abort() (or
+ *    instate_txn_commit(), which returns #INSTATE_RETRY and frees it as
+ *    well; a commit that itself returned #INSTATE_RETRY has freed its
+ *    handle already), and instate_cursor_close() for its cursors.
+ *    Beginning anew without that leaks each handle;
+ *  - then run the transaction's work again from its start, in a new
+ *    top-level transaction.
+ * instate_txn_run() is that loop. instate_store_reserve() before a large
+ * batch makes a RETRY unlikely. Read transactions never see it.
+ * @{ */
 
 typedef struct instate_txn instate_txn;
 
@@ -376,8 +402,9 @@ int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, ins
  * parent. A read transaction just ends. On error the transaction is aborted
  * and freed all the same.
  *
- * @return 0, #INSTATE_RETRY (the map had to grow: nothing was written, run
- *   the transaction again), #INSTATE_MAP_FULL, the error of an earlier failed
+ * @return 0, #INSTATE_RETRY (the map had to grow: nothing was written, and
+ *   the handle is freed as on any error; run the transaction again in a new
+ *   one), #INSTATE_MAP_FULL, the error of an earlier failed
  *   write (the transaction had failed), #INSTATE_BUSY (a nested transaction
  *   of it is still open: everything is aborted), an errno (ENOSPC, also
  *   for a write cut short on a full filesystem; EIO). Never #INSTATE_CORRUPT
@@ -405,6 +432,40 @@ int instate_txn_set_revision_min(instate_txn *txn, uint64_t rev);
 
 /** @brief Nonzero for a read-only transaction. */
 int instate_txn_readonly(const instate_txn *txn);
+
+/** Most runs of instate_txn_run()'s function: each RETRY doubles the map,
+ * so growth alone reaches max_size (then #INSTATE_MAP_FULL) well before. */
+#define INSTATE_TXN_RUN_ATTEMPTS 64
+
+/**
+ * @brief Run `fn` in a top-level transaction and commit it, running it
+ * again in a new transaction for as long as the map has to grow.
+ *
+ * Begins a transaction with `flags` (0 for a write, #INSTATE_TXN_READ for
+ * a snapshot), calls `fn(txn, ud)`, then commits if fn returned 0, or
+ * aborts. If fn or the commit returned #INSTATE_RETRY, the transaction is
+ * freed and the whole sequence begins again (at most
+ * #INSTATE_TXN_RUN_ATTEMPTS times). So fn must be safe to run several
+ * times: whatever it does outside the transaction (counters, allocations,
+ * output) is done again on each run, and it should return the error of a
+ * failed write as it is (a write returning #INSTATE_RETRY fails every
+ * later write; returning 0 anyway is also caught at the commit).
+ *
+ * fn may begin and end nested transactions of `txn`, but must not commit or
+ * abort `txn` itself, nor keep it after returning.
+ *
+ * @param[in] s the store.
+ * @param[in] flags 0 or #INSTATE_TXN_READ, as instate_txn_begin().
+ * @param[in] fn the work; 0 to commit, any other value to abort and return it.
+ * @param[in] ud passed to fn.
+ * @return 0 (committed), fn's nonzero value (aborted; #INSTATE_RETRY only
+ *   after #INSTATE_TXN_RUN_ATTEMPTS runs), an error of
+ *   instate_txn_begin() or instate_txn_commit() (#INSTATE_MAP_FULL when the
+ *   map cannot grow further, #INSTATE_BUSY when this thread already holds
+ *   a write transaction, ...). Every handle is freed on every path.
+ */
+INSTATE_API int instate_txn_run(instate_store *s, unsigned flags,
+                                int (*fn)(instate_txn *txn, void *ud), void *ud);
 /** @} */
 
 /* ===================================================================== */
@@ -424,8 +485,9 @@ int instate_txn_readonly(const instate_txn *txn);
  * ways to repair it. instate_store_check() lists every damaged record. Any write error other than #INSTATE_INVALID,
  * #INSTATE_EXISTS and #INSTATE_NOTFOUND leaves the transaction failed: it
  * can only be aborted (its commit returns the error). #INSTATE_RETRY from a
- * write means the map was grown and the transaction has been aborted for
- * the caller to run again.
+ * write means the map was grown and the transaction's work undone: abort
+ * the transaction (its handle stays allocated until then) and run it again
+ * (@ref txn "Transactions"; instate_txn_run() does both).
  * @{ */
 
 /** Record metadata stored in front of each value. */
@@ -458,7 +520,9 @@ int instate_get(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
  *   dirtied) and #INSTATE_EXISTS is returned; the transaction stays usable.
  *   It costs one lookup more only when the record does change.
  * @return 0, #INSTATE_EXISTS, #INSTATE_INVALID, #INSTATE_READONLY,
- *   #INSTATE_RETRY, #INSTATE_MAP_FULL, #INSTATE_ENDED or an errno.
+ *   #INSTATE_RETRY (the map grew: the whole transaction is undone; abort
+ *   it, which frees it, and run it again), #INSTATE_MAP_FULL,
+ *   #INSTATE_ENDED or an errno.
  */
 int instate_put(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
                 const void *val, size_t vlen, const instate_meta *meta, unsigned flags);
@@ -481,16 +545,23 @@ int instate_set_expiry(instate_txn *txn, instate_ns *ns, const void *key, size_t
 /** @brief Count the live records of a namespace. @return 0 or an error. */
 int instate_count(instate_txn *txn, instate_ns *ns, uint64_t *out);
 
-/** @brief Delete every record of a namespace; `removed` counts live ones (may be NULL). */
+/**
+ * @brief Delete every record of a namespace; `removed` counts live ones (may be NULL).
+ * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
+ */
 int instate_clear(instate_txn *txn, instate_ns *ns, uint64_t *removed);
 
 /**
  * @brief Drop a namespace: its records and its entry in __meta.
  * @param[out] existed 1 if it existed (may be NULL).
+ * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
  */
 int instate_drop(instate_txn *txn, instate_ns *ns, int *existed);
 
-/** @brief Remove expired records from every namespace; `removed` counts them. */
+/**
+ * @brief Remove expired records from every namespace; `removed` counts them.
+ * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
+ */
 int instate_purge(instate_txn *txn, uint64_t *removed);
 
 /**
