@@ -836,7 +836,8 @@ typedef enum instate_mp_type {
 	INSTATE_MP_NIL,
 	INSTATE_MP_BOOL,   /**< v.b */
 	INSTATE_MP_UINT,   /**< positive fixint, uint8..uint64: v.u (a Lua integer) */
-	INSTATE_MP_INT,    /**< negative fixint, int8..int64: v.i, always < 0 */
+	INSTATE_MP_INT,    /**< negative fixint, int8..int64: v.i (a Lua integer; the writer
+	                        uses these forms for values < 0 only, other writers may not) */
 	INSTATE_MP_FLOAT,  /**< float32, widened exactly: v.d (a Lua float) */
 	INSTATE_MP_DOUBLE, /**< float64: v.d, its 64 bits as stored (a Lua float) */
 	INSTATE_MP_STR,    /**< len bytes of text at data (not NUL-terminated) */
