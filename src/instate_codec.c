@@ -154,7 +154,7 @@ int instate_mp_write_bin(instate_mp_writer *w, const void *p, size_t len)
 
 int instate_mp_write_string(instate_mp_writer *w, const void *p, size_t len)
 {
-	return w_bytes(w, p, len, p && instate_mp_utf8_valid(p, len));
+	return w_bytes(w, p, len, len == 0 || (p && instate_mp_utf8_valid(p, len)));
 }
 
 static int w_table(instate_mp_writer *w, uint32_t n, int map)

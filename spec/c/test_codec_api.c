@@ -145,6 +145,7 @@ static void test_scalars(void)
 	ONE(instate_mp_write_str(&w, "h\0i", 3), "a3 68 00 69");
 	ONE(instate_mp_write_bin(&w, "hi", 2), "c4 02 68 69");
 	ONE(instate_mp_write_string(&w, "hi", 2), "a2 68 69");
+	ONE(instate_mp_write_string(&w, NULL, 0), "a0"); /* "" is a str, as Lua writes it */
 	ONE(instate_mp_write_string(&w, "\xff", 1), "c4 01 ff");
 	ONE(instate_mp_write_string(&w, "\xed\xa0\x80", 3), "c4 03 ed a0 80"); /* a surrogate */
 	ONE(instate_mp_write_ext(&w, 5, "ab", 2), "d5 05 61 62");
