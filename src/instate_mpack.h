@@ -537,9 +537,10 @@ array:
 	return 0;
 map:
 	if (len > (left - hdr) / 2)
+		/* 2 * len needs 33 bits: long is 32 on Windows */
 		return instate_mp_corrupt(r, off,
-			"map of %lu pairs needs at least %lu bytes, %lu left",
-			(unsigned long)len, (unsigned long)(2 * len), (unsigned long)(left - hdr));
+			"map of %lu pairs needs at least %llu bytes, %lu left",
+			(unsigned long)len, (unsigned long long)(2 * len), (unsigned long)(left - hdr));
 	it->len = (uint32_t)len;
 	r->pos = off + hdr;
 	return 0;
