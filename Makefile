@@ -134,7 +134,8 @@ WIN_CMAKE_lua5.4 = -DINSTATE_LUA=5.4 -DINSTATE_LUA_INCLUDE_DIR=$(WIN_LUAS)/lua5.
 WIN_CMAKE_luajit = -DINSTATE_LUA=luajit -DINSTATE_LUA_INCLUDE_DIR=$(WIN_LUAS)/luajit/include \
   -DINSTATE_LUA_LIBRARY=$(WIN_LUAS)/luajit/lib/lua51.dll \
   -DINSTATE_WINDOWS_LUA=$(WIN_LUAS)/luajit/bin/luajit.exe
-WIN_VERSION = $(shell sed -n "s/^project.instate VERSION \([0-9.]*\).*/\1/p" CMakeLists.txt)
+# The version: src/instate.h's, as CMake reads it.
+WIN_VERSION = $(shell sed -n 's/^\#define INSTATE_VERSION_\(MAJOR\|MINOR\|PATCH\) *\([0-9]*\)$$/\2/p' src/instate.h | paste -sd.)
 
 windows-luas:
 	$(call need_packages,$(WINDOWS_DEPS))

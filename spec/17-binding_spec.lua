@@ -612,3 +612,30 @@ describe("_newtable", function()
       "bad argument #2 to '_newtable' (out of range)")
   end)
 end)
+
+describe("version", function()
+  it("version() names the library, LMDB and zstd, with the numbers of _VERSION", function()
+    local text, major, minor, patch = instate.version()
+    assert.equal(major .. "." .. minor .. "." .. patch, instate._VERSION)
+    assert.matches("^instate " .. instate._VERSION:gsub("%.", "%%.")
+      .. " %(LMDB 0%.9%.%d+, zstd 1%.%d+%.%d+%)$", text)
+    assert.equal(text, (instate.version()))
+  end)
+
+  it("the version is src/instate.h's alone: CMake's project and the pkg-config file agree", function()
+    local h = helpers.read_file(helpers.source_dir() .. "/src/instate.h")
+    local parts = {}
+    for _, part in ipairs({ "MAJOR", "MINOR", "PATCH" }) do
+      parts[#parts + 1] = h:match("\n#define INSTATE_VERSION_" .. part .. " (%d+)\n")
+    end
+    assert.equal(3, #parts)
+    assert.equal(table.concat(parts, "."), instate._VERSION)
+    local cache = helpers.read_file(helpers.build_dir() .. "/CMakeCache.txt")
+    assert.equal(instate._VERSION, cache:match("CMAKE_PROJECT_VERSION:STATIC=([%d.]+)"))
+    local pc = helpers.read_file(helpers.build_dir() .. "/instate.pc")
+    assert.equal(instate._VERSION, pc:match("\nVersion: ([%d.]+)\n"))
+    -- the rockspec builds whatever this checkout holds
+    local rockspec = helpers.read_file(helpers.source_dir() .. "/rockspec/instate-scm-1.rockspec")
+    assert.equal("scm-1", rockspec:match('\nversion = "([^"]+)"'))
+  end)
+end)

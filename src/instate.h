@@ -39,11 +39,22 @@
 extern "C" {
 #endif
 
-/** @defgroup version Library and format versions @{ */
+/** @defgroup version Library and format versions
+ * The library's version is defined here alone: CMake reads these three
+ * lines for its project version (and so the shared library's), the Lua
+ * module reports it as `instate._VERSION`.
+ * @{ */
 #define INSTATE_VERSION_MAJOR 0
 #define INSTATE_VERSION_MINOR 1
 #define INSTATE_VERSION_PATCH 0
-#define INSTATE_VERSION_STRING "0.1.0"
+#define INSTATE__QUOTE(x) #x
+#define INSTATE__EXPAND_QUOTE(x) INSTATE__QUOTE(x)
+/** "MAJOR.MINOR.PATCH" of the header compiled against, e.g. "0.1.0". */
+#define INSTATE_VERSION_STRING INSTATE__EXPAND_QUOTE(INSTATE_VERSION_MAJOR) "." \
+	INSTATE__EXPAND_QUOTE(INSTATE_VERSION_MINOR) "." INSTATE__EXPAND_QUOTE(INSTATE_VERSION_PATCH)
+/** The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH (as ZSTD_VERSION_NUMBER). */
+#define INSTATE_VERSION_NUMBER (INSTATE_VERSION_MAJOR * 10000 + INSTATE_VERSION_MINOR * 100 + \
+	INSTATE_VERSION_PATCH)
 /** Version of the on-disk store layout (kept in the __meta database).
  * 2: every record carries a CRC-32C of its header and value. A store of
  * format 1 opens and reads; its first read-write open upgrades it (every
@@ -52,6 +63,18 @@ extern "C" {
 #define INSTATE_STORE_FORMAT 2
 /** Version of the dump file format written by instate_dump(). */
 #define INSTATE_DUMP_FORMAT 1
+
+/**
+ * @brief The version of the library linked (which may differ from the
+ * header's #INSTATE_VERSION_STRING when it is a shared library), as
+ * mdb_version() gives LMDB's.
+ * @param[out] major, minor, patch the library's version numbers (each may
+ *   be NULL).
+ * @return a static string that lives forever, naming the library and the
+ *   LMDB and zstd it runs on, as those libraries report themselves at run
+ *   time: "instate 0.1.0 (LMDB 0.9.24, zstd 1.5.4)". Thread-safe.
+ */
+INSTATE_API const char *instate_version(int *major, int *minor, int *patch);
 /** @} */
 
 /** @defgroup limits Limits @{ */
@@ -76,7 +99,10 @@ extern "C" {
 #define INSTATE_BUSY (-32002)
 /** the map reached max_size: the write cannot fit */
 #define INSTATE_MAP_FULL (-32003)
-/** the map was grown: the transaction was aborted and must be run again */
+/** the map was grown: the write transaction's work was undone and must be
+ * run again in a new transaction. The instate_txn handles stay allocated
+ * (ended): instate_txn_abort() them before beginning again, or let
+ * instate_txn_run() do all of it (see @ref txn "Transactions"). */
 #define INSTATE_RETRY (-32004)
 /** the store was opened read-only */
 #define INSTATE_READONLY (-32005)
@@ -356,7 +382,30 @@ instate_ns_type instate_ns_type_of(const instate_ns *ns);
 /** @} */
 
 /* ===================================================================== */
-/** @defgroup txn Transactions @{ */
+/** @defgroup txn Transactions
+ *
+ * **Map growth and #INSTATE_RETRY.** LMDB cannot grow its map while a
+ * write transaction is open. When a write (instate_put(), instate_del(),
+ * instate_set_expiry(), instate_clear(), instate_drop(), instate_purge())
+ * or a commit (instate_txn_commit(), of a top-level or a nested
+ * transaction) finds the map full, the core undoes the whole top-level
+ * write transaction, nested ones included, grows the map (doubling it,
+ * within max_size; past max_size the error is #INSTATE_MAP_FULL instead)
+ * and returns #INSTATE_RETRY. Nothing was written. Then:
+ *  - the writer slot is already given up, but every instate_txn handle of
+ *    that transaction stays allocated, ended: every later read or write on
+ *    it returns #INSTATE_ENDED, its commit #INSTATE_RETRY, and its cursors
+ *    return #INSTATE_ENDED;
+ *  - the caller must still end each handle: instate_txn_abort() (or
+ *    instate_txn_commit(), which returns #INSTATE_RETRY and frees it as
+ *    well; a commit that itself returned #INSTATE_RETRY has freed its
+ *    handle already), and instate_cursor_close() for its cursors.
+ *    Beginning anew without that leaks each handle;
+ *  - then run the transaction's work again from its start, in a new
+ *    top-level transaction.
+ * instate_txn_run() is that loop. instate_store_reserve() before a large
+ * batch makes a RETRY unlikely. Read transactions never see it.
+ * @{ */
 
 typedef struct instate_txn instate_txn;
 
@@ -402,8 +451,9 @@ int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, ins
  * parent. A read transaction just ends. On error the transaction is aborted
  * and freed all the same.
  *
- * @return 0, #INSTATE_RETRY (the map had to grow: nothing was written, run
- *   the transaction again), #INSTATE_MAP_FULL, the error of an earlier failed
+ * @return 0, #INSTATE_RETRY (the map had to grow: nothing was written, and
+ *   the handle is freed as on any error; run the transaction again in a new
+ *   one), #INSTATE_MAP_FULL, the error of an earlier failed
  *   write (the transaction had failed), #INSTATE_BUSY (a nested transaction
  *   of it is still open: everything is aborted), an errno (ENOSPC, also
  *   for a write cut short on a full filesystem; EIO). Never #INSTATE_CORRUPT
@@ -431,6 +481,40 @@ int instate_txn_set_revision_min(instate_txn *txn, uint64_t rev);
 
 /** @brief Nonzero for a read-only transaction. */
 int instate_txn_readonly(const instate_txn *txn);
+
+/** Most runs of instate_txn_run()'s function: each RETRY doubles the map,
+ * so growth alone reaches max_size (then #INSTATE_MAP_FULL) well before. */
+#define INSTATE_TXN_RUN_ATTEMPTS 64
+
+/**
+ * @brief Run `fn` in a top-level transaction and commit it, running it
+ * again in a new transaction for as long as the map has to grow.
+ *
+ * Begins a transaction with `flags` (0 for a write, #INSTATE_TXN_READ for
+ * a snapshot), calls `fn(txn, ud)`, then commits if fn returned 0, or
+ * aborts. If fn or the commit returned #INSTATE_RETRY, the transaction is
+ * freed and the whole sequence begins again (at most
+ * #INSTATE_TXN_RUN_ATTEMPTS times). So fn must be safe to run several
+ * times: whatever it does outside the transaction (counters, allocations,
+ * output) is done again on each run, and it should return the error of a
+ * failed write as it is (a write returning #INSTATE_RETRY fails every
+ * later write; returning 0 anyway is also caught at the commit).
+ *
+ * fn may begin and end nested transactions of `txn`, but must not commit or
+ * abort `txn` itself, nor keep it after returning.
+ *
+ * @param[in] s the store.
+ * @param[in] flags 0 or #INSTATE_TXN_READ, as instate_txn_begin().
+ * @param[in] fn the work; 0 to commit, any other value to abort and return it.
+ * @param[in] ud passed to fn.
+ * @return 0 (committed), fn's nonzero value (aborted; #INSTATE_RETRY only
+ *   after #INSTATE_TXN_RUN_ATTEMPTS runs), an error of
+ *   instate_txn_begin() or instate_txn_commit() (#INSTATE_MAP_FULL when the
+ *   map cannot grow further, #INSTATE_BUSY when this thread already holds
+ *   a write transaction, ...). Every handle is freed on every path.
+ */
+INSTATE_API int instate_txn_run(instate_store *s, unsigned flags,
+                                int (*fn)(instate_txn *txn, void *ud), void *ud);
 /** @} */
 
 /* ===================================================================== */
@@ -450,8 +534,9 @@ int instate_txn_readonly(const instate_txn *txn);
  * ways to repair it. instate_store_check() lists every damaged record. Any write error other than #INSTATE_INVALID,
  * #INSTATE_EXISTS and #INSTATE_NOTFOUND leaves the transaction failed: it
  * can only be aborted (its commit returns the error). #INSTATE_RETRY from a
- * write means the map was grown and the transaction has been aborted for
- * the caller to run again.
+ * write means the map was grown and the transaction's work undone: abort
+ * the transaction (its handle stays allocated until then) and run it again
+ * (@ref txn "Transactions"; instate_txn_run() does both).
  * @{ */
 
 /** Record metadata stored in front of each value. */
@@ -484,7 +569,9 @@ int instate_get(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
  *   dirtied) and #INSTATE_EXISTS is returned; the transaction stays usable.
  *   It costs one lookup more only when the record does change.
  * @return 0, #INSTATE_EXISTS, #INSTATE_INVALID, #INSTATE_READONLY,
- *   #INSTATE_RETRY, #INSTATE_MAP_FULL, #INSTATE_ENDED or an errno.
+ *   #INSTATE_RETRY (the map grew: the whole transaction is undone; abort
+ *   it, which frees it, and run it again), #INSTATE_MAP_FULL,
+ *   #INSTATE_ENDED or an errno.
  */
 int instate_put(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
                 const void *val, size_t vlen, const instate_meta *meta, unsigned flags);
@@ -507,16 +594,23 @@ int instate_set_expiry(instate_txn *txn, instate_ns *ns, const void *key, size_t
 /** @brief Count the live records of a namespace. @return 0 or an error. */
 int instate_count(instate_txn *txn, instate_ns *ns, uint64_t *out);
 
-/** @brief Delete every record of a namespace; `removed` counts live ones (may be NULL). */
+/**
+ * @brief Delete every record of a namespace; `removed` counts live ones (may be NULL).
+ * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
+ */
 int instate_clear(instate_txn *txn, instate_ns *ns, uint64_t *removed);
 
 /**
  * @brief Drop a namespace: its records and its entry in __meta.
  * @param[out] existed 1 if it existed (may be NULL).
+ * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
  */
 int instate_drop(instate_txn *txn, instate_ns *ns, int *existed);
 
-/** @brief Remove expired records from every namespace; `removed` counts them. */
+/**
+ * @brief Remove expired records from every namespace; `removed` counts them.
+ * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
+ */
 int instate_purge(instate_txn *txn, uint64_t *removed);
 
 /**
@@ -918,6 +1012,271 @@ INSTATE_API void instate_writer_info_get(instate_writer *w, instate_writer_info 
  *   closed, call it again once the transaction has ended.
  */
 INSTATE_API int instate_writer_close(instate_writer *w, char *err);
+/** @defgroup codec The value codec: MessagePack writer and parser
+ *
+ * Values are MessagePack (docs/FORMAT.md section 1): what the Lua binding
+ * stores, and what a C engine writes and reads with these calls to share
+ * values with Lua exactly. A C value written here decodes in Lua to the
+ * same value, and every value Lua stores reads here item by item:
+ *
+ * | C call                         | Lua value (instate.decode)                |
+ * |--------------------------------|-------------------------------------------|
+ * | instate_mp_write_nil()         | nil                                       |
+ * | instate_mp_write_bool()        | false, true                               |
+ * | instate_mp_write_int(), _uint()| an integer, all 64 bits (5.3, 5.4; a uint64 above 2^63-1 is the integer of the same bits); on 5.1, 5.2 and LuaJIT a number within ±2^53, beyond it see docs/FORMAT.md |
+ * | instate_mp_write_double()      | a float, bit for bit (-0.0, infinities, NaN payloads; one NaN on LuaJIT) |
+ * | instate_mp_write_str(), _bin(), _string() | a string                       |
+ * | instate_mp_write_array(), _map() | a table (arrays index from 1)           |
+ * | instate_mp_write_ref()         | the same table as an earlier one (sharing, cycles) |
+ *
+ * Both sides check what Lua's decoder checks: depth (#INSTATE_MP_MAX_DEPTH),
+ * no nil or NaN map key, references only to tables begun, one value and
+ * nothing after it. Neither allocates beyond the writer's buffer; both
+ * are plain structs the caller owns (on the stack is fine, about 2 KiB), one
+ * per thread at a time.
+ * @{ */
+
+/** Deepest nesting of tables (arrays and maps) in one value: the top-level
+ * table is level 1; a table at level 201 is an error on encode and corrupt
+ * on decode. Lua's `instate.max_depth`. */
+#define INSTATE_MP_MAX_DEPTH 200
+
+/** Extension type wrapping a value that contains references (top level
+ * only). instate_mp_writer_finish() writes it; instate_mp_parser_next()
+ * steps into it (setting #instate_mp_parser graph). */
+#define INSTATE_MP_EXT_GRAPH 1
+/** Extension type of a reference to an earlier table (inside a graph only):
+ * instate_mp_write_ref(); the parser returns it as an #INSTATE_MP_EXT item. */
+#define INSTATE_MP_EXT_REF 2
+/** Extension type of an instance of a registered class: the class name (a
+ * str of 1..#INSTATE_MP_CLASS_NAME_MAX bytes) then the instance's table
+ * (an array or a map), nothing else (docs/FORMAT.md). */
+#define INSTATE_MP_EXT_CLASS 3
+/** Longest class name, in bytes. */
+#define INSTATE_MP_CLASS_NAME_MAX 255
+
+/** Size of the message buffers of the writer and the parser. */
+#define INSTATE_MP_ERRMAX 160
+
+/** The kind of an #instate_mp_item. */
+typedef enum instate_mp_type {
+	INSTATE_MP_NIL,
+	INSTATE_MP_BOOL,   /**< v.b */
+	INSTATE_MP_UINT,   /**< positive fixint, uint8..uint64: v.u (a Lua integer) */
+	INSTATE_MP_INT,    /**< negative fixint, int8..int64: v.i (a Lua integer; the writer
+	                        uses these forms for values < 0 only, other writers may not) */
+	INSTATE_MP_FLOAT,  /**< float32, widened exactly: v.d (a Lua float) */
+	INSTATE_MP_DOUBLE, /**< float64: v.d, its 64 bits as stored (a Lua float) */
+	INSTATE_MP_STR,    /**< len bytes of text at data (not NUL-terminated) */
+	INSTATE_MP_BIN,    /**< len bytes at data */
+	INSTATE_MP_ARRAY,  /**< len elements follow */
+	INSTATE_MP_MAP,    /**< len key/value pairs follow: 2 * len items, key first */
+	INSTATE_MP_EXT     /**< extension type `ext`, len payload bytes at data;
+	                        for a REF (ext #INSTATE_MP_EXT_REF) the parser
+	                        also sets v.u to the table id it refers to */
+} instate_mp_type;
+
+/** One item: a scalar, the header of an array or map, or an extension.
+ * `data` points into the parser's input: valid while that input is. */
+typedef struct instate_mp_item {
+	instate_mp_type type;
+	int ext;                   /**< EXT: the extension type, -128..127 */
+	uint32_t len;              /**< STR, BIN, EXT: bytes; ARRAY: elements; MAP: pairs */
+	const unsigned char *data; /**< STR, BIN, EXT: the bytes */
+	union {
+		int b;
+		uint64_t u;
+		int64_t i;
+		double d;
+	} v;
+} instate_mp_item;
+
+/** @name Writer @{ */
+
+/**
+ * A MessagePack writer appending one value to an #instate_buf. Fields are
+ * the writer's; read `tables` (arrays and maps written so far: the next one
+ * gets that number as its id, the top-level table 0) and nothing else.
+ *
+ * Errors are sticky, as in mpack: after the first failed call every later
+ * one returns the same code and writes nothing, so a sequence of writes
+ * may be checked once, at instate_mp_writer_finish().
+ */
+typedef struct instate_mp_writer {
+	instate_buf *buf;
+	size_t start;               /**< buf->len at init: where the value begins */
+	uint64_t tables;            /**< arrays and maps begun */
+	uint64_t refs;              /**< references written */
+	unsigned depth;             /**< open arrays and maps */
+	int written;                /**< an item was written */
+	int err;                    /**< first error, or 0 */
+	uint64_t left[INSTATE_MP_MAX_DEPTH + 1]; /**< items still due per open table */
+	unsigned char ismap[INSTATE_MP_MAX_DEPTH + 1];
+	char errmsg[INSTATE_MP_ERRMAX];
+} instate_mp_writer;
+
+/**
+ * @brief Start writing a value at the end of `buf` (its bytes so far are
+ * kept: the value begins at buf->len).
+ * @param[in] buf the buffer, owned by the caller, which frees it with
+ *   instate_buf_free() when done with the bytes. The writer keeps the
+ *   pointer: buf must outlive it.
+ */
+INSTATE_API void instate_mp_writer_init(instate_mp_writer *w, instate_buf *buf);
+
+/** @brief Write nil (not as a map key). @return 0, #INSTATE_INVALID or the sticky error. */
+INSTATE_API int instate_mp_write_nil(instate_mp_writer *w);
+/** @brief Write a boolean (b nonzero: true). */
+INSTATE_API int instate_mp_write_bool(instate_mp_writer *w, int b);
+/** @brief Write an integer in its shortest form (a Lua integer). */
+INSTATE_API int instate_mp_write_int(instate_mp_writer *w, int64_t v);
+/** @brief Write a non-negative integer in its shortest form; above 2^63-1
+ * it reads in Lua as the integer of the same 64 bits (negative). */
+INSTATE_API int instate_mp_write_uint(instate_mp_writer *w, uint64_t v);
+/** @brief Write a float (a Lua float, never an integer): float32 when that
+ * is bit-exact, else float64, so every bit survives (-0.0, NaN payloads).
+ * A NaN is refused as a map key. */
+INSTATE_API int instate_mp_write_double(instate_mp_writer *w, double d);
+/**
+ * @brief Write text: a MessagePack str of len bytes, which must be valid
+ * UTF-8 (strict: no overlong forms, surrogates, or code points above
+ * U+10FFFF; NUL bytes are fine), as the Lua encoder writes its valid UTF-8
+ * strings. @return 0, #INSTATE_INVALID (not valid UTF-8: use
+ * instate_mp_write_bin() or instate_mp_write_string()), #INSTATE_LIMIT (len
+ * 2^32 or more), ENOMEM or the sticky error.
+ */
+INSTATE_API int instate_mp_write_str(instate_mp_writer *w, const char *s, size_t len);
+/** @brief Write bytes as a MessagePack bin (a Lua string). @return as instate_mp_write_str(). */
+INSTATE_API int instate_mp_write_bin(instate_mp_writer *w, const void *p, size_t len);
+/** @brief Write a Lua string as instate.encode does: a str if it is valid
+ * UTF-8, else a bin. @return as instate_mp_write_str(), never for bad UTF-8. */
+INSTATE_API int instate_mp_write_string(instate_mp_writer *w, const void *p, size_t len);
+/**
+ * @brief Begin an array of n elements: the next n items (each a whole
+ * value) are its elements, index 1 to n in Lua. An array of 0 elements is
+ * an empty table, as is a map of 0 pairs (which is what Lua writes).
+ * @return 0, #INSTATE_INVALID (nested deeper than #INSTATE_MP_MAX_DEPTH),
+ *   ENOMEM or the sticky error. The table's id is `tables` before the call.
+ */
+INSTATE_API int instate_mp_write_array(instate_mp_writer *w, uint32_t n);
+/** @brief Begin a map of n pairs: the next 2n values are key, value, key,
+ * value... A key may be anything but nil or NaN (#INSTATE_INVALID); a
+ * float key with an integral value is an integer key in Lua. @return as
+ * instate_mp_write_array(). */
+INSTATE_API int instate_mp_write_map(instate_mp_writer *w, uint32_t n);
+/**
+ * @brief Write a reference to the table with id `id`, one begun earlier in
+ * this value (0 is the first array or map written, the top-level table):
+ * Lua decodes it to that same table, so values can share tables and hold
+ * cycles. The value is then wrapped in a GRAPH extension by
+ * instate_mp_writer_finish(), as docs/FORMAT.md says.
+ * @return 0, #INSTATE_INVALID (no table `id` begun yet, or as a nil key),
+ *   ENOMEM or the sticky error.
+ */
+INSTATE_API int instate_mp_write_ref(instate_mp_writer *w, uint64_t id);
+/**
+ * @brief Write an extension of another type (not 1 or 2, which are
+ * instate's: #INSTATE_INVALID). instate.decode refuses extension types it
+ * does not know: this is for values other MessagePack readers share.
+ * @return as instate_mp_write_str().
+ */
+INSTATE_API int instate_mp_write_ext(instate_mp_writer *w, int8_t type, const void *p,
+                                     size_t len);
+/**
+ * @brief End the value: check it is complete (every array and map given
+ * all its items), and wrap it in a GRAPH if it holds a reference.
+ * @return 0 (the value is buf->data[start .. buf->len)), #INSTATE_INVALID
+ *   (nothing written, or an array or map still open: the message says how
+ *   many items are missing), ENOMEM, #INSTATE_LIMIT (a value with
+ *   references of 4 GiB or more) or the first error of any earlier call. On
+ *   error buf->len is back at `start`: nothing half-written stays.
+ */
+INSTATE_API int instate_mp_writer_finish(instate_mp_writer *w);
+/**
+ * @brief The writer's first error as text, naming what was wrong and where
+ * ("nil map key at byte 7 (depth 1)"), or "" with none.
+ * @return a string valid until the writer is changed or goes away.
+ */
+INSTATE_API const char *instate_mp_writer_error(const instate_mp_writer *w);
+/** @} */
+
+/** @name Parser @{ */
+
+/**
+ * A pull parser over one encoded value: instate_mp_parser_next() returns
+ * its items in order, depth first (an array's or map's header, then its
+ * elements). Fields are the parser's; read only these:
+ *  - `pos`: the offset of the next item; `item_off` that of the last one
+ *    returned; `item_depth` the arrays and maps around it (0 at the top);
+ *    `item_key` nonzero when it is a map key;
+ *  - `tables`: arrays and maps begun, so the last one returned has id
+ *    tables - 1, the id a later REF to it carries;
+ *  - `graph`: the value is wrapped in a GRAPH (it holds references).
+ */
+typedef struct instate_mp_parser {
+	const unsigned char *data;
+	size_t len;
+	size_t pos;
+	size_t item_off;
+	unsigned item_depth;
+	int item_key;
+	uint64_t tables;
+	int graph;
+	size_t graph_off;
+	uint64_t refs;
+	unsigned depth;             /**< open arrays and maps */
+	int state;                  /**< internal: how far the value is read */
+	int err;
+	size_t err_off;
+	uint64_t left[INSTATE_MP_MAX_DEPTH + 1];
+	unsigned char ismap[INSTATE_MP_MAX_DEPTH + 1];
+	char errmsg[INSTATE_MP_ERRMAX];
+} instate_mp_parser;
+
+/**
+ * @brief Start parsing the value in data[0 .. len).
+ * @param[in] data the bytes, e.g. from instate_get(); not copied: they must
+ *   stay valid and unchanged while the parser and its items are used.
+ */
+INSTATE_API void instate_mp_parser_init(instate_mp_parser *p, const void *data, size_t len);
+
+/**
+ * @brief Read the next item.
+ *
+ * Every byte is treated as hostile: each length is checked against the
+ * bytes left before it is returned (a str, bin or ext must be there in
+ * full; an array of n elements needs n more bytes, a map of n pairs 2n), so
+ * a caller may allocate for `len` as it is; nesting is limited to
+ * #INSTATE_MP_MAX_DEPTH; a nil or NaN map key, a REF outside a GRAPH or to a
+ * table not begun, a GRAPH not around the whole value or without a REF, the
+ * byte 0xc1 and bytes after the value are corrupt. Extension types other
+ * than 1 and 2 are returned as they are (instate.decode refuses them).
+ *
+ * @param[out] it the item.
+ * @return 0; #INSTATE_NOTFOUND when the value has been read whole (the call
+ *   after its last item, which also checks that nothing trails it: call
+ *   until this comes to know the input is sound); #INSTATE_CORRUPT with
+ *   the message and byte offset from instate_mp_parser_error(). Errors are
+ *   sticky: later calls return the same.
+ */
+INSTATE_API int instate_mp_parser_next(instate_mp_parser *p, instate_mp_item *it);
+
+/**
+ * @brief Skip the elements of the array or map that the last
+ * instate_mp_parser_next() returned, checking them as it would (nothing
+ * for any other item): the next item is the one after that table.
+ * @return 0, #INSTATE_CORRUPT or the sticky error.
+ */
+INSTATE_API int instate_mp_parser_skip(instate_mp_parser *p);
+
+/**
+ * @brief The parser's error: "corrupt MessagePack at byte N: <what>", the
+ * text instate.decode gives for the same bytes, or "" with none.
+ * @param[out] offset N, the byte at fault counting from 0 (may be NULL).
+ * @return a string valid while the parser is.
+ */
+INSTATE_API const char *instate_mp_parser_error(const instate_mp_parser *p, size_t *offset);
+/** @} */
 /** @} */
 
 #ifdef __cplusplus

@@ -25,28 +25,12 @@
 extern "C" {
 #endif
 
-/** Deepest nesting of tables (arrays and maps) in one value: the top-level
- * table is level 1; a table at level 201 is an error on encode and corrupt
- * on decode. */
-#define INSTATE_MP_MAX_DEPTH 200
-
-/** Extension type wrapping a value that contains references (top level only). */
-#define INSTATE_MP_EXT_GRAPH 1
-/** Extension type of a reference to an earlier table (inside a graph only). */
-#define INSTATE_MP_EXT_REF 2
-/** Extension type of an instance of a registered class: the class name (a
- * str of 1..#INSTATE_MP_CLASS_NAME_MAX bytes) then the instance's table
- * (an array or a map), nothing else. */
-#define INSTATE_MP_EXT_CLASS 3
-
-/** Longest class name, in bytes. */
-#define INSTATE_MP_CLASS_NAME_MAX 255
+/* INSTATE_MP_MAX_DEPTH, INSTATE_MP_EXT_GRAPH, INSTATE_MP_EXT_REF,
+ * INSTATE_MP_EXT_CLASS, INSTATE_MP_CLASS_NAME_MAX, the item types and
+ * instate_mp_item are public: instate.h. */
 
 /** Largest header or scalar the writers emit (float64, uint64, ext32). */
 #define INSTATE_MP_MAX_HEADER 9
-
-/** Size of the message buffer of #instate_mp_reader. */
-#define INSTATE_MP_ERRMAX 160
 
 /* ===================================================================== */
 /* Writer                                                                */
@@ -347,35 +331,6 @@ static inline int instate_mp_utf8_valid(const void *s, size_t n)
 /* ===================================================================== */
 /* Reader                                                                */
 
-/** What instate_mp_read() found. */
-typedef enum instate_mp_type {
-	INSTATE_MP_NIL,
-	INSTATE_MP_BOOL,   /**< v.b */
-	INSTATE_MP_UINT,   /**< positive fixint, uint8..uint64: v.u */
-	INSTATE_MP_INT,    /**< negative fixint, int8..int64: v.i */
-	INSTATE_MP_FLOAT,  /**< float32 (widened): v.d */
-	INSTATE_MP_DOUBLE, /**< float64: v.d */
-	INSTATE_MP_STR,    /**< len bytes at data */
-	INSTATE_MP_BIN,    /**< len bytes at data */
-	INSTATE_MP_ARRAY,  /**< len elements follow */
-	INSTATE_MP_MAP,    /**< len key/value pairs follow */
-	INSTATE_MP_EXT     /**< ext type in ext, len payload bytes at data */
-} instate_mp_type;
-
-/** One item: a scalar, the header of a container, or an extension. */
-typedef struct instate_mp_item {
-	instate_mp_type type;
-	int ext;                   /**< EXT: the extension type, -128..127 */
-	uint32_t len;
-	const unsigned char *data;
-	union {
-		int b;
-		uint64_t u;
-		int64_t i;
-		double d;
-	} v;
-} instate_mp_item;
-
 /**
  * A cursor over n bytes. Zero it, set p and n, then read items. On error
  * the reader keeps the first message: err holds "corrupt MessagePack at
@@ -583,9 +538,10 @@ array:
 	return 0;
 map:
 	if (len > (left - hdr) / 2)
+		/* 2 * len needs 33 bits: long is 32 on Windows */
 		return instate_mp_corrupt(r, off,
-			"map of %lu pairs needs at least %lu bytes, %lu left",
-			(unsigned long)len, (unsigned long)(2 * len), (unsigned long)(left - hdr));
+			"map of %lu pairs needs at least %llu bytes, %lu left",
+			(unsigned long)len, (unsigned long long)(2 * len), (unsigned long)(left - hdr));
 	it->len = (uint32_t)len;
 	r->pos = off + hdr;
 	return 0;

@@ -1342,3 +1342,31 @@ void instate_cursor_close(instate_cursor *c)
 	}
 	free(c);
 }
+
+/* ===================================================================== */
+/* The retry loop for C callers                                           */
+
+int instate_txn_run(instate_store *s, unsigned flags,
+                    int (*fn)(instate_txn *txn, void *ud), void *ud)
+{
+	int attempt, rc = INSTATE_INVALID;
+
+	if (!s || !fn)
+		return INSTATE_INVALID;
+	for (attempt = 1; attempt <= INSTATE_TXN_RUN_ATTEMPTS; attempt++) {
+		instate_txn *t;
+		rc = instate_txn_begin(s, NULL, flags, &t);
+		if (rc)
+			return rc;
+		rc = fn(t, ud);
+		/* After a RETRY the handle is ended but still ours to free:
+		 * abort does, and commit does on every path. */
+		if (rc)
+			instate_txn_abort(t);
+		else
+			rc = instate_txn_commit(t);
+		if (rc != INSTATE_RETRY)
+			break;
+	}
+	return rc;
+}

@@ -108,8 +108,21 @@ static int l_newtable(lua_State *L)
 	return 1;
 }
 
+/* version() -> "instate 0.1.0 (LMDB 0.9.24, zstd 1.5.4)", 0, 1, 0 */
+static int l_version(lua_State *L)
+{
+	int maj, min, pat;
+	lua_pushstring(L, instate_version(&maj, &min, &pat));
+	lua_pushinteger(L, maj);
+	lua_pushinteger(L, min);
+	lua_pushinteger(L, pat);
+	return 4;
+}
+
 void linstate_open_core(lua_State *L)
 {
+	lua_pushcfunction(L, l_version);
+	lua_setfield(L, -2, "version");
 	lua_pushcfunction(L, l_set_clock);
 	lua_setfield(L, -2, "_set_clock");
 	lua_pushcfunction(L, l_now);
