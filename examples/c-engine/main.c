@@ -118,10 +118,10 @@ static int run_script(const char *script, const char *save_dir)
 	lua_pop(L, 1);
 	instate_lua_openlibs(L);
 
-	ok = luaL_loadfile(L, script) == LUA_OK;
+	ok = luaL_loadfile(L, script) == 0; /* LUA_OK, which 5.1 does not name */
 	if (ok) {
 		lua_pushstring(L, save_dir);
-		ok = lua_pcall(L, 1, 0, 0) == LUA_OK;
+		ok = lua_pcall(L, 1, 0, 0) == 0;
 	}
 	if (!ok)
 		fprintf(stderr, "c-engine: %s\n", lua_tostring(L, -1));
