@@ -31,8 +31,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/**
+ * @brief Marks every public declaration of instate.h and instate_lua.h.
+ *
+ * The libraries are built with hidden symbols (-fvisibility=hidden), so
+ * what this marks is all that libinstate.so (and the Lua module, which
+ * exports luaopen_instate_core alone) exports. On Windows the DLL build
+ * defines INSTATE_BUILD_DLL and exports these; a program linking the DLL
+ * may define INSTATE_DLL (the exported CMake target instate::instate does)
+ * to import them directly instead of through the import library's thunks;
+ * a program linking libinstate.a defines neither. Define INSTATE_API
+ * before including instate.h to override all of this.
+ */
 #ifndef INSTATE_API
+#if defined(_WIN32) || defined(__CYGWIN__)
+#if defined(INSTATE_BUILD_DLL)
+#define INSTATE_API __declspec(dllexport)
+#elif defined(INSTATE_DLL)
+#define INSTATE_API __declspec(dllimport)
+#else
 #define INSTATE_API
+#endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#define INSTATE_API __attribute__((visibility("default")))
+#else
+#define INSTATE_API
+#endif
 #endif
 
 #ifdef __cplusplus
@@ -139,7 +163,7 @@ INSTATE_API const char *instate_version(int *major, int *minor, int *patch);
  * @param[in] rc 0, a negative INSTATE_* code or a positive errno value.
  * @return a string that is never NULL and lives forever.
  */
-const char *instate_strerror(int rc);
+INSTATE_API const char *instate_strerror(int rc);
 
 /* ===================================================================== */
 /** @defgroup buf Byte buffers
@@ -157,10 +181,10 @@ typedef struct instate_buf {
  * @brief Make room for at least `extra` more bytes after len.
  * @return 0, or ENOMEM (the buffer is unchanged).
  */
-int instate_buf_reserve(instate_buf *b, size_t extra);
+INSTATE_API int instate_buf_reserve(instate_buf *b, size_t extra);
 
 /** @brief Release the buffer's memory; it can be used again afterwards. */
-void instate_buf_free(instate_buf *b);
+INSTATE_API void instate_buf_free(instate_buf *b);
 /** @} */
 
 /* ===================================================================== */
@@ -193,7 +217,7 @@ typedef struct instate_options {
 } instate_options;
 
 /** @brief Fill `o` with the defaults listed in #instate_options. */
-void instate_options_init(instate_options *o);
+INSTATE_API void instate_options_init(instate_options *o);
 
 /**
  * @brief Open (or create) a store.
@@ -233,7 +257,7 @@ void instate_options_init(instate_options *o);
  * Lifetime: until instate_store_close(); the environment lives until its
  * last handle in the process is closed.
  */
-int instate_store_open(const char *path, const instate_options *opts, instate_store **out);
+INSTATE_API int instate_store_open(const char *path, const instate_options *opts, instate_store **out);
 
 /**
  * @brief Close a store handle. NULL is ignored.
@@ -241,17 +265,17 @@ int instate_store_open(const char *path, const instate_options *opts, instate_st
  * All transactions and cursors begun through this handle must have ended.
  * Other handles on the same environment keep working.
  */
-void instate_store_close(instate_store *s);
+INSTATE_API void instate_store_close(instate_store *s);
 
 /** @brief The path given to instate_store_open(); valid while the handle is. */
-const char *instate_store_path(const instate_store *s);
+INSTATE_API const char *instate_store_path(const instate_store *s);
 
 /**
  * @brief The store's revision: the number of committed write transactions.
  * @param[out] out the revision.
  * @return 0 or an error code.
  */
-int instate_store_revision(instate_store *s, uint64_t *out);
+INSTATE_API int instate_store_revision(instate_store *s, uint64_t *out);
 
 /**
  * @brief A number that changes whenever any process commits a write
@@ -260,7 +284,7 @@ int instate_store_revision(instate_store *s, uint64_t *out);
  * current. Not the revision: compare it only for equality.
  * @return the id, or 0 if it cannot be read.
  */
-uint64_t instate_store_last_commit(instate_store *s);
+INSTATE_API uint64_t instate_store_last_commit(instate_store *s);
 
 /** Statistics returned by instate_store_stats(). */
 typedef struct instate_stats {
@@ -278,7 +302,7 @@ typedef struct instate_stats {
 } instate_stats;
 
 /** @brief Fill `out` with the store's statistics. @return 0 or an error code. */
-int instate_store_stats(instate_store *s, instate_stats *out);
+INSTATE_API int instate_store_stats(instate_store *s, instate_stats *out);
 
 /**
  * @brief Make sure at least `bytes` more bytes fit in the map, growing it
@@ -286,7 +310,7 @@ int instate_store_stats(instate_store *s, instate_stats *out);
  * in this thread. Useful before a large batch to avoid #INSTATE_RETRY.
  * @return 0, #INSTATE_MAP_FULL, #INSTATE_BUSY or an errno.
  */
-int instate_store_reserve(instate_store *s, uint64_t bytes);
+INSTATE_API int instate_store_reserve(instate_store *s, uint64_t bytes);
 
 /**
  * @brief Clock used for expiry times, in milliseconds since the epoch.
@@ -295,9 +319,9 @@ int instate_store_reserve(instate_store *s, uint64_t bytes);
  * makes every store in the process see `ms` as "now"; instate_clock_set(0)
  * restores the real clock. Process-wide and thread-safe.
  */
-int64_t instate_clock_now(void);
+INSTATE_API int64_t instate_clock_now(void);
 /** @brief Fix the clock at `ms` (0 restores the real clock). See instate_clock_now(). */
-void instate_clock_set(int64_t ms);
+INSTATE_API void instate_clock_set(int64_t ms);
 /** @} */
 
 /**
@@ -371,14 +395,14 @@ typedef enum instate_ns_type {
  * @param[out] out the handle.
  * @return 0, #INSTATE_INVALID, #INSTATE_TYPE, #INSTATE_NAMESPACES_FULL or an errno.
  */
-int instate_ns_get(instate_store *s, const char *name, size_t len,
+INSTATE_API int instate_ns_get(instate_store *s, const char *name, size_t len,
                    instate_ns_type type, instate_ns **out);
 
 /** @brief The namespace's name (NUL-terminated) and its byte length. */
-const char *instate_ns_name(const instate_ns *ns, size_t *len);
+INSTATE_API const char *instate_ns_name(const instate_ns *ns, size_t *len);
 
 /** @brief The namespace's type as requested or as stored. */
-instate_ns_type instate_ns_type_of(const instate_ns *ns);
+INSTATE_API instate_ns_type instate_ns_type_of(const instate_ns *ns);
 /** @} */
 
 /* ===================================================================== */
@@ -441,7 +465,7 @@ typedef struct instate_txn instate_txn;
  *
  * Lifetime: until instate_txn_commit() or instate_txn_abort(), which free it.
  */
-int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, instate_txn **out);
+INSTATE_API int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, instate_txn **out);
 
 /**
  * @brief Commit and free the transaction.
@@ -459,16 +483,16 @@ int instate_txn_begin(instate_store *s, instate_txn *parent, unsigned flags, ins
  *   for a write cut short on a full filesystem; EIO). Never #INSTATE_CORRUPT
  *   for a failed write.
  */
-int instate_txn_commit(instate_txn *txn);
+INSTATE_API int instate_txn_commit(instate_txn *txn);
 
 /** @brief Abort and free the transaction (and its open children). NULL is ignored. */
-void instate_txn_abort(instate_txn *txn);
+INSTATE_API void instate_txn_abort(instate_txn *txn);
 
 /**
  * @brief The revision this transaction sees (for a write transaction, the
  * revision it will commit as).
  */
-uint64_t instate_txn_revision(const instate_txn *txn);
+INSTATE_API uint64_t instate_txn_revision(const instate_txn *txn);
 
 /**
  * @brief Make a top-level write transaction commit with a revision of at
@@ -477,10 +501,10 @@ uint64_t instate_txn_revision(const instate_txn *txn);
  * @return 0, #INSTATE_INVALID (a read or nested transaction), the error of
  *   an earlier failed write, or #INSTATE_ENDED.
  */
-int instate_txn_set_revision_min(instate_txn *txn, uint64_t rev);
+INSTATE_API int instate_txn_set_revision_min(instate_txn *txn, uint64_t rev);
 
 /** @brief Nonzero for a read-only transaction. */
-int instate_txn_readonly(const instate_txn *txn);
+INSTATE_API int instate_txn_readonly(const instate_txn *txn);
 
 /** Most runs of instate_txn_run()'s function: each RETRY doubles the map,
  * so growth alone reaches max_size (then #INSTATE_MAP_FULL) well before. */
@@ -557,7 +581,7 @@ typedef struct instate_meta {
  * @return 0, #INSTATE_NOTFOUND (absent or expired), #INSTATE_CORRUPT (the
  *   record is damaged: val and meta untouched), #INSTATE_INVALID or an error.
  */
-int instate_get(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
+INSTATE_API int instate_get(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
                 instate_buf *val, instate_meta *meta);
 
 /**
@@ -573,7 +597,7 @@ int instate_get(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
  *   it, which frees it, and run it again), #INSTATE_MAP_FULL,
  *   #INSTATE_ENDED or an errno.
  */
-int instate_put(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
+INSTATE_API int instate_put(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
                 const void *val, size_t vlen, const instate_meta *meta, unsigned flags);
 
 /**
@@ -581,37 +605,37 @@ int instate_put(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
  * @return 0, #INSTATE_NOTFOUND (absent or expired: nothing to delete), or
  *   an error as instate_put().
  */
-int instate_del(instate_txn *txn, instate_ns *ns, const void *key, size_t klen);
+INSTATE_API int instate_del(instate_txn *txn, instate_ns *ns, const void *key, size_t klen);
 
 /**
  * @brief Change a live record's expiry without rewriting its value.
  * @param[in] expires_ms absolute expiry in ms; 0 removes it.
  * @return 0, #INSTATE_NOTFOUND, or an error as instate_put().
  */
-int instate_set_expiry(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
+INSTATE_API int instate_set_expiry(instate_txn *txn, instate_ns *ns, const void *key, size_t klen,
                        int64_t expires_ms);
 
 /** @brief Count the live records of a namespace. @return 0 or an error. */
-int instate_count(instate_txn *txn, instate_ns *ns, uint64_t *out);
+INSTATE_API int instate_count(instate_txn *txn, instate_ns *ns, uint64_t *out);
 
 /**
  * @brief Delete every record of a namespace; `removed` counts live ones (may be NULL).
  * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
  */
-int instate_clear(instate_txn *txn, instate_ns *ns, uint64_t *removed);
+INSTATE_API int instate_clear(instate_txn *txn, instate_ns *ns, uint64_t *removed);
 
 /**
  * @brief Drop a namespace: its records and its entry in __meta.
  * @param[out] existed 1 if it existed (may be NULL).
  * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
  */
-int instate_drop(instate_txn *txn, instate_ns *ns, int *existed);
+INSTATE_API int instate_drop(instate_txn *txn, instate_ns *ns, int *existed);
 
 /**
  * @brief Remove expired records from every namespace; `removed` counts them.
  * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
  */
-int instate_purge(instate_txn *txn, uint64_t *removed);
+INSTATE_API int instate_purge(instate_txn *txn, uint64_t *removed);
 
 /**
  * @brief List the namespaces, in name byte order.
@@ -619,7 +643,7 @@ int instate_purge(instate_txn *txn, uint64_t *removed);
  *   return stops the listing and is returned.
  * @return 0, fn's nonzero result, or an error.
  */
-int instate_ns_list(instate_txn *txn,
+INSTATE_API int instate_ns_list(instate_txn *txn,
                     int (*fn)(void *ud, const char *name, size_t len, instate_ns_type type),
                     void *ud);
 
@@ -653,7 +677,7 @@ typedef struct instate_check_info {
  *
  * Lifetime: holds a read transaction only for the duration of the walk.
  */
-int instate_store_check(instate_store *s,
+INSTATE_API int instate_store_check(instate_store *s,
                         int (*fn)(void *ud, const char *ns, size_t nslen, const void *key,
                                   size_t klen),
                         void *ud, instate_check_info *out);
@@ -670,7 +694,7 @@ typedef struct instate_cursor instate_cursor;
  * @return 0 or an error. Lifetime: until instate_cursor_close(), which must
  *   come before the transaction ends.
  */
-int instate_cursor_open(instate_txn *txn, instate_ns *ns, const void *prefix, size_t plen,
+INSTATE_API int instate_cursor_open(instate_txn *txn, instate_ns *ns, const void *prefix, size_t plen,
                         instate_cursor **out);
 
 /**
@@ -680,11 +704,11 @@ int instate_cursor_open(instate_txn *txn, instate_ns *ns, const void *prefix, si
  *   record (key receives its key, val and meta are untouched; the next
  *   call steps past it), or an error.
  */
-int instate_cursor_next(instate_cursor *c, instate_buf *key, instate_buf *val,
+INSTATE_API int instate_cursor_next(instate_cursor *c, instate_buf *key, instate_buf *val,
                         instate_meta *meta);
 
 /** @brief Close a cursor. NULL is ignored. */
-void instate_cursor_close(instate_cursor *c);
+INSTATE_API void instate_cursor_close(instate_cursor *c);
 /** @} */
 
 /* ===================================================================== */
@@ -777,8 +801,8 @@ typedef struct instate_dump_info {
 	                             applied), not the store's */
 } instate_dump_info;
 
-void instate_dump_options_init(instate_dump_options *o);
-void instate_load_options_init(instate_load_options *o);
+INSTATE_API void instate_dump_options_init(instate_dump_options *o);
+INSTATE_API void instate_load_options_init(instate_load_options *o);
 
 /**
  * @brief Write a consistent snapshot of the store to `path`.
@@ -797,7 +821,7 @@ void instate_load_options_init(instate_load_options *o);
  *   store's own data or lock file), #INSTATE_LIMIT (even an empty dump
  *   exceeds max_bytes), the progress callback's nonzero value, or an errno.
  */
-int instate_dump(instate_store *s, const char *path, const instate_dump_options *opts,
+INSTATE_API int instate_dump(instate_store *s, const char *path, const instate_dump_options *opts,
                  instate_dump_info *info, char *err);
 
 /**
@@ -822,7 +846,7 @@ int instate_dump(instate_store *s, const char *path, const instate_dump_options 
  *   an errno (the store's errors keep the file whatever the policy), or the
  *   progress callback's nonzero value. The store is unchanged on any error.
  */
-int instate_load(instate_store *s, const char *path, const instate_load_options *opts,
+INSTATE_API int instate_load(instate_store *s, const char *path, const instate_load_options *opts,
                  instate_dump_info *info, char *err);
 
 /**
@@ -833,7 +857,7 @@ int instate_load(instate_store *s, const char *path, const instate_load_options 
  *   (may be NULL); nonzero stops and is returned.
  * @return 0, #INSTATE_NOTFOUND, #INSTATE_CORRUPT, #INSTATE_VERSION or an errno.
  */
-int instate_dump_info_read(const char *path,
+INSTATE_API int instate_dump_info_read(const char *path,
                            int (*fn)(void *ud, const char *name, size_t len,
                                      instate_ns_type type, uint64_t records),
                            void *ud, instate_dump_info *info, char *err);

@@ -93,6 +93,7 @@ void linstate_open_codec(lua_State *L);
 /* ---- the handle classes: lstore.c, ltxn.c, lns.c, liter.c ------------- */
 
 #include "instate.h"
+#include "instate_lua.h" /* luaopen_instate_core, instate_lua_openlibs */
 
 /* Metatable names. Methods live in the metatable itself (__index = mt). */
 #define LINSTATE_STORE_MT "instate.Store"
