@@ -1097,7 +1097,10 @@ typedef enum instate_mp_type {
 	INSTATE_MP_MAP,    /**< len key/value pairs follow: 2 * len items, key first */
 	INSTATE_MP_EXT     /**< extension type `ext`, len payload bytes at data;
 	                        for a REF (ext #INSTATE_MP_EXT_REF) the parser
-	                        also sets v.u to the table id it refers to */
+	                        also sets v.u to the table id it refers to; a
+	                        class instance (#INSTATE_MP_EXT_CLASS) is one
+	                        item, checked whole, its payload the class name
+	                        (a str) then the instance's table */
 } instate_mp_type;
 
 /** One item: a scalar, the header of an array or map, or an extension.

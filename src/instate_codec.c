@@ -369,6 +369,13 @@ int instate_mp_parser_next(instate_mp_parser *p, instate_mp_item *it)
 			if (instate_mp_check_ext(&r, off, it, p->graph, p->tables, &it->v.u))
 				return p_fail(p, &r);
 			p->refs = r.refs;
+		} else if (it->ext == INSTATE_MP_EXT_CLASS) {
+			/* One item, checked whole (the tables inside count for
+			 * later references); its payload is the name, then the
+			 * instance's table. */
+			if (instate_mp_check_class(&r, off, it, (int)p->depth, key, &p->tables))
+				return p_fail(p, &r);
+			p->refs = r.refs;
 		}
 		break;
 	default:

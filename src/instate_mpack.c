@@ -214,6 +214,31 @@ static int v_value(vstate *v, int depth, int is_key)
 	}
 }
 
+int instate_mp_check_class(instate_mp_reader *r, size_t off, const instate_mp_item *it,
+                           int depth, int is_key, uint64_t *tables)
+{
+	vstate v;
+	const unsigned char *name;
+	uint32_t namelen;
+	size_t saved_n;
+	int rc;
+
+	v.r = *r;
+	v.graph = r->graph;
+	v.tables = *tables;
+	if (instate_mp_class_begin(&v.r, off, it, &name, &namelen, &saved_n))
+		rc = INSTATE_CORRUPT;
+	else if (v_value(&v, depth, is_key)) {
+		v.r.n = saved_n;
+		rc = INSTATE_CORRUPT;
+	} else
+		rc = instate_mp_class_end(&v.r, off, saved_n);
+	*r = v.r;
+	if (!rc)
+		*tables = v.tables;
+	return rc;
+}
+
 int instate_mp_validate(const void *p, size_t n, size_t *err_off, char *err, size_t errlen)
 {
 	vstate v;

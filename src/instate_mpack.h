@@ -604,6 +604,17 @@ int instate_mp_class_begin(instate_mp_reader *r, size_t off, const instate_mp_it
 int instate_mp_class_end(instate_mp_reader *r, size_t off, size_t saved_n);
 
 /**
+ * @brief Check a whole CLASS extension item `it` (read at `off`) as the
+ * validator does: its name, then one table and nothing else, the table
+ * checked at `depth` like any value, its tables counted on from *tables
+ * (updated on success, so that later references count them). Leaves r
+ * after the extension, or with the error set.
+ * @return 0 or #INSTATE_CORRUPT.
+ */
+int instate_mp_check_class(instate_mp_reader *r, size_t off, const instate_mp_item *it,
+                           int depth, int is_key, uint64_t *tables);
+
+/**
  * @brief Check that p[0..n) is exactly one value that the decoder accepts.
  *
  * Checks structure, every length against the bytes left, nesting depth
