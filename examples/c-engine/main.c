@@ -7,8 +7,8 @@
  *   c-engine GAME.lua SAVE_DIR
  *
  * defstate variables live in the namespace "state" (type state): key = the
- * variable's name, value = its MessagePack encoding. The little reader
- * below decodes the scalars and flat maps this game saves.
+ * variable's name, value = its MessagePack encoding, which the C API's
+ * parser (instate_mp_parser) reads exactly as Lua wrote it.
  */
 #include <instate.h>
 #include <instate_lua.h>
@@ -19,86 +19,76 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* ---- a minimal MessagePack reader: nil, bool, int, float, str, map ---- */
+/* ---- values, read with the C API's MessagePack parser ----------------- */
 
-struct reader {
-	const unsigned char *p, *end;
-};
-
-static uint64_t be(const unsigned char *p, int n)
+/* The shortest %g that reads back as d. */
+static void print_number(double d)
 {
-	uint64_t v = 0;
-	while (n--)
-		v = v << 8 | *p++;
-	return v;
+	char buf[32];
+	int prec;
+
+	for (prec = 1; prec < 17; prec++) {
+		snprintf(buf, sizeof buf, "%.*g", prec, d);
+		if (strtod(buf, NULL) == d)
+			break;
+	}
+	printf("%.*g", prec, d);
 }
 
-/* Print one value at r (a map's entries as {k = v, ...}); 0, or -1 on what
- * this reader does not handle. */
-static int print_value(struct reader *r)
+/* Print the value in data[0 .. len) as a Lua-like literal (the scalars and
+ * flat tables this game saves; a map's entries as {k = v, ...}). Returns 0,
+ * or the parser's error (INSTATE_CORRUPT, its message in *why). */
+static int print_value(const void *data, size_t len, const char **why)
 {
-	unsigned c;
-	uint64_t n;
-	int w = 0;
+	instate_mp_parser p;
+	instate_mp_item it;
+	uint64_t left[INSTATE_MP_MAX_DEPTH + 1]; /* items still due per open table */
+	int ismap[INSTATE_MP_MAX_DEPTH + 1], first[INSTATE_MP_MAX_DEPTH + 1];
+	unsigned depth = 0;
+	int rc;
 
-	if (r->p >= r->end)
-		return -1;
-	c = *r->p++;
-	if (c <= 0x7f) { printf("%u", c); return 0; }
-	if (c >= 0xe0) { printf("%d", (int)(signed char)c); return 0; }
-	if (c == 0xc0) { printf("nil"); return 0; }
-	if (c == 0xc2 || c == 0xc3) { printf(c == 0xc3 ? "true" : "false"); return 0; }
-	if (c >= 0xcc && c <= 0xd3) { /* uint8..64, int8..64 */
-		w = 1 << ((c - 0xcc) & 3);
-		if (r->end - r->p < w)
-			return -1;
-		n = be(r->p, w);
-		r->p += w;
-		if (c >= 0xd0 && w < 8 && (n >> (8 * w - 1)))
-			n |= ~(uint64_t)0 << (8 * w); /* sign-extend */
-		if (c >= 0xd0)
-			printf("%lld", (long long)(int64_t)n);
-		else
-			printf("%llu", (unsigned long long)n);
-		return 0;
-	}
-	if (c == 0xcb) { /* float64 */
-		double d;
-		if (r->end - r->p < 8)
-			return -1;
-		n = be(r->p, 8);
-		r->p += 8;
-		memcpy(&d, &n, sizeof d);
-		printf("%g", d);
-		return 0;
-	}
-	if ((c & 0xe0) == 0xa0 || c == 0xd9 || c == 0xda) { /* str */
-		w = c == 0xd9 ? 1 : c == 0xda ? 2 : 0;
-		n = w ? be(r->p, w) : (c & 0x1f);
-		r->p += w;
-		if ((uint64_t)(r->end - r->p) < n)
-			return -1;
-		printf("\"%.*s\"", (int)n, (const char *)r->p);
-		r->p += n;
-		return 0;
-	}
-	if ((c & 0xf0) == 0x80) { /* fixmap */
-		n = c & 0x0f;
-		printf("{");
-		while (n--) {
-			if (print_value(r) != 0)
-				return -1;
-			printf(" = ");
-			if (print_value(r) != 0)
-				return -1;
-			printf(n ? ", " : "");
+	instate_mp_parser_init(&p, data, len);
+	while ((rc = instate_mp_parser_next(&p, &it)) == 0) {
+		/* The separator before this item, inside a table. */
+		if (depth) {
+			if (!ismap[depth] || left[depth] % 2 == 0)
+				printf(first[depth] ? "" : ", ");
+			else
+				printf(" = ");
+			first[depth] = 0;
+			left[depth]--;
 		}
-		printf("}");
-		return 0;
+		switch (it.type) {
+		case INSTATE_MP_NIL: printf("nil"); break;
+		case INSTATE_MP_BOOL: printf(it.v.b ? "true" : "false"); break;
+		case INSTATE_MP_INT: printf("%lld", (long long)it.v.i); break;
+		case INSTATE_MP_UINT: printf("%llu", (unsigned long long)it.v.u); break;
+		case INSTATE_MP_FLOAT:
+		case INSTATE_MP_DOUBLE: print_number(it.v.d); break;
+		case INSTATE_MP_STR:
+		case INSTATE_MP_BIN: printf("\"%.*s\"", (int)it.len, (const char *)it.data); break;
+		case INSTATE_MP_ARRAY:
+		case INSTATE_MP_MAP:
+			printf("{");
+			depth++;
+			ismap[depth] = it.type == INSTATE_MP_MAP;
+			left[depth] = ismap[depth] ? 2 * (uint64_t)it.len : it.len;
+			first[depth] = 1;
+			break;
+		default: printf("<ext %d>", it.ext); break;
+		}
+		while (depth && left[depth] == 0) {
+			printf("}");
+			depth--;
+		}
 	}
-	return -1;
+	if (rc == INSTATE_NOTFOUND) /* the end of the value */
+		return 0;
+	*why = instate_mp_parser_error(&p, NULL);
+	return rc;
 }
 
 /* ---- the engine ------------------------------------------------------- */
@@ -166,7 +156,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	for (i = 0; i < sizeof names / sizeof names[0]; i++) {
-		struct reader r;
+		const char *why = "";
 		rc = instate_get(txn, state, names[i], strlen(names[i]), &value, &meta);
 		if (rc == INSTATE_NOTFOUND) {
 			printf("c: %s is not saved\n", names[i]);
@@ -174,11 +164,9 @@ int main(int argc, char **argv)
 		}
 		if (rc != 0)
 			break;
-		r.p = (const unsigned char *)value.data;
-		r.end = r.p + value.len;
 		printf("c: %s = ", names[i]);
-		if (print_value(&r) != 0 || r.p != r.end)
-			printf("(%zu bytes this reader does not decode)", value.len);
+		if (print_value(value.data, value.len, &why) != 0)
+			printf("(%s)", why);
 		printf(" (version %u)\n", (unsigned)meta.version);
 		rc = 0;
 	}
