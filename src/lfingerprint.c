@@ -90,21 +90,28 @@ static uint64_t mix2(uint64_t a, uint64_t b)
 	return fmix(a * UINT64_C(0x9e3779b97f4a7c15) ^ b);
 }
 
+/* Strings: xxHash64's round per 8-byte word (one multiply, a rotation,
+ * one multiply), the length first, one full avalanche at the end. */
+static uint64_t rotl(uint64_t x, int r)
+{
+	return x << r | x >> (64 - r);
+}
+
 static uint64_t hash_bytes(const char *s, size_t n)
 {
-	uint64_t h = mix2(TAG_STR, (uint64_t)n);
+	uint64_t h = TAG_STR ^ (uint64_t)n * UINT64_C(0x9e3779b97f4a7c15);
 	uint64_t w;
 
 	for (; n >= 8; s += 8, n -= 8) {
 		memcpy(&w, s, 8);
-		h = mix2(h, w);
+		h = rotl(h ^ w * UINT64_C(0xc2b2ae3d27d4eb4f), 31) * UINT64_C(0x9e3779b185ebca87);
 	}
 	if (n) {
 		w = 0;
 		memcpy(&w, s, n);    /* the length, hashed first, tells the padding */
-		h = mix2(h, w);
+		h = rotl(h ^ w * UINT64_C(0xc2b2ae3d27d4eb4f), 31) * UINT64_C(0x9e3779b185ebca87);
 	}
-	return h;
+	return fmix(h);
 }
 
 static size_t ptr_slot(const void *p, size_t mask)
