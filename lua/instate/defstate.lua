@@ -50,7 +50,7 @@ local KEY_MAX = 511
 --   [4] RESTORED  the restored value while VALUE is UNREAD
 --   [5] PRINT     a table's fingerprint as of the last save or restore
 --                 (nil: unknown, so save_all encodes it); see save_all
---   [6]           a tracked variable's proxies (instate.track)
+--   [6], [7]      a tracked variable's proxies (instate.track)
 
 local function typename(v)
 	local t = type(v)

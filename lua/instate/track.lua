@@ -5,8 +5,8 @@
 -- records writes (sets the variable's DIRTY slot), so save_all encodes a
 -- tracked variable only when something was written through it, without
 -- even fingerprinting it. A table read through a proxy comes back as a
--- proxy of its own (one per table and variable, kept while it is in use),
--- so nested writes are recorded too. docs/DESIGN.md (defstate: tracked
+-- proxy of its own (kept while it is in use), so nested writes are
+-- recorded too. docs/DESIGN.md (defstate: tracked
 -- variables) says why a proxy and not a write barrier; README lists the
 -- limits (rawset, next, #, table.insert/remove, pairs on each Lua).
 --
@@ -17,64 +17,82 @@ local compat = require "instate.compat"
 local type, next, setmetatable, getmetatable, rawset, error =
       type, next, setmetatable, getmetatable, rawset, compat.error
 
--- The table behind each proxy (weak keys: a proxy dropped by the user
--- goes away; its table is not held by it).
-local real_of = setmetatable({}, { __mode = "k" })
--- Each variable's proxies by table (weak values: the entry lasts while
--- the user holds the proxy, so a proxy keeps its identity while in use).
+-- A proxy is a table holding two private keys, its table and its
+-- variable, under one metatable shared by every proxy: one allocation per
+-- proxy, and no weak table the collector must revisit. User keys never
+-- equal the private keys, so every user read and write reaches the
+-- metamethods.
+local REAL, OWNER = setmetatable({}, { __name = "instate.tracked.table" }),
+                    setmetatable({}, { __name = "instate.tracked.var" })
 local WEAK_V = { __mode = "v" }
+local PROXY = { __name = "instate.tracked" }
 
 local function unwrap(x)
-	return real_of[x] or x
+	if getmetatable(x) == PROXY then return rawget(x, REAL) end
+	return x
 end
 
-local wrap
+local mark
 
-local function mark(var, internals)
-	if internals.in_transaction() then internals.log_old(var) end
-	var[2] = true
-end
-
-function wrap(var, t, internals)
-	local cache = var[6]
+-- The proxy of t for var: var[6] holds the one of its value itself;
+-- var[7], made at the first read of a sub-table, those of sub-tables
+-- (weak values: kept while the user holds one, so a proxy keeps its
+-- identity while in use).
+local function wrap(var, t)
+	local p = var[6]
+	if p and rawget(p, REAL) == t then return p end
+	if t == var[1] then
+		p = setmetatable({ [REAL] = t, [OWNER] = var }, PROXY)
+		var[6] = p
+		return p
+	end
+	local cache = var[7]
 	if not cache then
 		cache = setmetatable({}, WEAK_V)
-		var[6] = cache
+		var[7] = cache
 	end
-	local p = cache[t]
+	p = cache[t]
 	if p then return p end
-	p = {}
-	setmetatable(p, {
-		__name = "instate.tracked",
-		__index = function(_, k)
-			local x = t[k]
-			if type(x) == "table" then return wrap(var, x, internals) end
-			return x
-		end,
-		__newindex = function(_, k, x)
-			if type(x) == "table" then x = real_of[x] or x end
-			mark(var, internals)
-			rawset(t, k, x)
-		end,
-		-- 5.2 and later only: 5.1 and LuaJIT ignore both on tables.
-		__pairs = function()
-			return function(_, k)
-				local nk, nv = next(t, k)
-				if type(nv) == "table" then nv = wrap(var, nv, internals) end
-				return nk, nv
-			end, p, nil
-		end,
-		__len = function() return #t end,
-	})
+	p = setmetatable({ [REAL] = t, [OWNER] = var }, PROXY)
 	cache[t] = p
-	real_of[p] = t
 	return p
+end
+
+function PROXY.__index(p, k)
+	local x = p[REAL][k]
+	if type(x) == "table" then return wrap(p[OWNER], x) end
+	return x
+end
+
+function PROXY.__newindex(p, k, x)
+	if type(x) == "table" then x = unwrap(x) end
+	mark(p[OWNER])
+	rawset(p[REAL], k, x)
+end
+
+-- 5.2 and later only: 5.1 and LuaJIT ignore both on tables.
+function PROXY.__pairs(p)
+	local t, var = p[REAL], p[OWNER]
+	return function(_, k)
+		local nk, nv = next(t, k)
+		if type(nv) == "table" then nv = wrap(var, nv) end
+		return nk, nv
+	end, p, nil
+end
+
+function PROXY.__len(p)
+	return #p[REAL]
 end
 
 return function(Var, internals)
 	local UNREAD, read, assign, deepcopy, argerror, typename =
 		internals.UNREAD, internals.read, internals.assign, internals.deepcopy,
 		internals.argerror, internals.typename
+	local in_transaction, log_old = internals.in_transaction, internals.log_old
+	function mark(var)
+		if in_transaction() then log_old(var) end
+		var[2] = true
+	end
 
 	local TVar = {}
 	for k, v in next, Var do TVar[k] = v end
@@ -97,7 +115,7 @@ return function(Var, internals)
 		if getmetatable(self) ~= TVar then bad_self(self, "get") end
 		local v = self[1]
 		if v == UNREAD then v = read(self) end
-		return wrap(self, v, internals)
+		return wrap(self, v)
 	end
 
 	function TVar:set(v)
@@ -114,13 +132,13 @@ return function(Var, internals)
 		end
 		local v = self[1]
 		if v == UNREAD then v = read(self) end
-		v = unwrap(fn(wrap(self, v, internals)))
+		v = unwrap(fn(wrap(self, v)))
 		if type(v) ~= "table" then
 			error(("update: the function returned %s for tracked variable '%s' (a table expected)")
 				:format(typename(v), self.name), 2)
 		end
 		assign(self, v)
-		return wrap(self, v, internals)
+		return wrap(self, v)
 	end
 
 	function TVar:reset()
