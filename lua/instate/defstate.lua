@@ -525,7 +525,8 @@ return function(instate)
 	end
 	function Var:saved()
 		if getmetatable(self) ~= Var then bad_self(self, "saved") end
-		return var_saved(self)
+		local is = var_saved(self)      -- not a tail call: its errors name the caller
+		return is
 	end
 
 	-- Tracked variables: their class, and the proxy -> table unwrapping.

@@ -149,7 +149,8 @@ return function(Var, internals)
 	local saved = internals.saved
 	function TVar:saved()
 		if getmetatable(self) ~= TVar then bad_self(self, "saved") end
-		return saved(self)
+		local is = saved(self)          -- not a tail call: its errors name the caller
+		return is
 	end
 
 	return TVar, unwrap
