@@ -48,7 +48,7 @@ local KEY_MAX = 511
 --   [2] DIRTY     set since the last save or restore
 --   [3] DEFAULT   the default as declared (tables: a copy)
 --   [4] RESTORED  the restored value while VALUE is UNREAD
---   [5] PRINT     a table's fingerprint as of the last save or restore
+--   [5] PRINT     a table's fingerprint as of the last save or reload_all
 --                 (nil: unknown, so save_all encodes it); see save_all
 --   [6], [7]      a tracked variable's proxies (instate.track)
 
@@ -137,9 +137,6 @@ return function(instate)
 		local v = var[4]
 		var[1], var[4] = v, nil
 		touch(var)
-		-- What the store holds, before any edit can happen (a tracked
-		-- variable needs none: its writes are recorded).
-		if type(v) == "table" and not var.track then var[5] = fingerprint(v) end
 		return v
 	end
 
@@ -489,7 +486,6 @@ return function(instate)
 			local n = ntouched + 1
 			ntouched = n
 			touched[n] = self
-			if type(v) == "table" then self[5] = fingerprint(v) end
 		end
 		return v
 	end
