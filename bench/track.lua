@@ -102,6 +102,7 @@ local function many(track)
     t0 = now()
     assert(instate.save_all())
     t[rep] = now() - t0
+    if os.getenv("INSTATE_BENCH_VERBOSE") then print(("    rep %d: %s"):format(rep, ms(t[rep]))) end
   end
   instate.teardown()
   return pct(t, 0.5), t_declare, t_read
