@@ -541,10 +541,11 @@ describe("defstate", function()
       instate.defstate("s", "text")
       instate.defstate("t", { 1 })
       assert.are.equal(3, count_encodes(instate.save_all))
-      assert.are.equal(1, count_encodes(instate.save_all))   -- the table only
+      -- the table neither: its fingerprint did not move
+      assert.are.equal(0, count_encodes(instate.save_all))
       n:set(5)
-      assert.are.equal(2, count_encodes(instate.save_all))
       assert.are.equal(1, count_encodes(instate.save_all))
+      assert.are.equal(0, count_encodes(instate.save_all))
       -- Restored values not used yet cannot have changed: nothing to encode.
       restart(path)
       instate.defstate("n", 1)
@@ -552,8 +553,14 @@ describe("defstate", function()
       local t = instate.defstate("t", {})
       assert.are.equal(0, count_encodes(instate.save_all))
       assert.are.same({ 1 }, t:get())
+      -- handed out after a restore: encoded once, then only when it moves
+      assert.are.equal(1, count_encodes(instate.save_all))
+      assert.are.equal(0, count_encodes(instate.save_all))
+      t:get()[2] = 2                            -- an edit in place moves it
       assert.are.equal(1, count_encodes(instate.save_all))
       instate.reload_all()
+      assert.are.equal(0, count_encodes(instate.save_all))
+      t:get()[2] = 3
       assert.are.equal(1, count_encodes(instate.save_all))
     end)
 
@@ -584,7 +591,8 @@ describe("defstate", function()
       for i = 1, 50 do v[i] = instate.defstate("v" .. i, {}) end
       instate.reload_all()
       v[50]:get()[1] = "after reload"
-      assert.are.equal(49, count_encodes(instate.save_all))   -- every table; v5 is 0
+      -- only the table whose fingerprint moved
+      assert.are.equal(1, count_encodes(instate.save_all))
       restart(path)
       assert.are.same({ "after reload" }, instate.defstate("v50", {}):get())
     end)
@@ -862,7 +870,9 @@ env.close()
       assert.are.equal(0, count_encodes(instate.save_all))
       assert.are.same({ 1 }, v:get())
       assert.are.same({ 2 }, w:get())
+      -- read: encoded once (no fingerprint yet), then not while unchanged
       assert.are.equal(2, count_encodes(instate.save_all))
+      assert.are.equal(0, count_encodes(instate.save_all))
       -- Handed out, the value is checked before every save again.
       w:get()[1] = 5
       assert.matches("variable 'w' is invalid: not 2", errmsg(instate.save_all), 1, true)

@@ -33,9 +33,9 @@ describe("save_all{async = true}", function()
     assert.equal(store:revision(), rev)
     assert.equal(50, store:namespace("state", "state"):get("a"))
     assert.same({ n = 50 }, store:namespace("state", "state"):get("t"))
-    -- nothing changed: the table is compared on the writer's thread,
-    -- which commits nothing
-    assert.equal(51, instate.save_all({ async = true }))
+    -- nothing changed: the table's fingerprint did not move, so nothing
+    -- is handed over (no new ticket) and nothing is committed
+    assert.equal(50, instate.save_all({ async = true }))
     assert.equal(rev, instate.flush())
     -- no variable touched at all: no new ticket
     instate.teardown()
@@ -222,6 +222,24 @@ describe("errors of a background save", function()
     assert(instate.flush())
     assert.equal(2, store:namespace("state", "state"):get("n"))
     assert.equal("small", store:namespace("state", "state"):get("big"))
+  end)
+
+  it("leave the tables of the failed save to be encoded again", function()
+    local store = assert(instate.setup(fresh(), SMALL))
+    local big = instate.defstate("big", "")
+    local inv = instate.defstate("inv", { sword = false })
+    assert(instate.save_all())
+    inv:get().sword = true             -- in place: only its fingerprint moved
+    big:set(helpers.noise(2 * 1024 * 1024, 3))
+    assert(instate.save_all({ async = true }))
+    local rev, _, code = instate.flush()
+    assert.is_nil(rev)
+    assert.equal("MAP_FULL", code)
+    -- not changed again: the next save must still write it
+    big:set("small")
+    assert(instate.save_all({ async = true }))
+    assert(instate.flush())
+    assert.is_true(store:namespace("state", "state"):get("inv").sword)
   end)
 
   it("are reported by the next save_all, which hands nothing over", function()

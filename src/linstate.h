@@ -398,6 +398,9 @@ const char *linstate_code(int rc);
 /* Set _set_clock, now, _newtable and _VERSION into the table at top. */
 void linstate_open_core(lua_State *L);
 
+/* Set _fingerprint (lfingerprint.c) into the table at top. */
+void linstate_open_fingerprint(lua_State *L);
+
 /* Push a new scratch userdata (lscratch, freed by its __gc). */
 void linstate_push_scratch(lua_State *L);
 

@@ -48,6 +48,9 @@ local KEY_MAX = 511
 --   [2] DIRTY     set since the last save or restore
 --   [3] DEFAULT   the default as declared (tables: a copy)
 --   [4] RESTORED  the restored value while VALUE is UNREAD
+--   [5] PRINT     a table's fingerprint as of the last save or reload_all
+--                 (nil: unknown, so save_all encodes it); see save_all
+--   [6], [7]      a tracked variable's proxies (instate.track)
 
 local function typename(v)
 	local t = type(v)
@@ -96,6 +99,7 @@ local RESTORED_TEMPLATE = { UNREAD, false, PENDING }
 
 return function(instate)
 	local decode, open, newtable = instate.decode, instate.open, instate._newtable
+	local fingerprint = instate._fingerprint
 
 	local backup_ctx = {}
 
@@ -137,6 +141,10 @@ return function(instate)
 
 	-- The hooks of map variables (set once setup's helpers exist).
 	local maps
+
+	-- The class of tracked variables (instate.track) once one is declared;
+	-- tracked_class() below makes it.
+	local TVar, tracked_class
 
 	local function touch(var)
 		local n = ntouched + 1
@@ -402,7 +410,7 @@ return function(instate)
 	-- defstate
 	-- ---------------------------------------------------------------------
 
-	local OPTS = { version = true, migrate = true, validate = true }
+	local OPTS = { version = true, migrate = true, validate = true, track = true }
 
 	-- Checks a name that is not a saved record's key (those are valid).
 	local function check_name(name)
@@ -441,7 +449,7 @@ return function(instate)
 			end
 		end
 		if not saved then check_name(name) end
-		local version, migrate, validate = 1, nil, nil
+		local version, migrate, validate, track = 1, nil, nil, nil
 		if opts ~= nil then
 			if type(opts) ~= "table" then
 				argerror(2, "defstate", 3, "table expected, got " .. typename(opts))
@@ -451,7 +459,7 @@ return function(instate)
 					argerror(2, "defstate", 3, ("unknown option '%s'"):format(tostring(k)))
 				end
 			end
-			version, migrate, validate = opts.version or 1, opts.migrate, opts.validate
+			version, migrate, validate, track = opts.version or 1, opts.migrate, opts.validate, opts.track
 			if math_type(version) ~= "integer" or version < 1 then
 				argerror(2, "defstate", 3, ("version must be an integer >= 1, got %s")
 					:format(type(version) == "number" and tostring(version) or typename(version)))
@@ -461,6 +469,12 @@ return function(instate)
 			end
 			if validate ~= nil and type(validate) ~= "function" then
 				argerror(2, "defstate", 3, "validate must be a function, got " .. typename(validate))
+			end
+			if track ~= nil and type(track) ~= "boolean" then
+				argerror(2, "defstate", 3, "track must be a boolean, got " .. typename(track))
+			end
+			if track and type(default) ~= "table" then
+				argerror(2, "defstate", 2, "a tracked variable's default must be a table, got " .. typename(default))
 			end
 		end
 		if not store then
@@ -489,6 +503,13 @@ return function(instate)
 			if validate then var.validate = validate end
 			local stored
 			v, stored = restore(var, v, ver, "instate.defstate")
+			if track then
+				if type(v) ~= "table" then
+					error(("instate.defstate: variable %s is tracked but its saved value is %s (a table expected)")
+						:format(quote(name), typename(v)), 2)
+				end
+				setmetatable(var, tracked_class())
+			end
 			if stored then
 				-- Not handed out yet, like a restore on the common path.
 				var[4] = v
@@ -498,7 +519,7 @@ return function(instate)
 				touch(var)
 			end
 		else
-			var = setmetatable({ default, true, default, nil, name = name }, Var)
+			var = setmetatable({ default, true, default, nil, name = name }, track and tracked_class() or Var)
 			if version ~= 1 then var.version = version end
 			if migrate then var.migrate = migrate end
 			if validate then var.validate = validate end
@@ -587,12 +608,30 @@ return function(instate)
 		if getmetatable(self) ~= Var then bad_self(self, "reset") end
 		assign(self, deepcopy(self[3]))
 	end
-	function Var:saved()
-		if getmetatable(self) ~= Var then bad_self(self, "saved") end
+	local function var_saved(self)
 		if not store or vars[self.name] ~= self then
-			error(("instate: variable %s was forgotten by instate.teardown()"):format(quote(self.name)), 2)
+			error(("instate: variable %s was forgotten by instate.teardown()"):format(quote(self.name)), 3)
 		end
 		return state_ns:get_encoded(self.name) ~= nil
+	end
+	function Var:saved()
+		if getmetatable(self) ~= Var then bad_self(self, "saved") end
+		local is = var_saved(self)      -- not a tail call: its errors name the caller
+		return is
+	end
+
+	-- Tracked variables: their class, and the proxy -> table unwrapping.
+	-- Built at the first tracked declaration: a program that declares
+	-- none does not even load the module.
+	function tracked_class()
+		if not TVar then
+			TVar = require("instate.track")(Var, {
+				UNREAD = UNREAD, read = read, assign = assign, deepcopy = deepcopy,
+				argerror = argerror, typename = typename, saved = var_saved,
+				log_old = log_old, in_transaction = function() return undo ~= nil end,
+			})
+		end
+		return TVar
 	end
 
 	function instate.vars()
@@ -632,6 +671,9 @@ return function(instate)
 	-- never gives them back, so what it held is dropped with them.
 	local s_keys, s_vals, s_vers = {}, {}, {}
 	local s_scalars = {}                 -- non-tables among them
+	-- The untracked tables among them, and their new fingerprints: set
+	-- into PRINT once they are known saved.
+	local s_tabs, s_prints               -- made by the first save needing them
 
 	-- Drop the references to values; mark the scalars clean when clean is
 	-- true; hand the tables back.
@@ -718,16 +760,34 @@ return function(instate)
 			keys, vals, vers, scalars = {}, {}, {}, {}
 		end
 		local perver = common_version == false
-		local m, ns = 0, 0
+		local tabs, prints = s_tabs, s_prints
+		if tabs then
+			s_tabs = nil
+		else
+			tabs, prints = {}, {}
+		end
+		local m, ns, nt = 0, 0, 0
 		for i = 1, n do
 			local var = list[i]
 			local v = var[1]
-			-- A restored value never handed out cannot have changed.
+			-- A restored value never handed out cannot have changed. A
+			-- table may have changed in place: encoded when its
+			-- fingerprint moved (or is unknown). A tracked one, or any
+			-- other value, when set or written since.
 			if v ~= UNREAD then
-				if type(v) == "table" then
-					m = m + 1
-					keys[m], vals[m] = var.name, v
-					if perver then vers[m] = var.version end
+				if type(v) == "table" and not var.track then
+					local old = var[5]
+					local fp = fingerprint(v, old)
+					if fp == nil or fp ~= old then
+						m = m + 1
+						keys[m], vals[m] = var.name, v
+						if perver then vers[m] = var.version end
+						nt = nt + 1
+						tabs[nt], prints[nt] = var, fp
+						-- The slot exists before the commit: filling it
+						-- after allocates nothing, so cannot raise then.
+						if old == nil then var[5] = false end
+					end
 				elseif var[2] then
 					m = m + 1
 					keys[m], vals[m] = var.name, v
@@ -739,6 +799,7 @@ return function(instate)
 		end
 		if m == 0 and not plan then
 			save_clear(keys, vals, vers, scalars, 0, 0, false)
+			s_tabs, s_prints = tabs, prints
 			if is_async then return async.ticket() end
 			return store:revision()
 		end
@@ -754,11 +815,24 @@ return function(instate)
 					return nil, bmsg, bcode
 				end
 				maps.write(plan, maps.batch_sink(store, batch))
-				on_fail = function() maps.unsaved(plan) end
+			end
+			-- The tables' fingerprints are taken as saved now; if the save
+			-- fails in the background they are forgotten (and the maps'
+			-- writes are unsaved again), so the next save encodes them.
+			local ftabs = {}
+			for i = 1, nt do ftabs[i] = tabs[i] end
+			on_fail = function()
+				for i = 1, #ftabs do ftabs[i][5] = false end
+				if plan then maps.unsaved(plan) end
 			end
 			local ticket, msg, code = async.submit(state_ns, m, keys, vals,
 				perver and vers or common_version or 1, scalars, ns, batch, on_fail)
 			save_clear(keys, vals, vers, scalars, m, ns, ticket ~= nil)
+			for i = 1, nt do
+				if ticket then tabs[i][5] = prints[i] end
+				tabs[i], prints[i] = nil, nil
+			end
+			s_tabs, s_prints = tabs, prints
 			if not ticket then return nil, msg, code end
 			if plan then maps.saved(plan) end
 			if pending then pending = nil end
@@ -779,13 +853,20 @@ return function(instate)
 			rev, written, nested = state_ns:save_many(m, keys, vals,
 				perver and vers or common_version)
 		end
+		local saved = rev and not nested
+		for i = 1, nt do
+			if saved then tabs[i][5] = prints[i] end
+			tabs[i], prints[i] = nil, nil
+		end
+		s_tabs, s_prints = tabs, prints
 		if not rev then
 			save_clear(keys, vals, vers, scalars, m, ns, false)
 			return nil, written, nested     -- msg, code
 		end
 		-- Nested in a store transaction that may still abort, what was
-		-- written is not known to be saved: the scalars stay dirty, so the
-		-- next save compares them with the store again.
+		-- written is not known to be saved: the scalars stay dirty and the
+		-- fingerprints unchanged, so the next save compares them with the
+		-- store again.
 		save_clear(keys, vals, vers, scalars, m, ns, not nested)
 		-- Only declared variables were written, none of them still pending:
 		-- the cache stays good if ours was the only commit since it was read.
@@ -834,12 +915,21 @@ return function(instate)
 			local var = list[i]
 			local v = decode_saved(var.name, got[i], "instate.reload_all")
 			values[i], stored[i] = restore(var, v, gotver[i], "instate.reload_all")
+			if var.track and type(values[i]) ~= "table" then
+				error(("instate.reload_all: variable %s is tracked but its saved value is %s (nothing was changed)")
+					:format(quote(var.name), typename(values[i])), 2)
+			end
 		end
 		for i = 1, n do
 			local var = list[i]
 			if undo then log_old(var) end
 			if var[1] == UNREAD then touch(var) end
-			var[1], var[2], var[4] = values[i], not stored[i], nil
+			local v = values[i]
+			var[1], var[2], var[4] = v, not stored[i], nil
+			-- The fingerprint of what the store holds (none after a
+			-- migration: the next save rewrites it anyway).
+			var[5] = nil
+			if stored[i] and type(v) == "table" and not var.track then var[5] = fingerprint(v) end
 		end
 		if maps then maps.reload() end
 		return true

@@ -1,0 +1,157 @@
+--- track: tracked defstate variables (defstate(name, default, {track = true})).
+--
+-- A tracked variable holds a table. What get() returns is not that table
+-- but a proxy: an empty table whose metatable forwards reads to it and
+-- records writes (sets the variable's DIRTY slot), so save_all encodes a
+-- tracked variable only when something was written through it, without
+-- even fingerprinting it. A table read through a proxy comes back as a
+-- proxy of its own (kept while it is in use), so nested writes are
+-- recorded too. docs/DESIGN.md (defstate: tracked
+-- variables) says why a proxy and not a write barrier; README lists the
+-- limits (rawset, next, #, table.insert/remove, pairs on each Lua).
+--
+-- require("instate.track")(Var, internals) returns the class of tracked
+-- variables: Var's slots, its own get/set/update/reset/saved.
+
+local compat = require "instate.compat"
+local type, next, setmetatable, getmetatable, rawset, error =
+      type, next, setmetatable, getmetatable, rawset, compat.error
+
+-- A proxy is a table holding two private keys, its table and its
+-- variable, under one metatable shared by every proxy: one allocation per
+-- proxy, and no weak table the collector must revisit. User keys never
+-- equal the private keys, so every user read and write reaches the
+-- metamethods.
+local REAL, OWNER = setmetatable({}, { __name = "instate.tracked.table" }),
+                    setmetatable({}, { __name = "instate.tracked.var" })
+local WEAK_V = { __mode = "v" }
+local PROXY = { __name = "instate.tracked" }
+
+local function unwrap(x)
+	if getmetatable(x) == PROXY then return rawget(x, REAL) end
+	return x
+end
+
+local mark
+
+-- The proxy of t for var: var[6] holds the one of its value itself;
+-- var[7], made at the first read of a sub-table, those of sub-tables
+-- (weak values: kept while the user holds one, so a proxy keeps its
+-- identity while in use).
+local function wrap(var, t)
+	local p = var[6]
+	if p and rawget(p, REAL) == t then return p end
+	if t == var[1] then
+		p = setmetatable({ [REAL] = t, [OWNER] = var }, PROXY)
+		var[6] = p
+		return p
+	end
+	local cache = var[7]
+	if not cache then
+		cache = setmetatable({}, WEAK_V)
+		var[7] = cache
+	end
+	p = cache[t]
+	if p then return p end
+	p = setmetatable({ [REAL] = t, [OWNER] = var }, PROXY)
+	cache[t] = p
+	return p
+end
+
+function PROXY.__index(p, k)
+	local x = p[REAL][k]
+	if type(x) == "table" then return wrap(p[OWNER], x) end
+	return x
+end
+
+function PROXY.__newindex(p, k, x)
+	if type(x) == "table" then x = unwrap(x) end
+	mark(p[OWNER])
+	rawset(p[REAL], k, x)
+end
+
+-- 5.2 and later only: 5.1 and LuaJIT ignore both on tables.
+function PROXY.__pairs(p)
+	local t, var = p[REAL], p[OWNER]
+	return function(_, k)
+		local nk, nv = next(t, k)
+		if type(nv) == "table" then nv = wrap(var, nv) end
+		return nk, nv
+	end, p, nil
+end
+
+function PROXY.__len(p)
+	return #p[REAL]
+end
+
+return function(Var, internals)
+	local UNREAD, read, assign, deepcopy, argerror, typename =
+		internals.UNREAD, internals.read, internals.assign, internals.deepcopy,
+		internals.argerror, internals.typename
+	local in_transaction, log_old = internals.in_transaction, internals.log_old
+	function mark(var)
+		if in_transaction() then log_old(var) end
+		var[2] = true
+	end
+
+	local TVar = {}
+	for k, v in next, Var do TVar[k] = v end
+	TVar.__index = TVar
+	TVar.__name = "instate.Var"
+	TVar.track = true
+
+	local function bad_self(self, method)
+		error(("bad self to '%s' (a variable expected, got %s; call var:%s(...))")
+			:format(method, typename(self), method), 3)
+	end
+
+	local function need_table(fname, v, level)
+		if type(v) ~= "table" then
+			argerror(level + 1, fname, 1, "table expected for a tracked variable, got " .. typename(v))
+		end
+	end
+
+	function TVar:get()
+		if getmetatable(self) ~= TVar then bad_self(self, "get") end
+		local v = self[1]
+		if v == UNREAD then v = read(self) end
+		return wrap(self, v)
+	end
+
+	function TVar:set(v)
+		if getmetatable(self) ~= TVar then bad_self(self, "set") end
+		v = unwrap(v)
+		need_table("set", v, 2)
+		assign(self, v)
+	end
+
+	function TVar:update(fn)
+		if getmetatable(self) ~= TVar then bad_self(self, "update") end
+		if type(fn) ~= "function" then
+			argerror(2, "update", 1, "function expected, got " .. typename(fn))
+		end
+		local v = self[1]
+		if v == UNREAD then v = read(self) end
+		v = unwrap(fn(wrap(self, v)))
+		if type(v) ~= "table" then
+			error(("update: the function returned %s for tracked variable '%s' (a table expected)")
+				:format(typename(v), self.name), 2)
+		end
+		assign(self, v)
+		return wrap(self, v)
+	end
+
+	function TVar:reset()
+		if getmetatable(self) ~= TVar then bad_self(self, "reset") end
+		assign(self, deepcopy(self[3]))
+	end
+
+	local saved = internals.saved
+	function TVar:saved()
+		if getmetatable(self) ~= TVar then bad_self(self, "saved") end
+		local is = saved(self)          -- not a tail call: its errors name the caller
+		return is
+	end
+
+	return TVar, unwrap
+end
