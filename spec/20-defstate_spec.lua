@@ -20,11 +20,7 @@ local function record(store, name, nsname)
   return store:namespace(nsname or "state", "state"):get_encoded(name)
 end
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local errmsg = helpers.errmsg
 
 -- The methods of every namespace handle: the __index of the Namespace
 -- class, which stands behind every namespace's own fields.

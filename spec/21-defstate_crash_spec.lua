@@ -41,25 +41,6 @@ local function sleep(s)
   os.execute(("sleep %.3f"):format(s))
 end
 
--- A killed child is reparented; a zombie nobody reaps yet is dead too.
-local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("*a")
-  f:close()
-  return stat:match("^%d+ %b() (%a)") ~= "Z"
-end
-
--- The last complete line of the child's output (rounds it saw returned).
-local function last_round(file)
-  local data = helpers.read_file(file) or ""
-  local last = 0
-  for line in data:gmatch("([^\n]*)\n") do
-    last = assert(tonumber(line), "unexpected child output: " .. line)
-  end
-  return last
-end
-
 -- Open the store as a new run would and return the common round, failing
 -- on any mix.
 local function check_store(path)
@@ -95,19 +76,10 @@ describe("save_all under SIGKILL", function()
     local saved_rounds = 0
     for kill = 1, KILLS do
       local out = ("%s/out%d.txt"):format(dir, kill)
-      local p = io.popen(("%s %s %s %d > %s 2>&1 & echo $!"):format(
-        helpers.lua_cmd(), helpers.sh_quote(script), helpers.sh_quote(path), NVARS,
-        helpers.sh_quote(out)))
-      local pid = assert(tonumber(p:read("*l")))
-      p:close()
+      local pid = helpers.spawn_lua(script, out, path, NVARS)
       sleep(slow + 0.05 + math.random() * 0.35)
-      os.execute("kill -9 " .. pid .. " 2>/dev/null")
-      for _ = 1, 200 do
-        if not alive(pid) then break end
-        sleep(0.01)
-      end
-      assert.is_false(alive(pid))
-      local reported = last_round(out)
+      helpers.kill9(pid)
+      local reported = helpers.last_number(out)
       local round = check_store(path)
       -- The save in flight may have committed before its report was printed.
       -- Killed before its first save returned, the child reported nothing.

@@ -36,11 +36,7 @@ local function count_encodes(fn)
   return n
 end
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local errmsg = helpers.errmsg
 
 local has_subtypes = math.type ~= nil and math.type(1) == "integer"
 

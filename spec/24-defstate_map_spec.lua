@@ -12,11 +12,7 @@ local function restart(path, opts)
   return assert(instate.setup(path, opts))
 end
 
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local errmsg = helpers.errmsg
 
 -- The methods of every namespace handle (see spec/20).
 local function ns_methods()

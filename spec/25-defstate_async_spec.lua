@@ -409,33 +409,6 @@ local CHILD = [[
   end
 ]]
 
--- Whether any thread of pid is still running. A killed process's main
--- thread can be a zombie while its writer thread still finishes an fsync
--- and holds the store's files (and the owner lock) open.
-local function alive(pid)
-  local p = io.popen("ls /proc/" .. pid .. "/task 2>/dev/null")
-  local tasks = p:read("*a")
-  p:close()
-  for tid in tasks:gmatch("%d+") do
-    local f = io.open(("/proc/%d/task/%s/stat"):format(pid, tid))
-    if f then
-      local stat = f:read("*a")
-      f:close()
-      if stat:match("^%d+ %b() (%a)") ~= "Z" then return true end
-    end
-  end
-  return false
-end
-
-local function last_round(file)
-  local data = helpers.read_file(file) or ""
-  local last = 0
-  for line in data:gmatch("([^\n]*)\n") do
-    last = assert(tonumber(line), "unexpected child output: " .. line)
-  end
-  return last
-end
-
 local function check_store(path)
   assert(instate.setup(path))
   local first
@@ -467,19 +440,10 @@ describe("async saves under SIGKILL", function()
     local saved = 0
     for kill = 1, KILLS do
       local out = ("%s/out%d.txt"):format(dir, kill)
-      local p = io.popen(("%s %s %s %d > %s 2>&1 & echo $!"):format(
-        helpers.lua_cmd(), helpers.sh_quote(script), helpers.sh_quote(path), NVARS,
-        helpers.sh_quote(out)))
-      local pid = assert(tonumber(p:read("*l")))
-      p:close()
+      local pid = helpers.spawn_lua(script, out, path, NVARS)
       sleep(slow + 0.1 + math.random() * 0.4)
-      os.execute("kill -9 " .. pid .. " 2>/dev/null")
-      for _ = 1, 200 do
-        if not alive(pid) then break end
-        sleep(0.01)
-      end
-      assert.is_false(alive(pid))
-      local flushed = last_round(out)
+      helpers.kill9(pid)
+      local flushed = helpers.last_number(out)
       local round = check_store(path)
       -- at least what flush reported durable, and never older than before
       assert(round >= flushed and round >= saved,

@@ -138,6 +138,66 @@ function helpers.run_lua(code, ...)
     .. table.concat(args, " ") .. " 2>&1")
 end
 
+--- The message of the error fn(...) raises (fails when it does not raise).
+function helpers.errmsg(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return tostring(err)
+end
+
+--- Start script in a background helpers.lua_bin process with the given
+-- arguments, its stdout and stderr to file out; returns its pid.
+function helpers.spawn_lua(script, out, ...)
+  local args = {}
+  for i = 1, select("#", ...) do args[i] = sh_quote(tostring((select(i, ...)))) end
+  local p = io.popen(("%s %s %s > %s 2>&1 & echo $!"):format(helpers.lua_cmd(),
+    sh_quote(script), table.concat(args, " "), sh_quote(out)))
+  local pid = assert(tonumber(p:read("*l")), "no pid")
+  p:close()
+  return pid
+end
+
+--- Whether any thread of process pid still runs (Linux /proc). A killed
+-- process's main thread can be a zombie while another of its threads still
+-- finishes a system call (an fsync) and holds its files and locks open; a
+-- zombie nobody reaps yet is dead.
+function helpers.alive(pid)
+  local p = io.popen("ls /proc/" .. pid .. "/task 2>/dev/null")
+  local tasks = p:read("*a")
+  p:close()
+  for tid in tasks:gmatch("%d+") do
+    local f = io.open(("/proc/%d/task/%s/stat"):format(pid, tid))
+    if f then
+      local stat = f:read("*a")
+      f:close()
+      if stat:match("^%d+ %b() (%a)") ~= "Z" then return true end
+    end
+  end
+  return false
+end
+
+--- SIGKILL process pid and wait (up to 2 s) until none of its threads runs;
+-- fails if one still does.
+function helpers.kill9(pid)
+  os.execute("kill -9 " .. pid .. " 2>/dev/null")
+  for _ = 1, 200 do
+    if not helpers.alive(pid) then return end
+    os.execute("sleep 0.01")
+  end
+  assert(not helpers.alive(pid), "process " .. pid .. " survived kill -9")
+end
+
+--- The number on the last complete line of file (0 if none): the last
+-- round a child reported before it was killed.
+function helpers.last_number(file)
+  local data = helpers.read_file(file) or ""
+  local last = 0
+  for line in data:gmatch("([^\n]*)\n") do
+    last = assert(tonumber(line), "unexpected child output: " .. line)
+  end
+  return last
+end
+
 --- Read a whole file (nil if missing).
 function helpers.read_file(path)
   local f = io.open(path, "rb")

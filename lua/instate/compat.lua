@@ -72,6 +72,25 @@ else
 	compat.error = error
 end
 
+-- What the Lua layer's messages share.
+
+--- The type of v as messages name it: "integer" or "number" for numbers.
+function compat.typename(v)
+	local t = type(v)
+	if t == "number" then return math_type(v) == "integer" and "integer" or "number" end
+	return t
+end
+
+--- Raise luaL_argerror's wording at the position of the user's call, level
+-- levels above the caller of argerror (as error's level, from there).
+local cerror = compat.error
+function compat.argerror(level, fname, n, msg)
+	cerror(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level + 1)
+end
+
+--- A name in quotes, as messages show variables and keys.
+function compat.quote(name) return ("'%s'"):format(name) end
+
 if pcall(load, "return") then          -- load takes a string: 5.2+, LuaJIT
 	compat.load, compat.loadfile = load, loadfile
 else

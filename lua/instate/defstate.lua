@@ -52,18 +52,7 @@ local KEY_MAX = 511
 --                 (nil: unknown, so save_all encodes it); see save_all
 --   [6], [7]      a tracked variable's proxies (instate.track)
 
-local function typename(v)
-	local t = type(v)
-	if t == "number" then return math_type(v) == "integer" and "integer" or "number" end
-	return t
-end
-
--- luaL_argerror's wording, with the position of the user's call.
-local function argerror(level, fname, n, msg)
-	error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level + 1)
-end
-
-local function quote(name) return ("'%s'"):format(name) end
+local typename, argerror, quote = compat.typename, compat.argerror, compat.quote
 
 -- The metatable, raw (__metatable does not hide it), as the codec reads it.
 local raw_getmetatable = debug and debug.getmetatable or getmetatable

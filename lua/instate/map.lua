@@ -58,17 +58,7 @@ local TWO63 = 2 ^ 63
 -- record, as save_many's encodings do.
 local CANONICAL = { canonical = true }
 
-local function typename(v)
-	local t = type(v)
-	if t == "number" then return math_type(v) == "integer" and "integer" or "number" end
-	return t
-end
-
-local function argerror(level, fname, n, msg)
-	error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level + 1)
-end
-
-local function quote(name) return ("'%s'"):format(name) end
+local typename, argerror, quote = compat.typename, compat.argerror, compat.quote
 
 -- How a key reads in messages.
 local function showkey(k)
