@@ -51,6 +51,7 @@ local KEY_MAX = 511
 --   [5] PRINT     a table's fingerprint as of the last save or reload_all
 --                 (nil: unknown, so save_all encodes it); see save_all
 --   [6], [7]      a tracked variable's proxies (instate.track)
+--   [8]           a tracked variable is in touched (see touch)
 
 local typename, argerror, quote = compat.typename, compat.argerror, compat.quote
 
@@ -135,17 +136,25 @@ return function(instate)
 	-- tracked_class() below makes it.
 	local TVar, tracked_class
 
+	-- A tracked variable enters touched once (slot 8 says it is there),
+	-- when it is first written, not when it is read: an unwritten one
+	-- cannot have changed, so save_all's loop never meets it.
 	local function touch(var)
+		if var.track then
+			if var[8] then return end
+			var[8] = true
+		end
 		local n = ntouched + 1
 		ntouched = n
 		touched[n] = var
 	end
 
-	-- Hand out a restored value: from now on it may change in place.
+	-- Hand out a restored value: from now on it may change in place
+	-- (a tracked one only through its proxy, which touches it then).
 	local function read(var)
 		local v = var[4]
 		var[1], var[4] = v, nil
-		touch(var)
+		if not var.track then touch(var) end
 		return v
 	end
 
@@ -169,7 +178,7 @@ return function(instate)
 
 	local function assign(var, v)
 		if undo then log_old(var) end
-		if var[1] == UNREAD then touch(var) end
+		if var[1] == UNREAD or var.track then touch(var) end
 		var[1], var[2], var[4] = v, true, nil
 	end
 
@@ -615,7 +624,7 @@ return function(instate)
 	function tracked_class()
 		if not TVar then
 			TVar = require("instate.track")(Var, {
-				UNREAD = UNREAD, read = read, assign = assign, deepcopy = deepcopy,
+				UNREAD = UNREAD, read = read, assign = assign, touch = touch, deepcopy = deepcopy,
 				argerror = argerror, typename = typename, saved = var_saved,
 				log_old = log_old, in_transaction = function() return undo ~= nil end,
 			})
@@ -912,7 +921,11 @@ return function(instate)
 		for i = 1, n do
 			local var = list[i]
 			if undo then log_old(var) end
-			if var[1] == UNREAD then touch(var) end
+			if var.track then
+				if not stored[i] then touch(var) end
+			elseif var[1] == UNREAD then
+				touch(var)
+			end
 			local v = values[i]
 			var[1], var[2], var[4] = v, not stored[i], nil
 			-- The fingerprint of what the store holds (none after a
@@ -950,6 +963,7 @@ return function(instate)
 		end
 		for i = log.n, 1, -1 do
 			local var = log[i]
+			if var[1] == UNREAD or var.track then touch(var) end
 			var[1], var[2], var[4] = log.old[i], true, nil
 		end
 		error((...), 0)

@@ -89,8 +89,10 @@ return function(Var, internals)
 		internals.UNREAD, internals.read, internals.assign, internals.deepcopy,
 		internals.argerror, internals.typename
 	local in_transaction, log_old = internals.in_transaction, internals.log_old
+	local touch = internals.touch
 	function mark(var)
 		if in_transaction() then log_old(var) end
+		touch(var)
 		var[2] = true
 	end
 
