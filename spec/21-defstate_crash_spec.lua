@@ -41,29 +41,6 @@ local function sleep(s)
   os.execute(("sleep %.3f"):format(s))
 end
 
--- Open the store as a new run would and return the common round, failing
--- on any mix.
-local function check_store(path)
-  assert(instate.setup(path))
-  local rounds, first = {}, nil
-  for i = 1, NVARS do
-    local v = instate.defstate(("v%04d"):format(i), 0):get()
-    local r = type(v) == "table" and v.round or v
-    if type(v) == "table" then
-      assert.are.same({ r, i }, v.list)
-      assert.are.equal(("x"):rep((i * 37 + r) % 900), v.pad)
-    end
-    rounds[i] = r
-    first = first or r
-    if r ~= first then
-      instate.teardown()
-      error(("mixed save: v0001 holds round %d but v%04d holds round %d"):format(first, i, r))
-    end
-  end
-  instate.teardown()
-  return first
-end
-
 describe("save_all under SIGKILL", function()
   it("always leaves one whole save, never older than the last one returned", function()
     local dir = helpers.tmpdir()
@@ -80,7 +57,7 @@ describe("save_all under SIGKILL", function()
       sleep(slow + 0.05 + math.random() * 0.35)
       helpers.kill9(pid)
       local reported = helpers.last_number(out)
-      local round = check_store(path)
+      local round = helpers.saved_round(instate, path, NVARS)
       -- The save in flight may have committed before its report was printed.
       -- Killed before its first save returned, the child reported nothing.
       local floor = reported > 0 and reported or saved_rounds

@@ -409,26 +409,6 @@ local CHILD = [[
   end
 ]]
 
-local function check_store(path)
-  assert(instate.setup(path))
-  local first
-  for i = 1, NVARS do
-    local v = instate.defstate(("v%04d"):format(i), 0):get()
-    local r = type(v) == "table" and v.round or v
-    if type(v) == "table" then
-      assert.are.same({ r, i }, v.list)
-      assert.are.equal(("x"):rep((i * 37 + r) % 900), v.pad)
-    end
-    first = first or r
-    if r ~= first then
-      instate.teardown()
-      error(("mixed save: v0001 holds round %d but v%04d holds round %d"):format(first, i, r))
-    end
-  end
-  instate.teardown()
-  return first
-end
-
 describe("async saves under SIGKILL", function()
   it("leave one whole save, never older than the last flush reported", function()
     local dir = helpers.tmpdir()
@@ -444,7 +424,7 @@ describe("async saves under SIGKILL", function()
       sleep(slow + 0.1 + math.random() * 0.4)
       helpers.kill9(pid)
       local flushed = helpers.last_number(out)
-      local round = check_store(path)
+      local round = helpers.saved_round(instate, path, NVARS)
       -- at least what flush reported durable, and never older than before
       assert(round >= flushed and round >= saved,
         ("kill %d: store holds round %d, flush reported %d, earlier runs saved %d")

@@ -198,6 +198,32 @@ function helpers.last_number(file)
   return last
 end
 
+--- The crash specs' state: variables v0001..v<n> each stamped with the
+-- save round that wrote them ({round = r, pad = ..., list = {r, i}} or the
+-- integer r). Opens path with instate.setup as a new run would and returns
+-- the one round every variable holds; fails naming the first variable that
+-- holds another (a mixed save) or a damaged stamp.
+function helpers.saved_round(instate, path, n)
+  assert(instate.setup(path))
+  local first
+  for i = 1, n do
+    local v = instate.defstate(("v%04d"):format(i), 0):get()
+    local r = type(v) == "table" and v.round or v
+    if type(v) == "table" and not (type(v.list) == "table" and v.list[1] == r
+        and v.list[2] == i and v.pad == ("x"):rep((i * 37 + r) % 900)) then
+      instate.teardown()
+      error(("v%04d holds a damaged stamp of round %s"):format(i, tostring(r)))
+    end
+    first = first or r
+    if r ~= first then
+      instate.teardown()
+      error(("mixed save: v0001 holds round %d but v%04d holds round %d"):format(first, i, r))
+    end
+  end
+  instate.teardown()
+  return first
+end
+
 --- Read a whole file (nil if missing).
 function helpers.read_file(path)
   local f = io.open(path, "rb")
