@@ -22,13 +22,7 @@ end
 
 local errmsg = helpers.errmsg
 
--- The methods of every namespace handle: the __index of the Namespace
--- class, which stands behind every namespace's own fields.
-local function ns_methods()
-  local methods = debug.getregistry()["instate.Namespace"].__index
-  assert(type(methods) == "table" and methods.save_many, "no namespace method table")
-  return methods
-end
+local ns_methods = helpers.ns_methods
 
 -- Count the values encoded while fn runs: instate.encode calls, plus the
 -- values handed to ns:save_many (which encodes each one in C).

@@ -14,12 +14,7 @@ end
 
 local errmsg = helpers.errmsg
 
--- The methods of every namespace handle (see spec/20).
-local function ns_methods()
-  local methods = debug.getregistry()["instate.Namespace"].__index
-  assert(type(methods) == "table" and methods.set_encoded, "no namespace method table")
-  return methods
-end
+local ns_methods = helpers.ns_methods
 
 -- The record writes and reads made while fn runs, by namespace name:
 -- { writes = {[ns] = n}, reads = {[ns] = n} }.

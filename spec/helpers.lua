@@ -224,6 +224,16 @@ function helpers.saved_round(instate, path, n)
   return first
 end
 
+--- The methods of every namespace handle: the __index of the Namespace
+-- class, which stands behind every namespace's own fields (specs wrap them
+-- to count calls).
+function helpers.ns_methods()
+  local methods = debug.getregistry()["instate.Namespace"].__index
+  assert(type(methods) == "table" and methods.save_many and methods.set_encoded,
+    "no namespace method table")
+  return methods
+end
+
 --- Read a whole file (nil if missing).
 function helpers.read_file(path)
   local f = io.open(path, "rb")
