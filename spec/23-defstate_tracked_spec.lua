@@ -429,3 +429,268 @@ describe("tracked variables", function()
     assert.is_nil(rawget(p, 2))
   end)
 end)
+
+-- A tracked variable is on save_all's list from its write until a save has
+-- written it; a clean one costs a save nothing (not even its validate). No
+-- write is ever lost on the way.
+describe("tracked variables leave the save list once saved", function()
+  after_each(function() instate.teardown() end)
+
+  local SMALL = { map_size = 1024 * 1024, max_size = 1024 * 1024 }
+
+  -- A tracked variable whose validate counts the saves that look at it.
+  local function counted(name, default)
+    local calls = { n = 0 }
+    local var = instate.defstate(name, default, { track = true,
+      validate = function() calls.n = calls.n + 1; return true end })
+    return var, calls
+  end
+
+  it("a saved one is not looked at again until it is written", function()
+    local path = new_path()
+    assert(instate.setup(path))
+    local a, ca = counted("a", { n = 1 })
+    local b, cb = counted("b", { n = 1 })
+    assert.are.equal(2, count_encodes(instate.save_all))   -- the declaration save
+    assert.are.same({ 1, 1 }, { ca.n, cb.n })
+    assert.are.equal(0, count_encodes(instate.save_all))
+    assert.are.same({ 1, 1 }, { ca.n, cb.n })               -- neither looked at
+    a:get().n = 2
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.same({ 2, 1 }, { ca.n, cb.n })
+    assert.are.equal(0, count_encodes(instate.save_all))
+    assert.are.same({ 2, 1 }, { ca.n, cb.n })
+    -- every way of writing it brings it back, once
+    b:get().n = 2; b:get().m = 3
+    a:set({ n = 5 })
+    assert.are.equal(2, count_encodes(instate.save_all))
+    assert.are.same({ 3, 2 }, { ca.n, cb.n })
+    b:update(function(t) t.n = 4; return t end)
+    assert.are.equal(1, count_encodes(instate.save_all))
+    a:reset()
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.same({ 4, 3 }, { ca.n, cb.n })
+    assert.are.equal(0, count_encodes(instate.save_all))
+    -- reload_all leaves it as saved: clean and off the list
+    a:get().n = 9
+    assert(instate.reload_all())
+    local after = ca.n                                      -- reload_all validates
+    assert.are.equal(0, count_encodes(instate.save_all))
+    assert.are.equal(after, ca.n)
+    assert.are.same({ n = 1 }, saved(path, "a"))
+    assert.are.same({ n = 4, m = 3 }, saved(path, "b"))
+  end)
+
+  it("in a later run too, among untracked variables that stay", function()
+    local path = new_path()
+    assert(instate.setup(path))
+    instate.defstate("t", { n = 1 }, { track = true })
+    instate.defstate("u", { n = 1 })
+    instate.defstate("s", 1)
+    instate.save_all()
+    restart(path)
+    local t, ct = counted("t", {})
+    local u = instate.defstate("u", {})
+    local s = instate.defstate("s", 0)
+    u:get(); s:get(); t:get()
+    assert.are.equal(1, ct.n)                               -- the restore's
+    assert.are.equal(1, count_encodes(instate.save_all))   -- u: first save after restore
+    assert.are.equal(1, ct.n)
+    t:get().n = 2
+    u:get().n = 2
+    s:set(2)
+    assert.are.equal(3, count_encodes(instate.save_all))
+    assert.are.equal(0, count_encodes(instate.save_all))
+    assert.are.equal(2, ct.n)
+    u:get().n = 3                                           -- untracked: still seen
+    assert.are.equal(1, count_encodes(instate.save_all))
+    restart(path)
+    assert.are.same({ n = 2 }, saved(path, "t"))
+    assert.are.same({ n = 3 }, saved(path, "u"))
+    assert.are.equal(2, saved(path, "s"))
+  end)
+
+  it("a write during an async save in flight is saved by the next one", function()
+    local path = new_path()
+    assert(instate.setup(path))
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    assert(instate.save_all())
+    t:get().n = 2
+    assert(instate.save_all({ async = true }))
+    t:get().n = 3                    -- after it was handed over
+    assert(instate.flush())
+    assert.are.equal(1, count_encodes(function() assert(instate.save_all({ async = true })) end))
+    assert(instate.flush())
+    assert.are.same({ n = 3 }, saved(path, "t"))
+  end)
+
+  it("a failed async save leaves them to be saved by the next one", function()
+    local path = new_path()
+    assert(instate.setup(path, SMALL))
+    local big = instate.defstate("big", "")
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    local u = instate.defstate("u", { n = 1 }, { track = true })
+    assert(instate.save_all())
+    t:get().n = 2
+    big:set(helpers.noise(2 * 1024 * 1024, 5))
+    assert(instate.save_all({ async = true }))
+    -- a later save: not committed after the failure, or (if the writer
+    -- met the failure already) not handed over
+    u:get().n = 2
+    local ticket, _, code = instate.save_all({ async = true })
+    if ticket then
+      local rev
+      rev, _, code = instate.flush()
+      assert.is_nil(rev)
+    end
+    assert.equal("MAP_FULL", code)
+    big:set("small")
+    assert.are.equal(3, count_encodes(function() assert(instate.save_all({ async = true })) end))
+    assert(instate.flush())
+    assert.are.equal(0, count_encodes(instate.save_all))
+    assert.are.same({ n = 2 }, saved(path, "t"))
+    assert.are.same({ n = 2 }, saved(path, "u"))
+  end)
+
+  it("an async failure reported by the next save_all leaves them to the one after", function()
+    local path = new_path()
+    assert(instate.setup(path, SMALL))
+    local big = instate.defstate("big", "")
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    assert(instate.save_all())
+    t:get().n = 2
+    big:set(helpers.noise(2 * 1024 * 1024, 6))
+    assert(instate.save_all({ async = true }))
+    os.execute(("sleep %.3f"):format(os.getenv("INSTATE_SANITIZE") and 2 or 1))
+    big:set("small")
+    local ticket, _, code = instate.save_all({ async = true })
+    assert.is_nil(ticket)
+    assert.equal("MAP_FULL", code)
+    assert(instate.save_all({ async = true }))
+    assert(instate.flush())
+    assert.are.same({ n = 2 }, saved(path, "t"))
+  end)
+
+  it("a failed sync save leaves them to be saved by the next one", function()
+    local path = new_path()
+    assert(instate.setup(path, SMALL))
+    local big = instate.defstate("big", "")
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    local bad = instate.defstate("bad", 1)
+    assert(instate.save_all())
+    -- fails at encoding
+    t:get().n = 2
+    bad:set(print)
+    assert.matches("bad", errmsg(instate.save_all))
+    bad:set(1)
+    -- fails at the commit
+    big:set(helpers.noise(2 * 1024 * 1024, 7))
+    local rev, _, code = instate.save_all()
+    assert.is_nil(rev)
+    assert.equal("MAP_FULL", code)
+    big:set("small")
+    assert.are.equal(3, count_encodes(instate.save_all))   -- t, bad, big
+    assert.are.same({ n = 2 }, saved(path, "t"))
+  end)
+
+  it("a save nested in an aborted store transaction leaves them on the list", function()
+    local path = new_path()
+    local store = assert(instate.setup(path))
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    assert(instate.save_all())
+    t:get().n = 2
+    local ok = pcall(store.transaction, store, function()
+      assert(instate.save_all())
+      error("abort")
+    end)
+    assert.is_false(ok)
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.same({ n = 2 }, saved(path, "t"))
+  end)
+
+  it("a write after an instate.transaction ended is recorded (and outside, not undone)", function()
+    local path = new_path()
+    assert(instate.setup(path))
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    assert(instate.save_all())
+    assert.are.equal(1, instate.transaction(function() return 1 end))
+    t:get().n = 2
+    assert.is_false(pcall(instate.transaction, function() error("no") end))
+    t:get().n = 3
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.same({ n = 3 }, saved(path, "t"))
+  end)
+
+  it("transaction undo, reload_all and reset after a save: each is saved as it should", function()
+    local path = new_path()
+    assert(instate.setup(path))
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    local u = instate.defstate("u", { n = 1 }, { track = true })
+    assert(instate.save_all())
+    -- undo of a set: the edit stays and is saved
+    local ok = pcall(instate.transaction, function()
+      t:get().n = 2
+      t:set({ n = 3 })
+      error("no")
+    end)
+    assert.is_false(ok)
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.same({ n = 2 }, saved(path, "t"))
+    t = instate.defstate("t", {}, { track = true })
+    u = instate.defstate("u", {}, { track = true })
+    -- undo of a set alone, on a clean variable: rewritten (same bytes)
+    ok = pcall(instate.transaction, function() u:set({ n = 9 }); error("no") end)
+    assert.is_false(ok)
+    assert.are.equal(1, u:get().n)
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.equal(0, count_encodes(instate.save_all))
+    -- reload_all: clean again, off the list; a write after it is saved
+    u:get().n = 7
+    assert(instate.reload_all())
+    assert.are.equal(1, u:get().n)
+    assert.are.equal(0, count_encodes(instate.save_all))
+    u:get().n = 8
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.same({ n = 8 }, saved(path, "u"))
+    t = instate.defstate("t", {}, { track = true })
+    -- reload_all of one written but unsaved, then written again
+    t:get().n = 5
+    assert(instate.reload_all())
+    t:get().m = 1
+    assert.are.equal(1, count_encodes(instate.save_all))
+    assert.are.same({ n = 2, m = 1 }, saved(path, "t"))
+  end)
+
+  it("many variables: any subset written between saves is saved, the rest never encoded", function()
+    local path = new_path()
+    assert(instate.setup(path))
+    local N = 200
+    local vars = {}
+    for i = 1, N do vars[i] = instate.defstate("v" .. i, { n = 0 }, { track = true }) end
+    assert.are.equal(N, count_encodes(instate.save_all))
+    local want = {}
+    for i = 1, N do want[i] = 0 end
+    local seed = 7
+    for round = 1, 30 do
+      local written = {}
+      local k = 0
+      for _ = 1, round % 7 + 1 do
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        local i = seed % N + 1
+        vars[i]:get().n = round
+        want[i] = round
+        if not written[i] then written[i] = true; k = k + 1 end
+      end
+      if round % 3 == 0 then
+        assert.are.equal(k, count_encodes(function() assert(instate.save_all({ async = true })) end))
+      else
+        assert.are.equal(k, count_encodes(instate.save_all))
+      end
+    end
+    assert(instate.flush())
+    local ns = restart(path):namespace("state", "state")
+    for i = 1, N do
+      assert.are.equal(want[i], ns:get("v" .. i).n, "v" .. i)
+    end
+  end)
+end)

@@ -1,9 +1,11 @@
 --- async: the defstate layer's side of save_all{async = true}.
 --
--- require("instate.async")(store) returns the async saves of one default
--- store: a writer (store:writer(), a thread of the C core that commits
--- batches in order) started at the first async save, and the bookkeeping
--- that keeps dirty flags right when a background save fails.
+-- require("instate.async")(store, retouch) returns the async saves of one
+-- default store: a writer (store:writer(), a thread of the C core that
+-- commits batches in order) started at the first async save, and the
+-- bookkeeping that keeps dirty flags right when a background save fails
+-- (retouch(var) puts a variable marked dirty again back on save_all's
+-- list: a tracked one left it when its save was handed over).
 --
 -- A save is encoded on the calling thread (ns:save_many with the writer),
 -- then compared with the stored records and committed on the writer's
@@ -14,7 +16,7 @@
 -- after it (which the writer does not commit, so the store holds a prefix
 -- of the saves) are rewritten by the next save.
 
-return function(store)
+return function(store, retouch)
 	local A = {}
 	local writer
 	-- Saves handed over and not known to be committed: batches[i] =
@@ -26,7 +28,11 @@ return function(store)
 	local function redirty()
 		for i = 1, nbatches do
 			local b = batches[i]
-			for j = 2, #b do b[j][2] = true end
+			for j = 2, #b do
+				local var = b[j]
+				var[2] = true
+				retouch(var)
+			end
 			if b.on_fail then b.on_fail() end
 			batches[i] = nil
 		end

@@ -51,7 +51,8 @@ local KEY_MAX = 511
 --   [5] PRINT     a table's fingerprint as of the last save or reload_all
 --                 (nil: unknown, so save_all encodes it); see save_all
 --   [6], [7]      a tracked variable's proxies (instate.track)
---   [8]           a tracked variable is in touched (see touch)
+--   [8]           a tracked variable's index in touched, nil when it is
+--                 not there (see touch)
 
 local typename, argerror, quote = compat.typename, compat.argerror, compat.quote
 
@@ -102,11 +103,11 @@ return function(instate)
 	local store, store_path, ns_name
 	local vars, order = {}, {}       -- name -> var; declaration order
 	local norder = 0
-	-- The variables whose value has been handed out or set (VALUE is not
-	-- UNREAD), in the order that happened: the only ones save_all must
-	-- look at, so a save after a restart that touched 1% of the variables
-	-- walks 1% of them. A variable enters once: VALUE never returns to
-	-- UNREAD.
+	-- The variables save_all must look at, so a save after a restart that
+	-- touched 1% of the variables walks 1% of them: an untracked one from
+	-- when its value is handed out or set (VALUE is not UNREAD; it enters
+	-- once: VALUE never returns to UNREAD); a tracked one from a write
+	-- until a save has written it (see touch).
 	local touched, ntouched = {}, 0
 	-- The namespace handle (store level) of the variables.
 	local state_ns
@@ -136,17 +137,41 @@ return function(instate)
 	-- tracked_class() below makes it.
 	local TVar, tracked_class
 
-	-- A tracked variable enters touched once (slot 8 says it is there),
-	-- when it is first written, not when it is read: an unwritten one
-	-- cannot have changed, so save_all's loop never meets it.
+	-- A tracked variable enters touched when it is written, not when it
+	-- is read (an unwritten one cannot have changed), and leaves it when a
+	-- save has written it (untouch): save_all's loop meets only those
+	-- written since the last save, and a run that declared (so wrote)
+	-- 100k of them walks 100k once. Slot 8 holds its index, so it enters
+	-- once and leaves in O(1).
 	local function touch(var)
+		local n = ntouched + 1
 		if var.track then
 			if var[8] then return end
-			var[8] = true
+			var[8] = n
 		end
-		local n = ntouched + 1
 		ntouched = n
 		touched[n] = var
+	end
+
+	-- Take a tracked variable out of touched (a save wrote it; it is clean):
+	-- the last entry takes its place. The order of touched is only that of
+	-- the keys handed to save_many, one transaction, so it does not matter.
+	local function untouch(var)
+		local i = var[8]
+		if not i then return end
+		local n = ntouched
+		local last = touched[n]
+		touched[i] = last
+		if last.track then last[8] = i end
+		touched[n] = nil
+		ntouched = n - 1
+		var[8] = nil
+	end
+
+	-- A tracked variable marked dirty again by a failed async save: back
+	-- in touched (an untracked one never left it).
+	local function retouch(var)
+		if var.track then touch(var) end
 	end
 
 	-- Hand out a restored value: from now on it may change in place
@@ -364,7 +389,7 @@ return function(instate)
 		end
 		store, store_path, ns_name = s, path, name
 		readonly, keep = ro, nkeep
-		async = require("instate.async")(s)
+		async = require("instate.async")(s, retouch)
 		local ok, done, smsg, scode = pcall(scan)
 		if not (ok and done) then
 			store:close()
@@ -626,7 +651,8 @@ return function(instate)
 			TVar = require("instate.track")(Var, {
 				UNREAD = UNREAD, read = read, assign = assign, touch = touch, deepcopy = deepcopy,
 				argerror = argerror, typename = typename, saved = var_saved,
-				log_old = log_old, in_transaction = function() return undo ~= nil end,
+				-- undo is false, not nil, after a transaction ended
+				log_old = log_old, in_transaction = function() return not not undo end,
 			})
 		end
 		return TVar
@@ -674,11 +700,16 @@ return function(instate)
 	local s_tabs, s_prints               -- made by the first save needing them
 
 	-- Drop the references to values; mark the scalars clean when clean is
-	-- true; hand the tables back.
+	-- true (a tracked one leaves touched then: it is saved, and its next
+	-- write brings it back); hand the tables back.
 	local function save_clear(keys, vals, vers, scalars, n, ns, clean)
 		for i = 1, n do vals[i] = nil end
 		for i = 1, ns do
-			if clean then scalars[i][2] = false end
+			if clean then
+				local var = scalars[i]
+				var[2] = false
+				if var[8] then untouch(var) end
+			end
 			scalars[i] = nil
 		end
 		s_keys, s_vals, s_vers, s_scalars = keys, vals, vers, scalars
@@ -922,7 +953,8 @@ return function(instate)
 			local var = list[i]
 			if undo then log_old(var) end
 			if var.track then
-				if not stored[i] then touch(var) end
+				-- as saved: off save_all's list (a migrated one is rewritten)
+				if stored[i] then untouch(var) else touch(var) end
 			elseif var[1] == UNREAD then
 				touch(var)
 			end
