@@ -725,6 +725,53 @@ describe("defstate", function()
       assert.are.equal(1, instate.defstate("b", 0):get())
     end)
 
+    it("a record another handle deleted after setup's read gives the default", function()
+      local path = saved_store({ a = 1, b = 2, c = 3 })
+      assert(instate.setup(path))
+      local a = instate.defstate("a", 0)
+      local other = assert(instate.open(path))
+      assert.is_true(other:namespace("state", "state"):delete("b"))
+      assert.are.equal(1, count_reads(function()
+        assert.are.equal(0, instate.defstate("b", 0):get())
+      end))
+      -- declared before the commit: the same variable, not read again
+      assert.are.equal(0, count_reads(function()
+        assert.are.equal(a, instate.defstate("a", 0))
+      end))
+      assert.are.equal(1, a:get())
+      assert.are.equal(3, instate.defstate("c", 0):get())
+      other:close()
+      -- the save writes b's default: the deletion is not undone by a stale value
+      assert(instate.save_all())
+      restart(path)
+      assert.are.equal(0, instate.defstate("b", 5):get())
+    end)
+
+    it("lets go of what setup read and nobody declared once the store changed", function()
+      local path = saved_store({ a = { 1 }, b = { 2 } })
+      local weak = setmetatable({}, { __mode = "v" })
+      local methods = ns_methods()
+      local real = methods.get_all_objects
+      methods.get_all_objects = function(...)
+        local objects, count = real(...)
+        weak.a, weak.b = objects.a, objects.b
+        return objects, count
+      end
+      local ok, err = pcall(instate.setup, path)
+      methods.get_all_objects = real
+      assert(ok, err)
+      local a = instate.defstate("a", {})
+      local other = assert(instate.open(path))
+      other:namespace("other"):set("x", 1)
+      other:close()
+      assert.are.same({}, instate.defstate("c", {}):get())   -- notices the commit
+      collectgarbage()
+      collectgarbage()
+      assert.are.equal(a, weak.a)
+      assert.is_nil(weak.b)
+      assert.are.same({ 2 }, instate.defstate("b", {}):get())
+    end)
+
     -- Capture what setup's ns:get_all_objects returns while fn runs.
     local function capture_startup_read(fn)
       local methods = ns_methods()

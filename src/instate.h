@@ -619,6 +619,18 @@ INSTATE_API int instate_set_expiry(instate_txn *txn, instate_ns *ns, const void 
 INSTATE_API int instate_count(instate_txn *txn, instate_ns *ns, uint64_t *out);
 
 /**
+ * @brief How many records a namespace holds in this transaction, expired
+ * ones included: an upper bound of instate_count(), read in O(1) (LMDB's
+ * own count) where instate_count() walks the records, to size a table
+ * before reading them all.
+ * @param[out] out the count; 0 on error or when the namespace does not
+ *   exist in the transaction.
+ * @return 0, #INSTATE_INVALID, #INSTATE_ENDED, #INSTATE_BUSY (a child
+ *   transaction is open) or an error.
+ */
+INSTATE_API int instate_count_hint(instate_txn *txn, instate_ns *ns, uint64_t *out);
+
+/**
  * @brief Delete every record of a namespace; `removed` counts live ones (may be NULL).
  * @return 0 or an error as instate_put() (#INSTATE_RETRY included).
  */

@@ -921,6 +921,29 @@ int instate_count(instate_txn *t, instate_ns *ns, uint64_t *out)
 	return rc;
 }
 
+int instate_count_hint(instate_txn *t, instate_ns *ns, uint64_t *out)
+{
+	MDB_stat st;
+	MDB_dbi dbi;
+	int rc;
+
+	if (!out)
+		return INSTATE_INVALID;
+	*out = 0;
+	if (!ns || (t && ns->env != t->e))
+		return INSTATE_INVALID;
+	if ((rc = txn_usable(t)))
+		return rc;
+	RDLOCK(t->e);
+	if (ns_dbi(t, ns, &dbi)) {
+		rc = instate__mdb_err(mdb_stat(t->mt, dbi, &st));
+		if (rc == 0)
+			*out = (uint64_t)st.ms_entries;
+	}
+	UNLOCK(t->e);
+	return rc;
+}
+
 int instate_clear(instate_txn *t, instate_ns *ns, uint64_t *removed)
 {
 	MDB_dbi dbi;

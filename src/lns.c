@@ -16,6 +16,7 @@
 #include "linstate.h"
 #include "instate_mpack.h"
 
+#include <limits.h>
 #include <string.h>
 
 const char linstate_ns_marker = 0;
@@ -459,6 +460,25 @@ static int l_ns_count(lua_State *L)
 	}
 	if (rc)
 		return linstate_fail(L, rc, "cannot count");
+	lua_pushinteger(L, (lua_Integer)count);
+	return 1;
+}
+
+/* ns:_count_hint() -> n: the records stored, expired ones included, in
+ * O(1) (instate_count_hint); 0 when it cannot tell. The defstate layer sizes
+ * its tables with it before setup's read. */
+static int l_ns_count_hint(lua_State *L)
+{
+	lns *n = linstate_checkns(L, 1);
+	uint64_t count = 0;
+	instate_txn *txn;
+	int own, rc = op_begin(n, 0, &txn, &own);
+	if (rc == 0) {
+		if (instate_count_hint(txn, n->ns, &count) || count > INT_MAX)
+			count = 0;
+		if (own)
+			instate_txn_abort(txn);
+	}
 	lua_pushinteger(L, (lua_Integer)count);
 	return 1;
 }
@@ -1042,10 +1062,14 @@ static int l_ns_get_all_encoded(lua_State *L)
  * code. The iterator userdata owns the snapshot, so raising (out of memory)
  * midway leaks nothing.
  *
- * The collector is stopped while the objects are built (lcompat_gc_pause:
- * only if it runs, restarted as it was, also when the build raises): the
- * build makes no garbage, and collecting during it marks the growing heap
- * over and over (37% of a 100k-variable restore on 5.4 went there).
+ * Where that pays (LCOMPAT_GC_PAUSE_BULK: the incremental-only Luas), the
+ * collector is stopped while the objects are built (lcompat_gc_pause: only
+ * if it runs, restarted as it was, also when the build raises): the build
+ * makes no garbage, and collecting during it marks the growing heap over
+ * and over. On 5.4 it runs: see lcompat.h.
+ *
+ * The objects table is sized for every record at once (instate_count_hint):
+ * grown from empty, a table of 100k entries is rehashed 17 times.
  */
 static int ns_build_objects(lua_State *L)
 {
@@ -1053,12 +1077,15 @@ static int ns_build_objects(lua_State *L)
 	lns *n = linstate_checkns(L, 1);
 	lua_Integer slot = lua_tointeger(L, 4), version = lua_tointeger(L, 5), count = 0;
 	int j, ntpl = (int)lua_rawlen(L, 3), narr, key, rc;
+	uint64_t hint;
 	liter *it;
 
 	narr = ntpl > (int)slot ? ntpl : (int)slot;
 	if (!(it = linstate_iter_open(L, n, 1, NULL, 0, 1)))   /* 6 */
 		return 3;
-	lua_newtable(L);            /* 7 key -> object or false */
+	if (instate_count_hint(n->tx ? n->tx->txn : it->own, n->ns, &hint) || hint > INT_MAX)
+		hint = 0;
+	lua_createtable(L, 0, (int)hint); /* 7 key -> object or false */
 	lua_pushliteral(L, "name"); /* 8 */
 	kv = linstate_kv_take(L);   /* 9 */
 	/* 10..9+ntpl: the template's values, then per record key, value, object */
@@ -1129,7 +1156,7 @@ static int l_ns_get_all_objects(lua_State *L)
 	luaL_checkinteger(L, 5);
 	luaL_argcheck(L, lua_rawlen(L, 3) <= 64, 3, "template longer than 64");
 	lua_settop(L, 5);
-	if (!(paused = lcompat_gc_pause(L)))
+	if (!LCOMPAT_GC_PAUSE_BULK || !(paused = lcompat_gc_pause(L)))
 		return ns_build_objects(L);
 	lua_pushvalue(L, lua_upvalueindex(1));   /* the scratch, as for any method */
 	lua_pushcclosure(L, ns_build_objects, 1);
@@ -1160,6 +1187,7 @@ static const luaL_Reg ns_methods[] = {
 	{ "ttl", l_ns_ttl },
 	{ "expire", l_ns_expire },
 	{ "count", l_ns_count },
+	{ "_count_hint", l_ns_count_hint },
 	{ "clear", l_ns_clear },
 	{ "get_encoded", l_ns_get_encoded },
 	{ "set_encoded", l_ns_set_encoded },

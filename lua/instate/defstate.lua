@@ -101,7 +101,9 @@ return function(instate)
 
 	-- The default store and what this Lua state declared in it.
 	local store, store_path, ns_name
-	local vars, order = {}, {}       -- name -> var; declaration order
+	-- name -> variable, and the declaration order. While pending (below),
+	-- vars also holds what setup read for the names not declared yet.
+	local vars, order = {}, {}
 	local norder = 0
 	-- The variables save_all must look at, so a save after a restart that
 	-- touched 1% of the variables walks 1% of them: an untracked one from
@@ -113,12 +115,15 @@ return function(instate)
 	local state_ns
 	-- store.last_commit, looked up once.
 	local last_commit
-	-- What setup read, used by the first defstate of each name: name ->
-	-- a variable built from a version 1 record, or false for a record to
-	-- read at declaration (another version, or corrupt); valid while
-	-- store:last_commit() is still scan_commit. Only names not declared yet
-	-- are ever looked up there.
-	local pending, scan_commit
+	-- What setup read, used by the first defstate of each name, is in
+	-- vars itself while pending is true: for a name not declared yet, a
+	-- variable built from a version 1 record (its DEFAULT slot holds
+	-- PENDING), or false for a record to read at declaration (another
+	-- version, or corrupt); valid while store:last_commit() is still
+	-- scan_commit. One table for both: declaring a restored name is one
+	-- lookup and no insert. drop_pending() removes those entries once the
+	-- read is stale (or may be), leaving only the declared variables.
+	local pending, scan_commit = false, nil
 	-- Every declared variable has version common_version, or it is false.
 	local common_version
 	-- Declared variables with a validate function.
@@ -261,6 +266,16 @@ return function(instate)
 		return v, ver == want
 	end
 
+	-- Setup's read may be stale: forget it (drop the undeclared entries,
+	-- so their values can be collected; done once).
+	local function drop_pending()
+		if not pending then return end
+		pending, scan_commit = false, nil
+		for name, var in next, vars do
+			if var == false or var[3] == PENDING then vars[name] = nil end
+		end
+	end
+
 	-- Returns true, or nil, msg, code on a runtime failure.
 	local function scan()
 		local sns, msg, code = store:namespace(ns_name, "state")
@@ -270,16 +285,20 @@ return function(instate)
 		-- Read before the snapshot: a commit in between makes the cache
 		-- look stale (safe), never a stale cache look fresh.
 		local lc = last_commit(store)
+		-- Nothing is declared yet: room in order for as many declared as
+		-- there are records, and in touched for as many handed out. Made
+		-- before the read: made after it, these large allocations are the
+		-- first the collector meets once it runs again, and it would
+		-- start its work on the whole restored heap there.
+		local n = state_ns:_count_hint()
 		local objects, count
+		order, touched, ntouched = newtable(n, 0), newtable(n, 0), 0
 		objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, 4, 1)
 		if not objects then
 			return nil, ("instate.setup: cannot read the saved variables: %s"):format(count), code
 		end
-		pending, scan_commit = objects, lc
-		-- Nothing is declared yet: room for as many variables as were
-		-- saved, and for as many handed out.
-		vars, order = newtable(0, count), newtable(count, 0)
-		touched, ntouched = newtable(count, 0), 0
+		-- objects is vars, with room for every saved name.
+		vars, pending, scan_commit = objects, true, lc
 		return true
 	end
 
@@ -295,7 +314,7 @@ return function(instate)
 		if maps then maps.teardown() end
 		vars, order, norder = {}, {}, 0
 		touched, ntouched = {}, 0
-		pending, scan_commit = nil, nil
+		pending, scan_commit = false, nil
 		common_version, nvalidate = nil, 0
 	end
 
@@ -463,12 +482,14 @@ return function(instate)
 		local lookup = true
 		if pending then
 			if last_commit(store) == scan_commit then
-				local built = pending[name]
+				-- Not declared (defstate returned a declared one): setup's
+				-- variable, false (saved, but to be read here) or nil (not
+				-- saved).
+				local built = vars[name]
 				if built then saved, ver, v = true, 1, built[4] end
-				-- false: saved, but to be read here; nil: not saved
 				lookup = built == false
 			else
-				pending = nil
+				drop_pending()
 			end
 		end
 		if not saved then check_name(name) end
@@ -555,8 +576,7 @@ return function(instate)
 		if failed[name] then failed[name] = nil end
 		if validate then nvalidate = nvalidate + 1 end
 		note_version(version)
-		-- Declared: setup's variable for the name (if any) is not needed.
-		if pending then pending[name] = nil end
+		-- Declared: replaces setup's variable for the name (if any).
 		vars[name] = var
 		local n = norder + 1
 		norder = n
@@ -566,28 +586,22 @@ return function(instate)
 
 	function instate.defstate(name, default, opts)
 		-- The common case first, kept short: a name saved with version 1,
-		-- its variable built by setup, declared without options. One
-		-- lookup: a variable left in pending once declared answers a
-		-- second declaration too (it is the one in vars).
-		local var
-		if opts == nil and pending then
-			var = pending[name]
-			if var then
-				if var[3] ~= PENDING then return var end
-				if last_commit(store) == scan_commit then
-					var[3] = default
-					vars[name] = var
-					local n = norder + 1
-					norder = n
-					order[n] = var
-					if common_version ~= 1 then note_version(1) end
-					return var
-				end
-				pending = nil
+		-- its variable built by setup, declared without options: one
+		-- lookup, and no insert (the variable is in vars already). A
+		-- declared variable answers a second declaration. Only while
+		-- pending does vars hold a variable whose DEFAULT is PENDING.
+		local var = vars[name]
+		if var then
+			if var[3] ~= PENDING then return var end
+			if opts == nil and last_commit(store) == scan_commit then
+				var[3] = default
+				local n = norder + 1
+				norder = n
+				order[n] = var
+				if common_version ~= 1 then note_version(1) end
+				return var
 			end
 		end
-		var = vars[name]
-		if var then return var end
 		return declare(name, default, opts)
 	end
 
@@ -864,7 +878,7 @@ return function(instate)
 			s_tabs, s_prints = tabs, prints
 			if not ticket then return nil, msg, code end
 			if plan then maps.saved(plan) end
-			if pending then pending = nil end
+			drop_pending()
 			return ticket
 		end
 		-- One C call: encodes (raising, with nothing begun, on an
@@ -904,7 +918,7 @@ return function(instate)
 			if lc_in == scan_commit and lc == lc_in + 1 then
 				scan_commit = lc
 			else
-				pending = nil
+				drop_pending()
 			end
 		end
 		return rev
@@ -1021,7 +1035,7 @@ return function(instate)
 		-- The store changed under setup's read: read it again.
 		failed = {}
 		local ok, done = pcall(scan)
-		if not (ok and done) then pending = nil end
+		if not (ok and done) then drop_pending() end
 	end
 	require("instate.backup")(instate, backup_ctx)
 

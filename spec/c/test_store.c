@@ -640,6 +640,16 @@ static void test_ttl_and_purge(void)
 	CHECK_RC(instate_set_expiry(t, ns, "short", 5, 0), INSTATE_NOTFOUND);
 	CHECK_RC(instate_set_expiry(t, ns, "nothere", 7, 0), INSTATE_NOTFOUND);
 	CHECK_RC(instate_set_expiry(t, ns, "long", 4, -5), INSTATE_INVALID);
+	/* the count hint is LMDB's: the expired record is in it, the other
+	 * namespace's are not; a namespace never made reads as 0 */
+	CHECK_RC(instate_count(t, ns, &n), 0);
+	CHECK(n == 2);
+	CHECK_RC(instate_count_hint(t, ns, &n), 0);
+	CHECK(n == 3);
+	CHECK_RC(instate_count_hint(t, ns_of(s, "never-written"), &n), 0);
+	CHECK(n == 0);
+	CHECK_RC(instate_count_hint(t, NULL, &n), INSTATE_INVALID);
+	CHECK_RC(instate_count_hint(t, ns, NULL), INSTATE_INVALID);
 	/* the cursor skips the expired record */
 	CHECK_RC(instate_cursor_open(t, ns, NULL, 0, &c), 0);
 	CHECK_RC(instate_cursor_next(c, &k, NULL, &m), 0);
