@@ -31,8 +31,10 @@
 --    set since the last save; handed the keys whose table value was handed
 --    out (it may have been changed in place, as a defstate table may).
 --  * save_all writes the dirty entries, and the handed-out tables whose
---    encoding differs from their record (compared before the write
---    transaction begins), all inside save_all's one transaction, through
+--    fingerprint moved since they were saved or first handed out (prints:
+--    record key -> fingerprint; one with no print is compared with its
+--    record before the write transaction begins), all inside save_all's
+--    one transaction, through
 --    one function, sink(ns, key, bytes_or_nil, version); key nil clears
 --    the namespace (after clear()).
 --  * An edit inside instate.transaction is logged per key (the key's
