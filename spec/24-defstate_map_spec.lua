@@ -200,6 +200,13 @@ describe("defmap", function()
     assert.are.equal(70, w:get(7).n)
     assert.are.equal(2, w:get("set").n)
     assert.are.equal(8, w:get(8).n)
+    -- every entry handed out by pairs: the same
+    local seen = 0
+    for _, v in w:pairs() do seen = seen + 1; assert.is_table(v) end
+    assert.are.equal(51, seen)
+    c = count_io(function() assert(instate.save_all()) end)
+    assert.are.same({}, c.reads)
+    assert.are.same({}, c.writes)
   end)
 
   it("an in-place edit undone after a save inside a store transaction is saved", function()
