@@ -23,6 +23,12 @@
 --    package installs it for 5.1, 5.2 and 5.3 only; on 5.4 its 5.3 file
 --    (string.pack, math.type: it runs on 5.4 alike) is found beside
 --    package.path's 5.4 directories.
+--  * floor_server(floor, db, recs, fifo): bench/lmdb_floor serving durable
+--    one-record commits on request (its serve mode), so that a benchmark
+--    takes one floor commit right before each of its own saves: a loaded
+--    disk then slows both alike. Returns an object with :commit() (the
+--    seconds of one floor commit) and :close(); nil and why when it cannot
+--    run (no mkfifo). fifo is a path for the answers' named pipe.
 local compat = require "instate.compat"
 
 local floor, char = math.floor, string.char
@@ -81,6 +87,39 @@ function M.messagepack()
     end
   end
   return nil, "lua-messagepack is not installed (apt-get install lua-messagepack)"
+end
+
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+function M.floor_server(floor, db, recs, fifo)
+  if not M.exists(floor) then return nil, floor .. " is not built (make)" end
+  local ok = os.execute("mkfifo " .. sh_quote(fifo) .. " 2>/dev/null")
+  if not (ok == true or ok == 0) then return nil, "cannot make a named pipe (mkfifo)" end
+  -- The shell opens the pipe for writing once this side opens it for
+  -- reading, which io.open below does.
+  local req = io.popen(("%s serve %s %s > %s"):format(sh_quote(floor), sh_quote(db),
+    sh_quote(recs), sh_quote(fifo)), "w")
+  local ans = req and io.open(fifo, "r")
+  if not ans then
+    if req then req:close() end
+    os.remove(fifo)
+    return nil, "cannot start " .. floor .. " serve"
+  end
+  local server = {}
+  function server:commit()
+    req:write("c\n")
+    req:flush()
+    local line = ans:read("*l")
+    local t = line and tonumber(line:match("^t=([%d.]+)"))
+    if not t then error("lmdb_floor serve: " .. tostring(line)) end
+    return t
+  end
+  function server:close()
+    req:close()
+    ans:close()
+    os.remove(fifo)
+  end
+  return server
 end
 
 return M

@@ -17,6 +17,11 @@
  *   txns K         the records in order, K to a durable write transaction
  *                  (an autosave's changed records, save after save); also
  *                  prints p50= and p99= of one transaction, in seconds
+ *   serve          one durable single-record write transaction of the next
+ *                  record (cycling) per line read on stdin, answered by a
+ *                  line t=<seconds of that commit> (flushed); ends at EOF.
+ *                  A benchmark then samples the floor between its own
+ *                  saves, one commit at a time (bench_compat.floor_server)
  * Prints one line: seconds=<float> ops=<int>. Only the timed part is the
  * database work: reading the records file happens before the clock starts.
  */
@@ -140,7 +145,7 @@ int main(int argc, char **argv)
 	int rc;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: lmdb_floor put|get|scan|update STEP|commit COUNT|txns K "
+		fprintf(stderr, "usage: lmdb_floor put|get|scan|update STEP|commit COUNT|txns K|serve "
 		                "<dbdir> <recordsfile> [arg]\n");
 		return 2;
 	}
@@ -260,6 +265,21 @@ int main(int argc, char **argv)
 		free(blob);
 		printf("seconds=%.6f ops=%zu\n", t1 - t0, ops);
 		return 0;
+	} else if (strcmp(mode, "serve") == 0) {
+		char line[64];
+		while (n > 0 && fgets(line, sizeof line, stdin)) {
+			record *r = &recs[ops % n];
+			double q0 = now();
+			if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
+				return die("mdb_txn_begin", rc);
+			if ((rc = mdb_put(txn, dbi, &r->key, &r->val, 0)) != 0)
+				return die("mdb_put", rc);
+			if ((rc = mdb_txn_commit(txn)) != 0)
+				return die("mdb_txn_commit", rc);
+			printf("t=%.6f\n", now() - q0);
+			fflush(stdout);
+			ops++;
+		}
 	} else {
 		fprintf(stderr, "lmdb_floor: unknown mode '%s'\n", mode);
 		return 2;

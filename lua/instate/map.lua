@@ -31,8 +31,10 @@
 --    set since the last save; handed the keys whose table value was handed
 --    out (it may have been changed in place, as a defstate table may).
 --  * save_all writes the dirty entries, and the handed-out tables whose
---    encoding differs from their record (compared before the write
---    transaction begins), all inside save_all's one transaction, through
+--    fingerprint moved since they were saved or first handed out (prints:
+--    record key -> fingerprint; one with no print is compared with its
+--    record before the write transaction begins), all inside save_all's
+--    one transaction, through
 --    one function, sink(ns, key, bytes_or_nil, version); key nil clears
 --    the namespace (after clear()).
 --  * An edit inside instate.transaction is logged per key (the key's
@@ -112,6 +114,7 @@ end
 
 return function(instate, host)
 	local decode, encode = instate.decode, instate.encode
+	local fingerprint = instate._fingerprint
 
 	local Map = {}
 	Map.__index = Map
@@ -218,12 +221,12 @@ return function(instate, host)
 		local n = undo.n + 1
 		undo.n = n
 		undo[n] = { self, false, self.cache, self.dirty, self.handed, self.n,
-		            self.keys, self.all, self.cleared }
+		            self.keys, self.all, self.cleared, self.prints }
 		undo.seen[self] = nil
 	end
 
 	local function reset_state(self)
-		self.cache, self.dirty, self.handed, self.keys = {}, {}, {}, {}
+		self.cache, self.dirty, self.handed, self.keys, self.prints = {}, {}, {}, {}, {}
 		self.n, self.all, self.cleared = 0, false, false
 	end
 
@@ -288,8 +291,17 @@ return function(instate, host)
 		self.n, self.all = n, true
 	end
 
+	-- A table entry handed out for the first time is as its record holds
+	-- it (or dirty, then its print is taken when it is saved): its
+	-- fingerprint now is the saved one's, which save_all compares with.
 	local function hand(self, rk, v)
-		if type(v) == "table" then self.handed[rk] = true end
+		if type(v) == "table" then
+			local handed = self.handed
+			if not handed[rk] then
+				handed[rk] = true
+				if not self.dirty[rk] then self.prints[rk] = fingerprint(v) end
+			end
+		end
 		return v
 	end
 
@@ -312,6 +324,8 @@ return function(instate, host)
 			self.cache[rk] = v
 			if type(v) == "table" then self.handed[rk] = true else self.handed[rk] = nil end
 		end
+		-- (a print is taken when the new value is saved)
+		self.prints[rk] = nil
 		self.keys[rk] = k
 		self.dirty[rk] = true
 	end
@@ -488,27 +502,36 @@ return function(instate, host)
 
 	-- What save_all must write for the maps: nil when nothing, else a
 	-- plan, { n = writes, [i] = { ns, rk, bytes_or_nil, version },
-	-- maps = the maps written } (rk nil: clear ns). Validates and encodes
-	-- everything first, so a failure raises before anything is begun;
-	-- compares handed-out tables with their records (read outside the
-	-- write transaction: this process owns the store's variables).
+	-- maps = the maps written, np = prints, prints = { map, rk, print, ... } }
+	-- (rk nil: clear ns). Validates and encodes everything first, so a
+	-- failure raises before anything is begun. A handed-out table is
+	-- looked at through its fingerprint: unchanged since it was saved (or
+	-- read), nothing is encoded or read; moved, it is encoded and written.
+	-- One with no print is encoded and compared with its record (read
+	-- outside the write transaction: this process owns the store's
+	-- variables). The prints of what is written are kept once it is saved
+	-- (hooks.saved).
 	function hooks.prepare(no_compare)
 		local plan
 		-- Inside a store transaction of the caller's, the records read
-		-- here are the committed ones, not what that transaction wrote:
-		-- compare with nothing, write every candidate.
-		local nested
+		-- here are the committed ones, not what that transaction wrote,
+		-- and the prints are of the last save, not of what an earlier save
+		-- in that transaction wrote: compare with nothing, write every
+		-- candidate. An async save (no_compare) trusts the prints, but
+		-- leaves the comparison with the records to the writer's thread.
+		local writing
 		for i = 1, norder do
 			local self = order[i]
 			local dirty, handed, cache = self.dirty, self.handed, self.cache
 			local cleared = self.cleared
 			if cleared or next(dirty) or next(handed) then
-				local version, nsname = self.version, self.nsname
-				if nested == nil then nested = no_compare or host.store():_writing() end
+				local version, nsname, prints = self.version, self.nsname, self.prints
+				if writing == nil then writing = host.store():_writing() end
+				local nested = writing or no_compare
 				local ns = not cleared and handle(self, 3) or nil
 				local n0 = plan and plan.n or 0
-				plan = plan or { n = 0, maps = {} }
-				local n = n0
+				plan = plan or { n = 0, maps = {}, np = 0, prints = {} }
+				local n, np, pl = n0, plan.np, plan.prints
 				if cleared then
 					n = n + 1
 					plan[n] = { nsname, nil }
@@ -518,6 +541,10 @@ return function(instate, host)
 					if v ~= NONE then
 						n = n + 1
 						plan[n] = { nsname, rk, entry_bytes(self, rk, v), version }
+						if handed[rk] then
+							pl[np + 1], pl[np + 2], pl[np + 3] = self, rk, fingerprint(v)
+							np = np + 3
+						end
 					elseif ns and (nested or ns:get_encoded(rk) ~= nil) then
 						-- (a delete of what was never saved writes nothing)
 						n = n + 1
@@ -526,19 +553,38 @@ return function(instate, host)
 				end
 				for rk in next, handed do
 					if not dirty[rk] then
-						-- Handed out, maybe changed in place: the record is
-						-- the reference.
-						local bytes = entry_bytes(self, rk, cache[rk])
-						local old, over
-						if not nested then old, over = ns:get_encoded(rk) end
-						if old ~= bytes or (over ~= version and not (over == 0 and version == 1)) then
+						-- Handed out, maybe changed in place.
+						local v = cache[rk]
+						local old = prints[rk]
+						local fp = nil
+						if writing then
+							-- Once the caller commits, the record holds what
+							-- this writes, which the print does not say.
 							n = n + 1
-							plan[n] = { nsname, rk, bytes, version }
+							plan[n] = { nsname, rk, entry_bytes(self, rk, v), version }
+							prints[rk] = nil
+						else
+							fp = fingerprint(v, old)
+						end
+						if not writing and (fp == nil or fp ~= old) then
+							local bytes = entry_bytes(self, rk, v)
+							local write = true
+							if old == nil and not nested then
+								-- No print: the record is the reference.
+								local rec, over = ns:get_encoded(rk)
+								write = rec ~= bytes or (over ~= version and not (over == 0 and version == 1))
+							end
+							if write then
+								n = n + 1
+								plan[n] = { nsname, rk, bytes, version }
+							end
+							pl[np + 1], pl[np + 2], pl[np + 3] = self, rk, fp
+							np = np + 3
 						end
 					end
 				end
-				plan.n = n
-				if n > n0 or next(dirty) then plan.maps[#plan.maps + 1] = self end
+				plan.n, plan.np = n, np
+				if n > n0 or next(dirty) or np > 0 then plan.maps[#plan.maps + 1] = self end
 			end
 		end
 		if plan and plan.n == 0 then
@@ -653,7 +699,8 @@ return function(instate, host)
 		end
 	end
 
-	-- The plan is committed for good: what it wrote is what is saved.
+	-- The plan is committed for good: what it wrote is what is saved,
+	-- and the prints taken of it are the saved ones.
 	function hooks.saved(plan)
 		for i = 1, #plan.maps do
 			local self = plan.maps[i]
@@ -663,6 +710,10 @@ return function(instate, host)
 			end
 			-- entries deleted are known absent; drop them from memory
 			-- unless the whole map is loaded (they stay NONE there too)
+		end
+		local pl = plan.prints
+		for i = 1, plan.np, 3 do
+			pl[i].prints[pl[i + 1]] = pl[i + 2]
 		end
 	end
 
@@ -704,7 +755,7 @@ return function(instate, host)
 			local self = e[1]
 			if e[2] == false then
 				self.cache, self.dirty, self.handed, self.n = e[3], e[4], e[5], e[6]
-				self.keys, self.all, self.cleared = e[7], e[8], e[9]
+				self.keys, self.all, self.cleared, self.prints = e[7], e[8], e[9], e[10]
 			else
 				-- Dirty whatever it was: a save_all inside the transaction
 				-- may have written the value undone, so the next one
