@@ -472,17 +472,22 @@ local function autosave()
     local fingerprint, clock = instate._fingerprint, os.clock
     local list = {}
     for _, name in ipairs(names) do list[#list + 1] = tables[name] end
-    local function time(f, x)
-      local t0 = clock()
-      for _ = 1, 5 do f(x) end
-      return (clock() - t0) / 5
-    end
     local function all(f) return function() for i = 1, #list do f(list[i]) end end end
-    collectgarbage()
-    walk.trav[#walk.trav + 1] = time(all(traverse))
-    walk.fp[#walk.fp + 1] = time(all(fingerprint))
-    walk.chunk_trav[#walk.chunk_trav + 1] = time(traverse, tables.chunk)
-    walk.chunk_fp[#walk.chunk_fp + 1] = time(fingerprint, tables.chunk)
+    local function chunk(f) return function() f(tables.chunk) end end
+    -- interleaved, after one warm-up pass of each; the median of 5
+    local fs = { trav = all(traverse), fp = all(fingerprint),
+      chunk_trav = chunk(traverse), chunk_fp = chunk(fingerprint) }
+    local order = { "trav", "fp", "chunk_trav", "chunk_fp" }
+    local samples = {}
+    for _, k in ipairs(order) do fs[k](); samples[k] = {} end
+    for i = 1, 5 do
+      for _, k in ipairs(order) do
+        local t0 = clock()
+        fs[k]()
+        samples[k][i] = clock() - t0
+      end
+    end
+    for _, k in ipairs(order) do walk[k][#walk[k] + 1] = median(samples[k]) end
   end
 
   local function run_mode(m)
