@@ -17,10 +17,12 @@
 --   save 1%    instate: 1% of the variables changed by set, save_all
 --              vs raw LMDB from C writing the same records in one transaction
 --              (bench/lmdb_floor update) and sqlite (WAL, synchronous=FULL)
---              updating the same rows in one transaction. Twice: in the run
---              that handed every table out (each may have been changed in
---              place, so each is encoded), and in a new run where the other
---              99% are restored but never read (so they cost nothing)
+--              updating the same rows in one transaction. Three times: in
+--              the run that declared them; in a later run, every table
+--              restored and read once (the target's workload: each holds
+--              its record's fingerprint, so the 99% are walked, not
+--              encoded); and in a new run where the other 99% are restored
+--              but never read (so they cost nothing)
 --
 -- Times are wall-clock medians of several runs (the best run in brackets,
 -- since a loaded machine only ever makes runs slower): 5 runs at N <= 20,000,
@@ -248,6 +250,17 @@ local function luaq_restore(path)
   return now() - t0, state
 end
 
+-- The bare lua_next traversal (bench/traverse_lua.c, built beside the
+-- floor): the bound of the default mode's "may have changed" walk.
+local traverse
+do
+  local saved_cpath = package.cpath
+  package.cpath = BUILD .. "/bench/?.so;" .. package.cpath
+  local ok, f = pcall(require, "traverse")
+  package.cpath = saved_cpath
+  if ok then traverse = f end
+end
+
 -- Raw LMDB floor: the program, its records files, its database.
 local FLOOR = BUILD .. "/bench/lmdb_floor"
 local have_floor = exists(FLOOR)
@@ -453,6 +466,31 @@ local function autosave()
   local t = {}
   for _, m in ipairs(modes) do t[m.key] = { call = {}, durable = {}, k = 0 } end
   local t_cjson, t_mp, t_sql, t_floor = {}, {}, {}, { p50 = {}, p99 = {} }
+  -- The default mode's bound, per round: every save walks every table
+  -- handed out (all of them: each was read once); CPU time of the bare
+  -- traversal and of the fingerprints, of all and of the chunk alone.
+  local walk = { trav = {}, fp = {}, chunk_trav = {}, chunk_fp = {} }
+  local function walk_bound(tables)
+    local fingerprint, clock = instate._fingerprint, os.clock
+    local list = {}
+    for _, name in ipairs(names) do list[#list + 1] = tables[name] end
+    local function all(f) return function() for i = 1, #list do f(list[i]) end end end
+    local function chunk(f) return function() f(tables.chunk) end end
+    -- interleaved, after one warm-up pass of each; the median of 5
+    local fs = { trav = all(traverse), fp = all(fingerprint),
+      chunk_trav = chunk(traverse), chunk_fp = chunk(fingerprint) }
+    local order = { "trav", "fp", "chunk_trav", "chunk_fp" }
+    local samples = {}
+    for _, k in ipairs(order) do fs[k](); samples[k] = {} end
+    for i = 1, 5 do
+      for _, k in ipairs(order) do
+        local t0 = clock()
+        fs[k]()
+        samples[k][i] = clock() - t0
+      end
+    end
+    for _, k in ipairs(order) do walk[k][#walk[k] + 1] = median(samples[k]) end
+  end
 
   local function run_mode(m)
     local r = t[m.key]
@@ -491,6 +529,7 @@ local function autosave()
       r.call[#r.call + 1] = t1 - t0
       r.durable[#r.durable + 1] = now() - t0
     end
+    if m.key == "default" and traverse then walk_bound(tables) end
     instate.teardown()
   end
 
@@ -568,6 +607,16 @@ local function autosave()
     t_chunk = math.min(t_chunk, os.clock() - c0)
   end
   say(("  %-36s %s (CPU, best of 3): the p99 of a tracked chunk"):format("canonical encode of the chunk", ms(t_chunk)))
+  if traverse then
+    local tr = median(walk.trav)
+    say(("  bound of the default mode: each save walks every table handed out (all %d here): a bare lua_next traversal of them takes %s CPU (the chunk alone %s), the fingerprint walk %s (%s), %.2fx the traversal; %s")
+      :format(#names, ms(tr), ms(median(walk.chunk_trav)), ms(median(walk.fp)), ms(median(walk.chunk_fp)),
+        median(walk.fp) / tr, tr > 0.006
+          and ("the traversal alone exceeds the 6 ms target, so the default mode cannot meet it on this machine (%s > 6 ms); tracked or map variables do not walk"):format(ms(tr))
+          or "the 6 ms target is above the traversal"))
+  else
+    say("  bound of the default mode: " .. BUILD .. "/bench/traverse.so missing, skipped")
+  end
   local d = t.default.call
   target("autosave, default mode, sync: calling thread p50", ms(p50(d)), "<= 6 ms", p50(d) <= 0.006)
   for _, key in ipairs({ "track_async", "map_async" }) do
@@ -889,7 +938,11 @@ local function bench(n)
   else
     cols[#cols + 1] = { "sqlite: lua-sql-sqlite3 missing, skipped" }
   end
-  row(n, "save_all, 1% changed by set", t_one, cols)
+  -- (the target is the later run's, below)
+  local declaring_cols = {}
+  for i, c in ipairs(cols) do declaring_cols[i] = c end
+  if have_floor then declaring_cols[1] = { cols[1][1], cols[1][2], "floor" } end
+  row(n, "save_all, 1% set, declaring run", t_one, declaring_cols)
   if have_floor then
     -- Every table was handed out, so each may have changed in place: all
     -- must be encoded to know.
@@ -897,6 +950,30 @@ local function bench(n)
     bound(n, ("save_all, 1%% set, every table handed out: canonical encode of every value %s + raw LMDB floor %s = %.2fx the floor at best (target 3x)")
       :format(ms(t_encode_all), ms(fl), (t_encode_all + fl) / fl))
   end
+
+  -- The issue's workload: a later run of the program, every table restored
+  -- and read once, 1% set, save_all (the same records as above, so the
+  -- same floor). Each restored table holds its record's fingerprint, so
+  -- the 99% read but unchanged are walked, not encoded.
+  local t_later = {}
+  for rep = 1, reps do
+    instate.teardown()
+    vars = nil
+    collectgarbage()
+    assert(instate.setup(path))
+    vars = {}
+    for i = 1, n do vars[i] = instate.defstate(var_name(i), false) end
+    for i = 1, n do vars[i]:get() end
+    local round = 100 + rep
+    for i = 1, n do
+      if changed(i) then vars[i]:set(value(i, round)) end
+    end
+    collectgarbage()
+    local t0 = now()
+    assert(instate.save_all())
+    t_later[rep] = now() - t0
+  end
+  row(n, "save_all, 1% set (later run)", t_later, { cols[1] })
 
   -- The same 1% with tracked variables: a table read but not written
   -- through is known unchanged, so only the 1% are encoded.
@@ -945,8 +1022,9 @@ local function bench(n)
     local what = ("%d variables, 1%% set, every table read once, vs floor"):format(n)
     if have_floor then
       local fl = median(t_floor)
-      local r = median(t_one) / fl
-      target(what .. ", default", ("%s (%.2fx)"):format(ms(median(t_one)), r), "<= 8x", r <= 8)
+      local r = median(t_later) / fl
+      target(what .. ", default (a later run)", ("%s (%.2fx, floor %s)"):format(ms(median(t_later)), r, ms(fl)),
+        "<= 8x", r <= 8)
       if t_track then
         r = median(t_track) / fl
         target(what .. ", tracked", ("%s (%.2fx)"):format(ms(median(t_track)), r), "<= 3x", r <= 3)
@@ -1039,6 +1117,24 @@ local function bench(n)
     local cj = median(t_cjson)
     bound(n, ("restore: decoding every saved value alone %s (no store, no variables), %.2fx faster than cjson at best (target 1.8x needs <= %s for all of restore)")
       :format(ms(t_decode), cj / t_decode, ms(cj / 1.8)))
+    -- What taking each restored table's fingerprint from its bytes adds to
+    -- setup's read (get_all_objects' fpslot), interleaved.
+    local ns = assert(instate.setup(path)):namespace("state", "state")
+    local mt, tpl = {}, { false, false, false }
+    local t_with, t_without = {}, {}
+    for rep = 1, 2 * reps + 1 do
+      collectgarbage()
+      local t0 = os.clock()
+      ns:get_all_objects(mt, tpl, 4, 1, 5)
+      t_with[rep] = os.clock() - t0
+      collectgarbage()
+      t0 = os.clock()
+      ns:get_all_objects(mt, tpl, 4, 1)
+      t_without[rep] = os.clock() - t0
+    end
+    local tw, to = median(t_with), median(t_without)
+    bound(n, ("restore: setup's read of every record %s CPU with each table's fingerprint taken from its bytes, %s without: +%s (%.1f%% of the restore's median)")
+      :format(ms(tw), ms(to), ms(tw - to), (tw - to) / median(t_restore) * 100))
   end
   -- save_all with 1% changed by set in a new run of the program: the other
   -- variables are restored but never read, so they are not even encoded.

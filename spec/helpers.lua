@@ -234,6 +234,18 @@ function helpers.ns_methods()
   return methods
 end
 
+--- The values ns:save_many is handed (it encodes each one in C) while
+-- fn runs: what save_all found it had to encode.
+function helpers.count_save_many(fn)
+  local methods = helpers.ns_methods()
+  local real, n = methods.save_many, 0
+  methods.save_many = function(ns, count, ...) n = n + count; return real(ns, count, ...) end
+  local ok, err = pcall(fn)
+  methods.save_many = real
+  assert(ok, err)
+  return n
+end
+
 --- Read a whole file (nil if missing).
 function helpers.read_file(path)
   local f = io.open(path, "rb")

@@ -27,10 +27,15 @@
  * A value the walk cannot describe (a function, userdata, a LuaJIT cdata,
  * nesting deeper than the codec allows) has no fingerprint (nil): the
  * caller then encodes it, and the codec accepts or rejects it as usual.
+ *
+ * A restored value's fingerprint is taken from its encoded bytes
+ * (linstate_fingerprint_bytes, at the end): exactly the walk of the value
+ * they decode to, or none, never another value's.
  */
 #include "linstate.h"
 #include "instate_mpack.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,28 +95,66 @@ static uint64_t mix2(uint64_t a, uint64_t b)
 	return fmix(a * UINT64_C(0x9e3779b97f4a7c15) ^ b);
 }
 
-/* Strings: xxHash64's round per 8-byte word (one multiply, a rotation,
- * one multiply), the length first, one full avalanche at the end. */
+/* Strings. Up to 16 bytes (map keys, names: nearly every string of game
+ * state) in two words read with loads that stay inside the string
+ * (overlapping when n is not a multiple of the width), as the decoder's
+ * string cache reads them: for a given length the words hold every byte,
+ * so the pair (n, words) is the string. Then (first ^ seed(n)) * odd ^
+ * second and MurmurHash3's finalizer: a bijection of the first word for a
+ * fixed second one and of the second for a fixed first, so two strings of
+ * at most 8 bytes and the same length never collide, and others collide
+ * with a chance of 2^-64. Longer strings: one round per 8-byte word, the
+ * last word read overlapping, the length first. */
 static uint64_t rotl(uint64_t x, int r)
 {
 	return x << r | x >> (64 - r);
 }
 
-static uint64_t hash_bytes(const char *s, size_t n)
+static inline uint64_t load64(const void *p)
 {
-	uint64_t h = TAG_STR ^ (uint64_t)n * UINT64_C(0x9e3779b97f4a7c15);
 	uint64_t w;
+	memcpy(&w, p, 8);
+	return w;
+}
 
-	for (; n >= 8; s += 8, n -= 8) {
-		memcpy(&w, s, 8);
-		h = rotl(h ^ w * UINT64_C(0xc2b2ae3d27d4eb4f), 31) * UINT64_C(0x9e3779b185ebca87);
+static inline uint64_t load32(const void *p)
+{
+	uint32_t w;
+	memcpy(&w, p, 4);
+	return w;
+}
+
+#define PRIME1 UINT64_C(0x9e3779b185ebca87)
+#define PRIME2 UINT64_C(0xc2b2ae3d27d4eb4f)
+
+static inline uint64_t str_round(uint64_t h, uint64_t w)
+{
+	return rotl(h ^ w * PRIME2, 31) * PRIME1;
+}
+
+static inline uint64_t hash_bytes(const char *str, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	uint64_t h = TAG_STR ^ (uint64_t)n * UINT64_C(0x9e3779b97f4a7c15), a, b;
+
+	if (n <= 16) {
+		if (n >= 8) {
+			a = load64(s);
+			b = load64(s + n - 8);
+		} else if (n >= 4) {
+			a = load32(s) | load32(s + n - 4) << 32;
+			b = 0;
+		} else if (n) {
+			a = s[0] | (uint64_t)s[n >> 1] << 8 | (uint64_t)s[n - 1] << 16;
+			b = 0;
+		} else {
+			a = b = 0;
+		}
+		return fmix((a ^ h) * PRIME1 ^ b);
 	}
-	if (n) {
-		w = 0;
-		memcpy(&w, s, n);    /* the length, hashed first, tells the padding */
-		h = rotl(h ^ w * UINT64_C(0xc2b2ae3d27d4eb4f), 31) * UINT64_C(0x9e3779b185ebca87);
-	}
-	return fmix(h);
+	for (; n > 8; s += 8, n -= 8)
+		h = str_round(h, load64(s));
+	return fmix(str_round(h, load64(s + n - 8)));
 }
 
 static size_t ptr_slot(const void *p, size_t mask)
@@ -175,14 +218,87 @@ static int set_visit(fp_set *s, const void *p, uint32_t id, uint32_t *found)
 	return 0;
 }
 
-static int fp_value(fp_walk *w, int idx, int depth, uint64_t *out);
+/* An integer as the codec writes it: its value under its tag. */
+static inline uint64_t fp_int(lua_Integer i)
+{
+	return mix2(TAG_INT, (uint64_t)i);
+}
+
+/* A float as the codec writes it: the bits of its double. */
+static inline uint64_t fp_flt(double d)
+{
+	uint64_t bits;
+
+	memcpy(&bits, &d, sizeof bits);
+	return mix2(TAG_FLT, bits);
+}
+
+/* The number at idx, as enc_value() in lcodec.c decides integer or float:
+ * an integer it writes as an integer hashes its value, anything else the
+ * bits of its double. */
+static inline uint64_t fp_number(lua_State *L, int idx)
+{
+	lua_Integer i;
+
+	if (lua_isinteger(L, idx) && lcompat_int_exact(i = lua_tointeger(L, idx)))
+		return fp_int(i);
+	return fp_flt((double)lua_tonumber(L, idx));
+}
+
+/* fp_number() of the number lua_pushnumber(L, d) would push, d not a NaN
+ * (LuaJIT's push replaces a NaN by its canonical one: those are pushed).
+ * On 5.3 and 5.4 that is a float; elsewhere lcompat's lua_isinteger()
+ * and lua_tointeger() decide, as they do in fp_number(). */
+static inline uint64_t fp_double(double d)
+{
+#if LUA_VERSION_NUM >= 503
+	return fp_flt(d);
+#else
+	lua_Integer i;
+
+	if (lcompat_num2int((lua_Number)d, &i) && !(i == 0 && signbit(d)) && lcompat_int_exact(i))
+		return fp_int(i);
+	return fp_flt(d);
+#endif
+}
+
+static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out);
+
+/* The hash of the value at idx (a table: at the top of the stack, idx its
+ * absolute index), by its type. */
+static inline int fp_value(fp_walk *w, int idx, int depth, uint64_t *out)
+{
+	lua_State *L = w->L;
+
+	switch (lua_type(L, idx)) {
+	case LUA_TSTRING: {
+		size_t n;
+		const char *s = lua_tolstring(L, idx, &n);
+		*out = hash_bytes(s, n);
+		return FP_OK;
+	}
+	case LUA_TNUMBER:
+		*out = fp_number(L, idx);
+		return FP_OK;
+	case LUA_TTABLE:
+		return fp_table(w, idx, depth, out);
+	case LUA_TBOOLEAN:
+		*out = lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE;
+		return FP_OK;
+	case LUA_TNIL:
+		*out = TAG_NIL;
+		return FP_OK;
+	default:
+		return FP_NONE;
+	}
+}
 
 static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out)
 {
 	lua_State *L = w->L;
 	uint64_t sum = 0, count = 0, h, mt = 0;
 	uint32_t id = w->next_id, found;
-	int rc;
+	int rc, top;
 
 	if (depth > INSTATE_MP_MAX_DEPTH || !lua_checkstack(L, 4))
 		return FP_NONE;
@@ -196,17 +312,20 @@ static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out)
 		return FP_OK;
 	}
 	w->next_id++;
+	/* key at top - 1, value at top while an entry is looked at: the
+	 * absolute indices a nested table is then walked at */
+	top = lua_gettop(L) + 2;
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		uint64_t hk, hv;
-		if ((rc = fp_value(w, -2, depth + 1, &hk)) != FP_OK ||
-		    (rc = fp_value(w, -1, depth + 1, &hv)) != FP_OK) {
-			lua_pop(L, 2);
+		if ((rc = fp_value(w, top - 1, depth + 1, &hk)) != FP_OK ||
+		    (rc = fp_value(w, top, depth + 1, &hv)) != FP_OK) {
+			lua_settop(L, top - 2);
 			return rc;
 		}
 		sum += mix2(hk, hv);
 		count++;
-		lua_pop(L, 1);
+		lua_settop(L, top - 1);
 	}
 	if (lua_getmetatable(L, idx)) {
 		mt = (uint64_t)(uintptr_t)lua_topointer(L, -1);
@@ -219,44 +338,6 @@ static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out)
 	return FP_OK;
 }
 
-static int fp_value(fp_walk *w, int idx, int depth, uint64_t *out)
-{
-	lua_State *L = w->L;
-
-	switch (lua_type(L, idx)) {
-	case LUA_TNIL:
-		*out = TAG_NIL;
-		return FP_OK;
-	case LUA_TBOOLEAN:
-		*out = lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE;
-		return FP_OK;
-	case LUA_TNUMBER: {
-		/* As enc_value() in lcodec.c decides integer or float. */
-		lua_Integer i;
-		double d;
-		uint64_t bits;
-		if (lua_isinteger(L, idx) && lcompat_int_exact(i = lua_tointeger(L, idx))) {
-			*out = mix2(TAG_INT, (uint64_t)i);
-			return FP_OK;
-		}
-		d = (double)lua_tonumber(L, idx);
-		memcpy(&bits, &d, sizeof bits);
-		*out = mix2(TAG_FLT, bits);
-		return FP_OK;
-	}
-	case LUA_TSTRING: {
-		size_t n;
-		const char *s = lua_tolstring(L, idx, &n);
-		*out = hash_bytes(s, n);
-		return FP_OK;
-	}
-	case LUA_TTABLE:
-		return fp_table(w, lua_absindex(L, idx), depth, out);
-	default:
-		return FP_NONE;
-	}
-}
-
 static int fp_compute(lua_State *L, fp_set *set, int idx, uint64_t *out)
 {
 	fp_walk w;
@@ -266,6 +347,7 @@ static int fp_compute(lua_State *L, fp_set *set, int idx, uint64_t *out)
 	w.set = set;
 	w.ids = 0;
 	w.next_id = 0;
+	idx = lua_absindex(L, idx);
 	set_reset(set);
 	rc = fp_value(&w, idx, 0, out);
 	if (rc == FP_REPEAT) {
@@ -278,36 +360,291 @@ static int fp_compute(lua_State *L, fp_set *set, int idx, uint64_t *out)
 	return rc;
 }
 
+/* Push the fingerprint h: an integer where integers have 64 bits (no
+ * allocation), else an 8-byte string. old: the stack index of the
+ * previous fingerprint, or 0; an equal string is pushed again, so an
+ * unchanged value interns no new string. */
+static void push_print(lua_State *L, uint64_t h, int old)
+{
+#if LUA_VERSION_NUM >= 503
+	(void)old;
+	lua_pushinteger(L, (lua_Integer)h);
+#else
+	unsigned char b[8];
+	int i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)(h >> (8 * i));
+	if (old && lua_type(L, old) == LUA_TSTRING) {
+		size_t n;
+		const char *o = lua_tolstring(L, old, &n);
+		if (n == 8 && memcmp(o, b, 8) == 0) {
+			lua_pushvalue(L, old);
+			return;
+		}
+	}
+	lua_pushlstring(L, (const char *)b, 8);
+#endif
+}
+
 /*
  * instate._fingerprint(value [, old]) -> fingerprint | nil
  *
- * The fingerprint is an 8-byte string. When old is a string equal to it,
- * old itself is returned, so an unchanged value interns no new string. nil:
- * the value cannot be fingerprinted (see the top of the file).
+ * The fingerprint is an integer on 5.3 and 5.4, an 8-byte string on the
+ * others (where old, a string equal to it, is returned itself). nil: the
+ * value cannot be fingerprinted (see the top of the file).
  */
 static int l_fingerprint(lua_State *L)
 {
 	fp_set *set = lua_touserdata(L, lua_upvalueindex(1));
-	unsigned char b[8];
 	uint64_t h;
-	int i;
 
 	luaL_checkany(L, 1);
 	if (fp_compute(L, set, 1, &h) != FP_OK) {
 		lua_pushnil(L);
 		return 1;
 	}
-	for (i = 0; i < 8; i++)
-		b[i] = (unsigned char)(h >> (8 * i));
-	if (lua_type(L, 2) == LUA_TSTRING) {
-		size_t n;
-		const char *old = lua_tolstring(L, 2, &n);
-		if (n == 8 && memcmp(old, b, 8) == 0) {
-			lua_pushvalue(L, 2);
-			return 1;
+	push_print(L, h, lua_gettop(L) >= 2 ? 2 : 0);
+	return 1;
+}
+
+/* ---- the fingerprint of an encoded value, from its bytes ------------- */
+
+/*
+ * What the walk gives the value the decoder (lcodec.c, dec_value) builds
+ * from the bytes, without building it; or none when that cannot be said
+ * exactly, so that the stored fingerprint is never that of another value
+ * (docs/DESIGN.md, defstate: fingerprints):
+ *  - a number hashes as the walk hashes what the decoder pushes: an
+ *    integer this Lua holds exactly (lua_pushinteger) is one to the walk
+ *    on every Lua (on 5.1/5.2/LuaJIT an integral double within 2^53, not
+ *    -0), so fp_int(); a float (lua_pushnumber; a float32 converted to
+ *    double) by fp_double(), the walk's own test on that double; a NaN is
+ *    pushed for real and hashed by fp_number() (LuaJIT replaces it by its
+ *    canonical NaN); an integer the decoder reads as a LuaJIT cdata or
+ *    refuses: none;
+ *  - a float map key that is integral (or +-0, +-inf) is turned into an
+ *    integer key by some Luas' tables and not others: none; a NaN or nil
+ *    key, which the decoder refuses: none;
+ *  - a map entry whose value is nil is not in the table (lua_rawset of
+ *    nil), nor is an array element that is nil: not counted;
+ *  - two keys of one map that are the same Lua key (a duplicate, or two
+ *    encodings of one key: 1 as fixint and as uint8, a str and a bin of
+ *    the same bytes, 1.5 as float32 and float64) leave one entry, the
+ *    last: none, as for any two keys of equal hash (a table key's hash
+ *    is its contents');
+ *  - an extension (a GRAPH of shared tables or cycles, a class instance,
+ *    anything else): none. Decoded tables have no metatable (hashed 0),
+ *    and without references each table is reached once: the walk's tree
+ *    mode;
+ *  - bytes the decoder refuses (truncated, trailing bytes, too deep): none.
+ */
+#define FPB_NIL 1      /* a nil value: no entry */
+#define FPB_SMALL 16   /* maps up to this many keys: checked pairwise */
+
+typedef struct fpb {
+	lua_State *L;
+	instate_mp_reader r;
+	uint64_t *keys;    /* the key hashes of the open maps, a stack */
+	size_t nkeys, cap;
+	uint64_t inl[128]; /* keys' first storage */
+} fpb;
+
+static int fpb_push_key(fpb *b, uint64_t h)
+{
+	if (b->nkeys == b->cap) {
+		size_t cap = b->cap * 2;
+		uint64_t *k = malloc(cap * sizeof *k);
+		if (!k)
+			return -1;
+		memcpy(k, b->keys, b->nkeys * sizeof *k);
+		if (b->keys != b->inl)
+			free(b->keys);
+		b->keys = k;
+		b->cap = cap;
+	}
+	b->keys[b->nkeys++] = h;
+	return 0;
+}
+
+/* Whether two of the n hashes at k are equal (or one is 0, the empty
+ * slot of the set below: a 2^-64 chance, answered "yes", which is safe);
+ * -1: no memory. */
+static int fpb_dup(const uint64_t *k, size_t n)
+{
+	size_t i, j, cap, mask;
+	uint64_t *set;
+
+	if (n <= FPB_SMALL) {
+		for (i = 1; i < n; i++)
+			for (j = 0; j < i; j++)
+				if (k[i] == k[j])
+					return 1;
+		return 0;
+	}
+	for (cap = 64; cap < 2 * n; cap *= 2)
+		;
+	if (!(set = calloc(cap, sizeof *set)))
+		return -1;
+	mask = cap - 1;
+	for (i = 0; i < n; i++) {
+		uint64_t h = k[i];
+		if (h == 0)
+			break;
+		for (j = (size_t)(h >> 7) & mask; set[j] && set[j] != h; j = (j + 1) & mask)
+			;
+		if (set[j])
+			break;
+		set[j] = h;
+	}
+	free(set);
+	return i < n;
+}
+
+static int fpb_value(fpb *b, int depth, int is_key, uint64_t *out);
+
+static int fpb_table(fpb *b, int map, uint32_t n, int depth, uint64_t *out)
+{
+	uint64_t sum = 0, count = 0, hk, hv;
+	size_t base = b->nkeys;
+	uint32_t i;
+	int rc;
+
+	if (depth >= INSTATE_MP_MAX_DEPTH)
+		return FP_NONE;
+	for (i = 0; i < n; i++) {
+		if (map) {
+			if (fpb_value(b, depth + 1, 1, &hk) != FP_OK || fpb_push_key(b, hk))
+				return FP_NONE;
+		} else {
+			hk = fp_int((lua_Integer)i + 1);
+		}
+		rc = fpb_value(b, depth + 1, 0, &hv);
+		if (rc == FPB_NIL)
+			continue;
+		if (rc != FP_OK)
+			return FP_NONE;
+		sum += mix2(hk, hv);
+		count++;
+	}
+	if (map && fpb_dup(b->keys + base, n) != 0)
+		return FP_NONE;
+	b->nkeys = base;
+	*out = mix2(mix2(mix2(TAG_TAB, count), sum), 0);
+	return FP_OK;
+}
+
+static int fpb_value(fpb *b, int depth, int is_key, uint64_t *out)
+{
+	lua_State *L = b->L;
+	instate_mp_item it;
+	size_t off = b->r.pos, left = b->r.n - off;
+
+	/* The forms game state is made of, inline (as the decoder's dec_item);
+	 * the others, and any that would run past the end, below. */
+	if (left) {
+		const unsigned char *q = b->r.p + off;
+		unsigned c = q[0];
+		if (c <= 0x7f || c >= 0xe0) {
+			b->r.pos = off + 1;
+			*out = fp_int(c <= 0x7f ? (lua_Integer)c : (lua_Integer)c - 256);
+			return FP_OK;
+		}
+		if (c >= 0xa0 && c <= 0xbf && (c & 0x1f) < left) {
+			b->r.pos = off + 1 + (c & 0x1f);
+			*out = hash_bytes((const char *)q + 1, c & 0x1f);
+			return FP_OK;
+		}
+		if (c == 0xc2 || c == 0xc3) {
+			b->r.pos = off + 1;
+			*out = c == 0xc3 ? TAG_TRUE : TAG_FALSE;
+			return FP_OK;
 		}
 	}
-	lua_pushlstring(L, (const char *)b, 8);
+	it.type = INSTATE_MP_NIL; /* (read sets it: quiets -Wmaybe-uninitialized) */
+	it.len = 0;
+	it.data = NULL;
+	if (instate_mp_read(&b->r, &it))
+		return FP_NONE;
+	switch (it.type) {
+	case INSTATE_MP_STR:
+	case INSTATE_MP_BIN:
+		*out = hash_bytes((const char *)it.data, it.len);
+		return FP_OK;
+	case INSTATE_MP_UINT:
+		/* above INT64_MAX: the integer of the same 64 bits, as decoded */
+		if (!lcompat_uint_exact(it.v.u))
+			return FP_NONE;
+		*out = fp_int((lua_Integer)it.v.u);
+		return FP_OK;
+	case INSTATE_MP_INT:
+		if (!lcompat_int_exact(it.v.i))
+			return FP_NONE;
+		*out = fp_int((lua_Integer)it.v.i);
+		return FP_OK;
+	case INSTATE_MP_FLOAT:
+	case INSTATE_MP_DOUBLE:
+		if (is_key && !(it.v.d == it.v.d && floor(it.v.d) != it.v.d))
+			return FP_NONE;
+		if (it.v.d == it.v.d) {
+			*out = fp_double(it.v.d);
+			return FP_OK;
+		}
+		lua_pushnumber(L, (lua_Number)it.v.d);
+		break;
+	case INSTATE_MP_BOOL:
+		*out = it.v.b ? TAG_TRUE : TAG_FALSE;
+		return FP_OK;
+	case INSTATE_MP_NIL:
+		return is_key ? FP_NONE : FPB_NIL;
+	case INSTATE_MP_ARRAY:
+	case INSTATE_MP_MAP:
+		return fpb_table(b, it.type == INSTATE_MP_MAP, it.len, depth, out);
+	default:
+		return FP_NONE;
+	}
+	*out = fp_number(L, -1);
+	lua_pop(L, 1);
+	return FP_OK;
+}
+
+int linstate_fingerprint_bytes(lua_State *L, const char *p, size_t n)
+{
+	fpb b;
+	uint64_t h;
+	int rc;
+
+	if (!lua_checkstack(L, 2))
+		return 0;
+	b.L = L;
+	/* (not the message buffer: written only on an error, never read) */
+	b.r.pos = b.r.err_off = b.r.graph_off = 0;
+	b.r.graph = 0;
+	b.r.refs = 0;
+	b.r.p = (const unsigned char *)p;
+	b.r.n = n;
+	b.keys = b.inl;
+	b.nkeys = 0;
+	b.cap = sizeof b.inl / sizeof b.inl[0];
+	rc = fpb_value(&b, 0, 0, &h);
+	if (b.keys != b.inl)
+		free(b.keys);
+	if (rc != FP_OK || b.r.pos != n)
+		return 0;
+	push_print(L, h, 0);
+	return 1;
+}
+
+/* instate._fingerprint_bytes(encoded) -> fingerprint | nil: what
+ * instate._fingerprint gives the value instate.decode(encoded) returns,
+ * or nil when that is not known from the bytes (see above). */
+static int l_fingerprint_bytes(lua_State *L)
+{
+	size_t n;
+	const char *p = luaL_checklstring(L, 1, &n);
+
+	if (!linstate_fingerprint_bytes(L, p, n))
+		lua_pushnil(L);
 	return 1;
 }
 
@@ -331,4 +668,6 @@ void linstate_open_fingerprint(lua_State *L)
 	lua_setmetatable(L, -2);
 	lua_pushcclosure(L, l_fingerprint, 1);
 	lua_setfield(L, -2, "_fingerprint");
+	lua_pushcfunction(L, l_fingerprint_bytes);
+	lua_setfield(L, -2, "_fingerprint_bytes");
 }

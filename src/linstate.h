@@ -398,8 +398,16 @@ const char *linstate_code(int rc);
 /* Set _set_clock, now, _newtable and _VERSION into the table at top. */
 void linstate_open_core(lua_State *L);
 
-/* Set _fingerprint (lfingerprint.c) into the table at top. */
+/* Set _fingerprint and _fingerprint_bytes (lfingerprint.c) into the
+ * table at top. */
 void linstate_open_fingerprint(lua_State *L);
+
+/* Push the fingerprint instate._fingerprint gives the value that the n
+ * encoded bytes at p decode to, taken from the bytes, and return 1; or
+ * push nothing and return 0 when the bytes do not tell it exactly
+ * (extension types, duplicate keys, integral float keys, bytes the
+ * decoder refuses: lfingerprint.c). Raises nothing, runs no Lua code. */
+int linstate_fingerprint_bytes(lua_State *L, const char *p, size_t n);
 
 /* Push a new scratch userdata (lscratch, freed by its __gc). */
 void linstate_push_scratch(lua_State *L);

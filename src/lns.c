@@ -1051,12 +1051,14 @@ static int l_ns_get_all_encoded(lua_State *L)
 }
 
 /*
- * ns:get_all_objects(mt, template, slot, version) -> objects, count
+ * ns:get_all_objects(mt, template, slot, version [, fpslot]) -> objects, count
  *
  * The defstate layer's start-up read, in one snapshot and one call: for
  * every live record with this record version whose value decodes, an
  * object { template[1], ..., [slot] = value, name = key } with metatable
- * mt; objects maps key -> object, and key -> false for the other records
+ * mt, and with fpslot (1..64, if given) set to the fingerprint of a table
+ * value taken from its bytes (linstate_fingerprint_bytes(), when they tell
+ * it); objects maps key -> object, and key -> false for the other records
  * (another version, or a value that does not decode: the caller reads those
  * itself and reports them); count is the number of objects. Runs no Lua
  * code. The iterator userdata owns the snapshot, so raising (out of memory)
@@ -1076,11 +1078,15 @@ static int ns_build_objects(lua_State *L)
 	instate_buf *kv;
 	lns *n = linstate_checkns(L, 1);
 	lua_Integer slot = lua_tointeger(L, 4), version = lua_tointeger(L, 5), count = 0;
+	lua_Integer fpslot = lua_tointeger(L, 6);
 	int j, ntpl = (int)lua_rawlen(L, 3), narr, key, rc;
 	uint64_t hint;
 	liter *it;
 
+	lua_settop(L, 5);           /* fpslot read: the stack as without it */
 	narr = ntpl > (int)slot ? ntpl : (int)slot;
+	if (narr < (int)fpslot)
+		narr = (int)fpslot;
 	if (!(it = linstate_iter_open(L, n, 1, NULL, 0, 1)))   /* 6 */
 		return 3;
 	if (instate_count_hint(n->tx ? n->tx->txn : it->own, n->ns, &hint) || hint > INT_MAX)
@@ -1122,6 +1128,9 @@ static int ns_build_objects(lua_State *L)
 			lua_rawset(L, key + 2);
 			lua_pushvalue(L, 2);
 			lua_setmetatable(L, key + 2);
+			if (fpslot && lua_type(L, key + 1) == LUA_TTABLE &&
+			    linstate_fingerprint_bytes(L, kv[1].data, kv[1].len))
+				lua_rawseti(L, key + 2, fpslot);
 			lua_insert(L, key + 1);                             /* object, value */
 			lua_rawseti(L, key + 1, slot);
 			lua_rawset(L, 7);                                   /* key, object */
@@ -1155,13 +1164,15 @@ static int l_ns_get_all_objects(lua_State *L)
 	luaL_argcheck(L, slot >= 1 && slot <= 64, 4, "slot must be 1..64");
 	luaL_checkinteger(L, 5);
 	luaL_argcheck(L, lua_rawlen(L, 3) <= 64, 3, "template longer than 64");
-	lua_settop(L, 5);
+	slot = luaL_optinteger(L, 6, 0);
+	luaL_argcheck(L, slot >= 0 && slot <= 64, 6, "fpslot must be 1..64");
+	lua_settop(L, 6);
 	if (!LCOMPAT_GC_PAUSE_BULK || !(paused = lcompat_gc_pause(L)))
 		return ns_build_objects(L);
 	lua_pushvalue(L, lua_upvalueindex(1));   /* the scratch, as for any method */
 	lua_pushcclosure(L, ns_build_objects, 1);
 	lua_insert(L, 1);
-	status = lua_pcall(L, 5, LUA_MULTRET, 0);
+	status = lua_pcall(L, 6, LUA_MULTRET, 0);
 	lcompat_gc_resume(L, paused);
 	if (status != LUA_OK)
 		return lua_error(L);

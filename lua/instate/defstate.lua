@@ -48,8 +48,9 @@ local KEY_MAX = 511
 --   [2] DIRTY     set since the last save or restore
 --   [3] DEFAULT   the default as declared (tables: a copy)
 --   [4] RESTORED  the restored value while VALUE is UNREAD
---   [5] PRINT     a table's fingerprint as of the last save or reload_all
---                 (nil: unknown, so save_all encodes it); see save_all
+--   [5] PRINT     a table's fingerprint as of the last save, restore or
+--                 reload_all (nil: unknown, so save_all encodes it); see
+--                 save_all
 --   [6], [7]      a tracked variable's proxies (instate.track)
 --   [8]           a tracked variable's index in touched, nil when it is
 --                 not there (see touch)
@@ -90,7 +91,7 @@ local RESTORED_TEMPLATE = { UNREAD, false, PENDING }
 
 return function(instate)
 	local decode, open, newtable = instate.decode, instate.open, instate._newtable
-	local fingerprint = instate._fingerprint
+	local fingerprint, fingerprint_bytes = instate._fingerprint, instate._fingerprint_bytes
 
 	local backup_ctx = {}
 
@@ -293,7 +294,10 @@ return function(instate)
 		local n = state_ns:_count_hint()
 		local objects, count
 		order, touched, ntouched = newtable(n, 0), newtable(n, 0), 0
-		objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, 4, 1)
+		-- Each restored table with the fingerprint of its record (PRINT),
+		-- taken from the bytes: the first save after it is read walks it
+		-- rather than encoding it.
+		objects, count, code = state_ns:get_all_objects(Var, RESTORED_TEMPLATE, 4, 1, 5)
 		if not objects then
 			return nil, ("instate.setup: cannot read the saved variables: %s"):format(count), code
 		end
@@ -478,7 +482,7 @@ return function(instate)
 	-- arguments, read the record when setup's read is stale, restore.
 	-- Only ever tail-called by defstate, so error levels are defstate's.
 	local function declare(name, default, opts)
-		local saved, ver, v = false, nil, nil
+		local saved, ver, v, stored_fp = false, nil, nil, nil
 		local lookup = true
 		if pending then
 			if last_commit(store) == scan_commit then
@@ -486,7 +490,7 @@ return function(instate)
 				-- variable, false (saved, but to be read here) or nil (not
 				-- saved).
 				local built = vars[name]
-				if built then saved, ver, v = true, 1, built[4] end
+				if built then saved, ver, v, stored_fp = true, 1, built[4], built[5] end
 				lookup = built == false
 			else
 				drop_pending()
@@ -532,6 +536,7 @@ return function(instate)
 			if bytes then
 				ver = msg
 				saved, v = true, decode_saved(name, bytes, "instate.defstate")
+				if type(v) == "table" then stored_fp = fingerprint_bytes(bytes) end
 			elseif code then
 				-- never the default in place of a record that failed to read:
 				-- a later save_all would write over it
@@ -555,8 +560,11 @@ return function(instate)
 				setmetatable(var, tracked_class())
 			end
 			if stored then
-				-- Not handed out yet, like a restore on the common path.
+				-- Not handed out yet, like a restore on the common path;
+				-- a table with its record's fingerprint (not tracked:
+				-- those are never fingerprinted).
 				var[4] = v
+				if not track then var[5] = stored_fp end
 			else
 				-- Migrated: the next save rewrites it.
 				var[1], var[2], var[4] = v, true, nil
@@ -837,6 +845,9 @@ return function(instate)
 					if perver then vers[m] = var.version end
 					ns = ns + 1
 					scalars[ns] = var
+					-- The record stops being the table PRINT describes: a
+					-- table equal to it set back later must be written.
+					if var[5] then var[5] = false end
 				end
 			end
 		end
