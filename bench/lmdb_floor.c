@@ -131,6 +131,24 @@ static int die(const char *what, int rc)
 	return 1;
 }
 
+/* One record put in a durable transaction of its own: 0, or what die()
+ * returns. */
+static int commit_one(MDB_env *env, MDB_dbi dbi, record *r)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
+		return die("mdb_txn_begin", rc);
+	if ((rc = mdb_put(txn, dbi, &r->key, &r->val, 0)) != 0) {
+		mdb_txn_abort(txn);
+		return die("mdb_put", rc);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return die("mdb_txn_commit", rc);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode, *dir, *file;
@@ -231,12 +249,8 @@ int main(int argc, char **argv)
 			record *r = &recs[ops % (n ? n : 1)];
 			if (n == 0)
 				break;
-			if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
-				return die("mdb_txn_begin", rc);
-			if ((rc = mdb_put(txn, dbi, &r->key, &r->val, 0)) != 0)
-				return die("mdb_put", rc);
-			if ((rc = mdb_txn_commit(txn)) != 0)
-				return die("mdb_txn_commit", rc);
+			if ((rc = commit_one(env, dbi, r)) != 0)
+				return rc;
 		}
 	} else if (strcmp(mode, "txns") == 0) {
 		size_t ntx = (n + (size_t)arg - 1) / (size_t)arg, k = 0;
@@ -270,12 +284,8 @@ int main(int argc, char **argv)
 		while (n > 0 && fgets(line, sizeof line, stdin)) {
 			record *r = &recs[ops % n];
 			double q0 = now();
-			if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
-				return die("mdb_txn_begin", rc);
-			if ((rc = mdb_put(txn, dbi, &r->key, &r->val, 0)) != 0)
-				return die("mdb_put", rc);
-			if ((rc = mdb_txn_commit(txn)) != 0)
-				return die("mdb_txn_commit", rc);
+			if ((rc = commit_one(env, dbi, r)) != 0)
+				return rc;
 			printf("t=%.6f\n", now() - q0);
 			fflush(stdout);
 			ops++;

@@ -10,10 +10,7 @@ local function new_path()
 end
 
 -- A new run of the same program: forget everything, set up again.
-local function restart(path, opts)
-  instate.teardown()
-  return assert(instate.setup(path, opts))
-end
+local function restart(path, opts) return helpers.restart(instate, path, opts) end
 
 -- The raw record of a variable, read around the defstate layer.
 local function record(store, name, nsname)

@@ -8,18 +8,8 @@ local function new_path()
   return helpers.tmpdir() .. "/save"
 end
 
-local function restart(path)
-  instate.teardown()
-  return assert(instate.setup(path))
-end
-
--- The value saved for name, read back in a fresh run (the store is left
--- set up again, with nothing declared).
-local function saved(path, name)
-  local store = restart(path)
-  local bytes = store:namespace("state", "state"):get_encoded(name)
-  return bytes and instate.decode(bytes)
-end
+local function restart(path) return helpers.restart(instate, path) end
+local function saved(path, name) return helpers.saved(instate, path, name) end
 
 -- The values save_many is handed (it encodes each one) while fn runs.
 local count_encodes = helpers.count_save_many

@@ -7,10 +7,7 @@ local function new_path()
   return helpers.tmpdir() .. "/save"
 end
 
-local function restart(path, opts)
-  instate.teardown()
-  return assert(instate.setup(path, opts))
-end
+local function restart(path, opts) return helpers.restart(instate, path, opts) end
 
 local errmsg = helpers.errmsg
 

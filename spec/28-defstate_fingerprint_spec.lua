@@ -305,16 +305,8 @@ end)
 describe("a restored table's fingerprint", function()
   after_each(function() instate.teardown() end)
 
-  local function restart(path)
-    instate.teardown()
-    return assert(instate.setup(path))
-  end
-
-  local function saved(path, name)
-    local store = restart(path)
-    local bytes = store:namespace("state", "state"):get_encoded(name)
-    return bytes and decode(bytes)
-  end
+  local function restart(path) return helpers.restart(instate, path) end
+  local function saved(path, name) return helpers.saved(instate, path, name) end
 
   it("is the record's: read and not edited, it is not encoded; edited in place before the first save, it is saved", function()
     local path = helpers.tmpdir() .. "/s"

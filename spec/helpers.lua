@@ -224,6 +224,22 @@ function helpers.saved_round(instate, path, n)
   return first
 end
 
+--- A new run of the same program: instate.teardown() and setup(path,
+-- opts) again; returns the store.
+function helpers.restart(instate, path, opts)
+  instate.teardown()
+  return assert(instate.setup(path, opts))
+end
+
+--- The value saved for a variable, read back in a new run, around the
+-- defstate layer (the store is left set up, with nothing declared); nil
+-- when there is no record.
+function helpers.saved(instate, path, name)
+  local store = helpers.restart(instate, path)
+  local bytes = store:namespace("state", "state"):get_encoded(name)
+  return bytes and instate.decode(bytes)
+end
+
 --- The methods of every namespace handle: the __index of the Namespace
 -- class, which stands behind every namespace's own fields (specs wrap them
 -- to count calls).
