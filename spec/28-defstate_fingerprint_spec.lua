@@ -402,6 +402,81 @@ describe("a restored table's fingerprint", function()
     assert.are.same({ n = 1 }, saved(path, "t"))
   end)
 
+  it("picked in one pass among many unchanged ones: edits in place, sets, unread and tracked ones, versions", function()
+    local path = helpers.tmpdir() .. "/s"
+    local N = 600
+    local function name(i) return ("v%03d"):format(i) end
+    local function kind(i)
+      if i % 5 == 0 then return "scalar" end
+      if i % 7 == 0 then return "tracked" end
+      return "table"
+    end
+    local function opts(i)
+      local o = {}
+      if kind(i) == "tracked" then o.track = true end
+      if i % 11 == 0 then o.version = 2 end     -- save_many gets per-variable versions
+      return next(o) and o or nil
+    end
+    local function default(i)
+      if kind(i) == "scalar" then return i end
+      return { n = i, list = { i, i + 1 }, sub = { s = name(i) } }
+    end
+    assert(instate.setup(path))
+    for i = 1, N do instate.defstate(name(i), default(i), opts(i)) end
+    assert(instate.save_all())
+    local store = restart(path)
+    local vars = {}
+    -- v001..v010 stay unread; every other one is read
+    for i = 1, N do
+      vars[i] = instate.defstate(name(i), kind(i) == "scalar" and 0 or {}, opts(i))
+      if i > 10 then vars[i]:get() end
+    end
+    assert.are.equal(0, count_save_many(instate.save_all))
+    local rev = store:revision()
+    -- a table edited in place deep inside, one at the top, one at the
+    -- end of the list; a scalar set; a tracked one written
+    vars[101]:get().sub.s = "edited"
+    vars[302]:get().n = -1
+    vars[N - 1]:get().list[3] = 0
+    vars[300]:set(-300)
+    vars[319]:get().n = 1        -- version 2 (319 = 11 * 29)
+    vars[301]:get().n = 0        -- 301 = 7 * 43: tracked
+    assert.are.equal("tracked", kind(301))
+    assert.are.equal(6, count_save_many(instate.save_all))
+    assert.are.equal(rev + 1, store:revision())
+    assert.are.equal(0, count_save_many(instate.save_all))
+    -- a table that cannot be fingerprinted among them: raises by name as
+    -- the codec does, writes nothing, and saves once it is storable again
+    vars[202]:get().list[3] = print
+    vars[203]:get().n = 203.5    -- 203 = 7 * 29: tracked
+    assert.are.equal("tracked", kind(203))
+    local msg = helpers.errmsg(instate.save_all)
+    assert.matches("cannot store a function at v202.list[3]", msg, 1, true)
+    assert.are.equal(rev + 1, store:revision())
+    -- v202 is back to its record (so not written), v203 (tracked) is saved
+    vars[202]:get().list[3] = nil
+    assert.are.equal(1, count_save_many(instate.save_all))
+    vars[202]:get().list[3] = false
+    assert.are.equal(1, count_save_many(instate.save_all))
+    assert.are.equal(0, count_save_many(instate.save_all))
+    local ns = restart(path):namespace("state", "state")
+    local want = {
+      [101] = { n = 101, list = { 101, 102 }, sub = { s = "edited" } },
+      [302] = { n = -1, list = { 302, 303 }, sub = { s = "v302" } },
+      [N - 1] = { n = N - 1, list = { N - 1, N, 0 }, sub = { s = name(N - 1) } },
+      [301] = { n = 0, list = { 301, 302 }, sub = { s = "v301" } },
+      [202] = { n = 202, list = { 202, 203, false }, sub = { s = "v202" } },
+      [203] = { n = 203.5, list = { 203, 204 }, sub = { s = "v203" } },
+      [300] = -300,
+      [319] = { n = 1, list = { 319, 320 }, sub = { s = "v319" } },
+    }
+    for i = 1, N do
+      local bytes, ver = ns:get_encoded(name(i))
+      assert.are.same(want[i] or default(i), decode(assert(bytes)), name(i))
+      assert.are.equal(i % 11 == 0 and 2 or 1, ver, name(i))
+    end
+  end)
+
   it("get_all_objects' fpslot: only for tables, and checked", function()
     local path = helpers.tmpdir() .. "/s"
     local store = assert(instate.setup(path))

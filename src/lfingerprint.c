@@ -408,6 +408,139 @@ static int l_fingerprint(lua_State *L)
 	return 1;
 }
 
+/* Whether the value at idx is the fingerprint h, as push_print pushes it
+ * (false, nil or any other value is not). */
+static int is_print(lua_State *L, int idx, uint64_t h)
+{
+#if LUA_VERSION_NUM >= 503
+	return lua_isinteger(L, idx) && (uint64_t)lua_tointeger(L, idx) == h;
+#else
+	unsigned char b[8];
+	size_t n;
+	const char *o;
+	int i;
+
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return 0;
+	o = lua_tolstring(L, idx, &n);
+	if (n != 8)
+		return 0;
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)(h >> (8 * i));
+	return memcmp(o, b, 8) == 0;
+#endif
+}
+
+/*
+ * instate._fingerprint_pick(list, n, unread, perver, keys, vals, vers,
+ *                           scalars, tabs, prints) -> m, ns, nt
+ *
+ * save_all's choice of what to hand save_many, in one C call instead of a
+ * Lua loop calling _fingerprint per table (docs/DESIGN.md, defstate:
+ * fingerprints): a save after a restart that read every table and set 1%
+ * of them walks 100k variables here, and only the few whose fingerprint
+ * moved cost a table write. For each variable var = list[1..n] whose
+ * var[1] is not unread:
+ *  - an untracked table (not var.track) is picked when its fingerprint is
+ *    not var[5] (none: it cannot be fingerprinted, so is picked and the
+ *    codec accepts or rejects it, naming the variable); it goes to tabs,
+ *    its new fingerprint (or nil) to prints, and var[5] becomes false if
+ *    it was nil (the slot exists before the commit, so filling it after
+ *    allocates nothing and cannot raise);
+ *  - any other value is picked when var[2] (dirty) is true; it goes to
+ *    scalars, and var[5] becomes false if it was a fingerprint (the record
+ *    stops being the table it describes).
+ * A picked variable's name goes to keys[m], its value to vals[m], and, if
+ * perver, its version to vers[m]. Returns the counts (m = ns + nt). The
+ * caller stores prints[i] into tabs[i][5] once the save is committed.
+ * The slots are read raw (the classes hold no integer keys); name, track
+ * and version through the class (__index tables). Runs no Lua code; raises
+ * only on a memory error, leaving what was picked so far.
+ */
+static int l_fingerprint_pick(lua_State *L)
+{
+	fp_set *set = lua_touserdata(L, lua_upvalueindex(1));
+	lua_Integer i, n;
+	int perver;
+	lua_Integer m = 0, ns = 0, nt = 0;
+	enum { LIST = 1, UNREAD = 3, KEYS = 5, VALS, VERS, SCALARS, TABS, PRINTS };
+
+	luaL_checktype(L, LIST, LUA_TTABLE);
+	n = luaL_checkinteger(L, 2);
+	perver = lua_toboolean(L, 4);
+	for (i = KEYS; i <= PRINTS; i++)
+		luaL_checktype(L, (int)i, LUA_TTABLE);
+	lua_settop(L, PRINTS);
+	luaL_checkstack(L, 8, "instate._fingerprint_pick");
+	for (i = 1; i <= n; i++) {
+		int var, v, picked = 0;
+
+		lua_rawgeti(L, LIST, i);
+		var = lua_gettop(L);
+		if (lua_type(L, var) != LUA_TTABLE)
+			return luaL_error(L, "instate._fingerprint_pick: list[%d] is %s, not a variable",
+			                  (int)i, luaL_typename(L, var));
+		lua_rawgeti(L, var, 1);
+		v = var + 1;
+		if (lua_rawequal(L, v, UNREAD)) {
+			lua_settop(L, PRINTS);
+			continue;
+		}
+		lua_getfield(L, var, "track");
+		if (lua_type(L, v) == LUA_TTABLE && !lua_toboolean(L, -1)) {
+			uint64_t h;
+			int old = var + 3, has;
+
+			lua_rawgeti(L, var, 5);
+			has = fp_compute(L, set, v, &h) == FP_OK;
+			if (!has || !is_print(L, old, h)) {
+				picked = 1;
+				nt++;
+				lua_pushvalue(L, var);
+				lua_rawseti(L, TABS, nt);
+				if (has)
+					push_print(L, h, old);
+				else
+					lua_pushnil(L);
+				lua_rawseti(L, PRINTS, nt);
+				if (lua_isnil(L, old)) {
+					lua_pushboolean(L, 0);
+					lua_rawseti(L, var, 5);
+				}
+			}
+		} else {
+			lua_rawgeti(L, var, 2);
+			if (lua_toboolean(L, -1)) {
+				picked = 1;
+				ns++;
+				lua_pushvalue(L, var);
+				lua_rawseti(L, SCALARS, ns);
+				lua_rawgeti(L, var, 5);
+				if (lua_toboolean(L, -1)) {
+					lua_pushboolean(L, 0);
+					lua_rawseti(L, var, 5);
+				}
+			}
+		}
+		if (picked) {
+			m++;
+			lua_getfield(L, var, "name");
+			lua_rawseti(L, KEYS, m);
+			lua_pushvalue(L, v);
+			lua_rawseti(L, VALS, m);
+			if (perver) {
+				lua_getfield(L, var, "version");
+				lua_rawseti(L, VERS, m);
+			}
+		}
+		lua_settop(L, PRINTS);
+	}
+	lua_pushinteger(L, m);
+	lua_pushinteger(L, ns);
+	lua_pushinteger(L, nt);
+	return 3;
+}
+
 /* ---- the fingerprint of an encoded value, from its bytes ------------- */
 
 /*
@@ -666,8 +799,11 @@ void linstate_open_fingerprint(lua_State *L)
 		lua_setfield(L, -2, "__gc");
 	}
 	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
 	lua_pushcclosure(L, l_fingerprint, 1);
-	lua_setfield(L, -2, "_fingerprint");
+	lua_setfield(L, -3, "_fingerprint");
+	lua_pushcclosure(L, l_fingerprint_pick, 1);
+	lua_setfield(L, -2, "_fingerprint_pick");
 	lua_pushcfunction(L, l_fingerprint_bytes);
 	lua_setfield(L, -2, "_fingerprint_bytes");
 }

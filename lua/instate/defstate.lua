@@ -92,6 +92,7 @@ local RESTORED_TEMPLATE = { UNREAD, false, PENDING }
 return function(instate)
 	local decode, open, newtable = instate.decode, instate.open, instate._newtable
 	local fingerprint, fingerprint_bytes = instate._fingerprint, instate._fingerprint_bytes
+	local fingerprint_pick = instate._fingerprint_pick
 
 	local backup_ctx = {}
 
@@ -817,40 +818,17 @@ return function(instate)
 		else
 			tabs, prints = {}, {}
 		end
-		local m, ns, nt = 0, 0, 0
-		for i = 1, n do
-			local var = list[i]
-			local v = var[1]
-			-- A restored value never handed out cannot have changed. A
-			-- table may have changed in place: encoded when its
-			-- fingerprint moved (or is unknown). A tracked one, or any
-			-- other value, when set or written since.
-			if v ~= UNREAD then
-				if type(v) == "table" and not var.track then
-					local old = var[5]
-					local fp = fingerprint(v, old)
-					if fp == nil or fp ~= old then
-						m = m + 1
-						keys[m], vals[m] = var.name, v
-						if perver then vers[m] = var.version end
-						nt = nt + 1
-						tabs[nt], prints[nt] = var, fp
-						-- The slot exists before the commit: filling it
-						-- after allocates nothing, so cannot raise then.
-						if old == nil then var[5] = false end
-					end
-				elseif var[2] then
-					m = m + 1
-					keys[m], vals[m] = var.name, v
-					if perver then vers[m] = var.version end
-					ns = ns + 1
-					scalars[ns] = var
-					-- The record stops being the table PRINT describes: a
-					-- table equal to it set back later must be written.
-					if var[5] then var[5] = false end
-				end
-			end
-		end
+		-- One C call picks them (instate._fingerprint_pick, whose comment
+		-- says it in full): a restored value never handed out cannot have
+		-- changed and is skipped. A table may have changed in place:
+		-- picked when its fingerprint moved (or is unknown; the new one
+		-- goes to prints, PRINT made false if it was nil so that filling
+		-- it after the commit allocates nothing). A tracked one, or any
+		-- other value, when set or written since (to scalars; PRINT made
+		-- false: the record stops being the table PRINT describes, so a
+		-- table equal to it set back later must be written).
+		local m, ns, nt = fingerprint_pick(list, n, UNREAD, perver, keys, vals, vers,
+			scalars, tabs, prints)
 		if m == 0 and not plan then
 			save_clear(keys, vals, vers, scalars, 0, 0, false)
 			s_tabs, s_prints = tabs, prints
