@@ -107,7 +107,7 @@ typedef struct canon_ent {
 #define SCACHE_MAXLEN 40
 
 /* One slot of the decoder's string cache (see dec_str): the string's bytes
- * packed by str_words(), its length (0 = empty slot) and where its bytes
+ * packed by linstate_str_words(), its length (0 = empty slot) and where its bytes
  * live inside the Lua string, which the cache table keeps alive. pa, pb,
  * plen: the last value string that missed here, not cached yet. */
 typedef struct scache_slot {
@@ -198,21 +198,6 @@ typedef struct codec {
 #else
 #define COLD
 #endif
-
-/* Unaligned native-order loads (memcpy compiles to one move). */
-static inline uint64_t load64(const void *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static inline uint32_t load32(const void *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
 
 /* ===================================================================== */
 /* The per-state codec                                                   */
@@ -712,9 +697,9 @@ static ALWAYS_INLINE int str_is_utf8(const char *s, size_t n)
 	if (n > 16)
 		return instate_mp_utf8_valid(s, n);
 	if (n >= 8)
-		w = load64(u) | load64(u + n - 8);
+		w = linstate_load64(u) | linstate_load64(u + n - 8);
 	else if (n >= 4)
-		w = load32(u) | load32(u + n - 4);
+		w = linstate_load32(u) | linstate_load32(u + n - 4);
 	else if (n > 0)
 		w = u[0] | u[n >> 1] | u[n - 1];
 	else
@@ -1381,22 +1366,6 @@ typedef struct dec {
 	size_t total;     /* the input's length (r.n is cut inside a CLASS) */
 } dec;
 
-/* The n >= 1 bytes at s as two words, from loads that stay inside them:
- * for n <= 16 the words hold every byte, so equal (n, a, b) means equal
- * strings; longer strings also need their middle compared. */
-static inline void str_words(const unsigned char *s, uint32_t n, uint64_t *a, uint64_t *b)
-{
-	if (n >= 8) {
-		*a = load64(s);
-		*b = load64(s + n - 8);
-	} else if (n >= 4) {
-		*a = load32(s) | (uint64_t)load32(s + n - 4) << 32;
-		*b = 0;
-	} else {
-		*a = s[0] | (uint64_t)s[n >> 1] << 8 | (uint64_t)s[n - 1] << 16;
-		*b = 0;
-	}
-}
 
 /* The cache slot of the string with words a, b and length n. */
 static inline uint32_t str_slot(uint64_t a, uint64_t b, uint32_t n)
@@ -1415,7 +1384,7 @@ static void dec_str_miss(lua_State *L, dec *d, const unsigned char *s, uint32_t 
 	lua_pushlstring(L, (const char *)s, n);
 	/* Fill the slot only after lua_pushlstring(): it may run a finalizer
 	 * that decodes, and so uses the cache, itself. */
-	str_words(s, n, &a, &b);
+	linstate_str_words(s, n, &a, &b);
 	lua_pushvalue(L, -1);
 	lua_rawseti(L, d->cache, (lua_Integer)i + 1);
 	sl = &d->sc[i];
@@ -1452,7 +1421,7 @@ static ALWAYS_INLINE void dec_str(lua_State *L, dec *d, const unsigned char *s, 
 		lua_pushlstring(L, (const char *)s, n);
 		return;
 	}
-	str_words(s, n, &a, &b);
+	linstate_str_words(s, n, &a, &b);
 	i = str_slot(a, b, n);
 	sl = &d->sc[i];
 	if (sl->len == n && sl->a == a && sl->b == b &&
@@ -1548,7 +1517,7 @@ static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key)
 			return dec_table(L, d, c <= 0x8f, n, off, depth);
 		}
 	} else if (c == 0xcb && left > 8) {
-		uint64_t bits = load64(p + 1);
+		uint64_t bits = linstate_load64(p + 1);
 		double v;
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 		bits = __builtin_bswap64(bits);

@@ -110,19 +110,6 @@ static uint64_t rotl(uint64_t x, int r)
 	return x << r | x >> (64 - r);
 }
 
-static inline uint64_t load64(const void *p)
-{
-	uint64_t w;
-	memcpy(&w, p, 8);
-	return w;
-}
-
-static inline uint64_t load32(const void *p)
-{
-	uint32_t w;
-	memcpy(&w, p, 4);
-	return w;
-}
 
 #define PRIME1 UINT64_C(0x9e3779b185ebca87)
 #define PRIME2 UINT64_C(0xc2b2ae3d27d4eb4f)
@@ -138,23 +125,12 @@ static inline uint64_t hash_bytes(const char *str, size_t n)
 	uint64_t h = TAG_STR ^ (uint64_t)n * UINT64_C(0x9e3779b97f4a7c15), a, b;
 
 	if (n <= 16) {
-		if (n >= 8) {
-			a = load64(s);
-			b = load64(s + n - 8);
-		} else if (n >= 4) {
-			a = load32(s) | load32(s + n - 4) << 32;
-			b = 0;
-		} else if (n) {
-			a = s[0] | (uint64_t)s[n >> 1] << 8 | (uint64_t)s[n - 1] << 16;
-			b = 0;
-		} else {
-			a = b = 0;
-		}
+		linstate_str_words(s, n, &a, &b);
 		return fmix((a ^ h) * PRIME1 ^ b);
 	}
 	for (; n > 8; s += 8, n -= 8)
-		h = str_round(h, load64(s));
-	return fmix(str_round(h, load64(s + n - 8)));
+		h = str_round(h, linstate_load64(s));
+	return fmix(str_round(h, linstate_load64(s + n - 8)));
 }
 
 static size_t ptr_slot(const void *p, size_t mask)

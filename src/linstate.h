@@ -9,6 +9,44 @@
 
 #include "lcompat.h"
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Unaligned native-order loads, for the codec's and the fingerprint's
+ * word-at-a-time string hashing (memcpy compiles to one move). */
+static inline uint64_t linstate_load64(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static inline uint32_t linstate_load32(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/* The n bytes at s (n <= 16 for the guarantee below) as two words, from
+ * loads that stay inside them: for n <= 16 the words hold every byte, so
+ * equal (n, a, b) means equal strings; longer strings also need their
+ * middle compared. n == 0 gives two zero words. */
+static inline void linstate_str_words(const unsigned char *s, size_t n, uint64_t *a, uint64_t *b)
+{
+	if (n >= 8) {
+		*a = linstate_load64(s);
+		*b = linstate_load64(s + n - 8);
+	} else if (n >= 4) {
+		*a = linstate_load32(s) | (uint64_t)linstate_load32(s + n - 4) << 32;
+		*b = 0;
+	} else if (n) {
+		*a = s[0] | (uint64_t)s[n >> 1] << 8 | (uint64_t)s[n - 1] << 16;
+		*b = 0;
+	} else {
+		*a = *b = 0;
+	}
+}
 
 /* ---- lcodec.c: Lua values <-> MessagePack ---------------------------- */
 
