@@ -420,6 +420,18 @@ describe("tracked variables leave the save list once saved", function()
 
   local SMALL = { map_size = 1024 * 1024, max_size = 1024 * 1024 }
 
+  -- A store of 1 MiB set up with big = "" and a tracked t = {n = 1}
+  -- declared (not saved yet); fill(big, seed) makes the next save fail
+  -- with MAP_FULL.
+  local function small_store()
+    local path = new_path()
+    assert(instate.setup(path, SMALL))
+    local big = instate.defstate("big", "")
+    local t = instate.defstate("t", { n = 1 }, { track = true })
+    return path, big, t
+  end
+  local function fill(big, seed) big:set(helpers.noise(2 * 1024 * 1024, seed)) end
+
   -- A tracked variable whose validate counts the saves that look at it.
   local function counted(name, default)
     local calls = { n = 0 }
@@ -508,14 +520,11 @@ describe("tracked variables leave the save list once saved", function()
   end)
 
   it("a failed async save leaves them to be saved by the next one", function()
-    local path = new_path()
-    assert(instate.setup(path, SMALL))
-    local big = instate.defstate("big", "")
-    local t = instate.defstate("t", { n = 1 }, { track = true })
+    local path, big, t = small_store()
     local u = instate.defstate("u", { n = 1 }, { track = true })
     assert(instate.save_all())
     t:get().n = 2
-    big:set(helpers.noise(2 * 1024 * 1024, 5))
+    fill(big, 5)
     assert(instate.save_all({ async = true }))
     -- a later save: not committed after the failure, or (if the writer
     -- met the failure already) not handed over
@@ -536,13 +545,10 @@ describe("tracked variables leave the save list once saved", function()
   end)
 
   it("an async failure reported by the next save_all leaves them to the one after", function()
-    local path = new_path()
-    assert(instate.setup(path, SMALL))
-    local big = instate.defstate("big", "")
-    local t = instate.defstate("t", { n = 1 }, { track = true })
+    local path, big, t = small_store()
     assert(instate.save_all())
     t:get().n = 2
-    big:set(helpers.noise(2 * 1024 * 1024, 6))
+    fill(big, 6)
     assert(instate.save_all({ async = true }))
     os.execute(("sleep %.3f"):format(os.getenv("INSTATE_SANITIZE") and 2 or 1))
     big:set("small")
@@ -555,10 +561,7 @@ describe("tracked variables leave the save list once saved", function()
   end)
 
   it("a failed sync save leaves them to be saved by the next one", function()
-    local path = new_path()
-    assert(instate.setup(path, SMALL))
-    local big = instate.defstate("big", "")
-    local t = instate.defstate("t", { n = 1 }, { track = true })
+    local path, big, t = small_store()
     local bad = instate.defstate("bad", 1)
     assert(instate.save_all())
     -- fails at encoding
@@ -567,7 +570,7 @@ describe("tracked variables leave the save list once saved", function()
     assert.matches("bad", errmsg(instate.save_all))
     bad:set(1)
     -- fails at the commit
-    big:set(helpers.noise(2 * 1024 * 1024, 7))
+    fill(big, 7)
     local rev, _, code = instate.save_all()
     assert.is_nil(rev)
     assert.equal("MAP_FULL", code)
