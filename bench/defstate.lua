@@ -1144,7 +1144,7 @@ local function bench(n)
       if t_luaq[rep] then
         assert(state[var_name(n)].hp == hp)
       else
-        luaq_err = state
+        luaq_err = tostring(state):match("^[^\n]*")   -- 5.1's has a traceback
       end
     end
     state = nil
@@ -1175,7 +1175,7 @@ local function bench(n)
           local i = #fresh[way] + 1
           fresh[way][i], fresh_cpu[way][i] = tonumber(t), tonumber(c)
         elseif way == "luaq" and out:match("^err ") then
-          fresh_err[way] = out:match("^err (.-)%s*$")
+          fresh_err[way] = out:match("^err ([^\n]*)")
         else
           error("restore child (" .. way .. ") failed: " .. out)
         end
