@@ -1199,6 +1199,10 @@ local function bench(n)
       { "MessagePack read+unpack", t_m, "faster" },
     }
   end
+  if n == SIZES[1] then
+    say(("restore, fresh process each (reps: %s): each way's run a new process (%s %s --restore-child), the ways interleaved, timed inside the child around the same work as the in-process line; process start and module loading are not timed")
+      :format(RESTORE_REPS_ENV or "7 at N <= 20000, 5 above", LUA, arg[0]))
+  end
   row(n, "restore, fresh process each", fresh.instate,
     restore_cols(fresh.cjson, fresh.luaq, fresh_err.luaq, fresh.mp, 1.3))
   row(n, "  the same, CPU time", fresh_cpu.instate,
