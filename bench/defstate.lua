@@ -11,6 +11,15 @@
 --              vs lua-cjson: read the file + cjson.decode
 --              vs a %q serializer's file: read + load() + run
 --              vs lua-messagepack (pure Lua): read the file + unpack
+--              Start-up restore happens in a new process: the first restore
+--              row runs each rep of each way in a fresh child process (this
+--              file, run by the same interpreter with --restore-child),
+--              interleaved, timed inside the child around the same work as
+--              the in-process row (process start and module loading are not
+--              timed), wall clock and CPU; INSTATE_BENCH_RESTORE_REPS sets
+--              its count (default 7 at N <= 20,000, 5 above). The
+--              in-process row follows: the same work in this process, whose
+--              heap then holds the earlier phases' objects.
 --   save all   instate: every variable changed, save_all (durable commit)
 --              vs lua-cjson atomic save: encode, temp file, fsync, rename
 --              vs lua-messagepack atomic save: the same with pack
@@ -47,11 +56,22 @@
 -- Run: make bench   (make bench LUA=luajit, make bench-luas: every Lua; or
 -- see the Makefile's bench target for the paths)
 package.path = (arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/?.lua;" .. package.path
+-- A child of the fresh-process restore row: `--restore-child WAY FILE N HP`.
+local CHILD = arg and arg[1] == "--restore-child"
 local instate = require "instate"
 local bc = require "bench_compat"
 
 local REPS_ENV = tonumber(os.getenv("INSTATE_BENCH_REPS"))
 local function reps_for(n) return REPS_ENV or (n <= 20000 and 5 or 3) end
+local RESTORE_REPS_ENV = tonumber(os.getenv("INSTATE_BENCH_RESTORE_REPS"))
+local function restore_reps_for(n) return RESTORE_REPS_ENV or (n <= 20000 and 7 or 5) end
+-- The interpreter running this file, for the restore row's children.
+local LUA
+do
+  local i = 0
+  while arg and arg[i - 1] do i = i - 1 end
+  LUA = arg and arg[i] or "lua"
+end
 local SIZES = {}
 for n in (os.getenv("INSTATE_BENCH_N") or "10000,100000"):gmatch("%d+") do
   SIZES[#SIZES + 1] = tonumber(n)
@@ -96,7 +116,7 @@ end
 
 local exists = bc.exists
 
-local scratch = sh_read("mktemp -d ${TMPDIR:-/tmp}/instate-bench.XXXXXX"):gsub("%s+$", "")
+local scratch = not CHILD and sh_read("mktemp -d ${TMPDIR:-/tmp}/instate-bench.XXXXXX"):gsub("%s+$", "")
 local function cleanup() os.execute("rm -rf " .. sh_quote(scratch)) end
 
 local function median(t)
@@ -166,8 +186,8 @@ end
 
 -- Lua has no fsync: coreutils `sync FILE` does it. The cost of starting a
 -- process is measured and taken off, so cjson pays for the fsync only.
-local spawn_cost
-do
+local spawn_cost = 0
+if not CHILD then
   local t = {}
   for k = 1, 5 do
     local t0 = now()
@@ -199,16 +219,19 @@ end
 local function cjson_atomic_save(state, path) return atomic_save(cjson.encode, state, path) end
 local function mp_atomic_save(state, path) return atomic_save(mp.pack, state, path) end
 
+-- Each restore returns its wall-clock seconds, the state and its CPU
+-- seconds.
+local clock = os.clock
 local function cjson_restore(path)
-  local t0 = now()
+  local t0, c0 = now(), clock()
   local state = cjson.decode(read_file(path))
-  return now() - t0, state
+  return now() - t0, state, clock() - c0
 end
 
 local function mp_restore(path)
-  local t0 = now()
+  local t0, c0 = now(), clock()
   local state = mp.unpack(read_file(path))
-  return now() - t0, state
+  return now() - t0, state, clock() - c0
 end
 
 -- The %q serializer: a Lua chunk returning the whole state.
@@ -243,11 +266,57 @@ end
 -- nil and the message when the chunk does not load: Lua 5.1 refuses one
 -- holding more than 2^18 constants ("constant table overflow").
 local function luaq_restore(path)
-  local t0 = now()
+  local t0, c0 = now(), clock()
   local f, err = bc.load(read_file(path), "=save", "t", {})
   if not f then return nil, err end
   local state = f()
-  return now() - t0, state
+  return now() - t0, state, clock() - c0
+end
+
+-- A new run of the program: setup + N defstate + get on each (names made
+-- beforehand, as the program's own code would hold them). The store is
+-- left open and the variables returned.
+local function instate_restore(path, names)
+  local t0, c0 = now(), clock()
+  assert(instate.setup(path))
+  local defstate = instate.defstate
+  local vars = {}
+  for i = 1, #names do
+    local v = defstate(names[i], false)
+    v:get()
+    vars[i] = v
+  end
+  return now() - t0, vars, clock() - c0
+end
+
+-- The child: one restore of one way, from a heap holding only what loading
+-- this file made, checked, its wall-clock and CPU seconds on stdout ("err"
+-- and the message when the %q file does not load).
+if CHILD then
+  local way, file, n, hp = arg[2], arg[3], tonumber(arg[4]), tonumber(arg[5])
+  local last = var_name(n)
+  local names
+  if way == "instate" then
+    names = {}
+    for i = 1, n do names[i] = var_name(i) end
+  end
+  collectgarbage()
+  local t, state, c
+  if way == "instate" then
+    t, state, c = instate_restore(file, names)
+    assert(state[n]:get().hp == hp)
+    instate.teardown()
+  else
+    local f = way == "cjson" and cjson_restore or way == "luaq" and luaq_restore or mp_restore
+    t, state, c = f(file)
+    if not t then
+      io.write("err ", tostring(state), "\n")
+      os.exit(0)
+    end
+    assert(state[last].hp == hp)
+  end
+  io.write(("%.9f %.9f\n"):format(t, c))
+  os.exit(0)
 end
 
 -- The bare lua_next traversal (bench/traverse_lua.c, built beside the
@@ -1061,16 +1130,7 @@ local function bench(n)
     instate.teardown()
     vars, state = nil, nil
     collectgarbage()
-    local t0 = now()
-    assert(instate.setup(path))
-    local defstate = instate.defstate
-    vars = {}
-    for i = 1, n do
-      local v = defstate(names[i], false)
-      v:get()
-      vars[i] = v
-    end
-    t_restore[rep] = now() - t0
+    t_restore[rep], vars = instate_restore(path, names)
     assert(vars[n]:get().hp == hp)
     instate.teardown()
     vars = nil
@@ -1084,7 +1144,7 @@ local function bench(n)
       if t_luaq[rep] then
         assert(state[var_name(n)].hp == hp)
       else
-        luaq_err = state
+        luaq_err = tostring(state):match("^[^\n]*")   -- 5.1's has a traceback
       end
     end
     state = nil
@@ -1093,20 +1153,61 @@ local function bench(n)
     assert(state[var_name(n)].hp == hp)
   end
   state = nil
+  instate.teardown()
+  -- The same work, each rep of each way in a fresh child process (the
+  -- store closed here, so the child's setup opens it as a new run does),
+  -- interleaved, the order turned at each rep; both clocks.
+  local ways = {
+    { "instate", path }, { "cjson", dir .. "/save.json" },
+    { "luaq", dir .. "/save.lua" }, { "mp", dir .. "/save.msgpack" },
+  }
+  local fresh, fresh_cpu, fresh_err = {}, {}, {}
+  for _, w in ipairs(ways) do fresh[w[1]], fresh_cpu[w[1]] = {}, {} end
+  for rep = 1, restore_reps_for(n) do
+    for k = 0, #ways - 1 do
+      local w = ways[(rep + k - 1) % #ways + 1]
+      local way = w[1]
+      if not fresh_err[way] then
+        local out = sh_read(("%s %s --restore-child %s %s %d %d 2>&1"):format(sh_quote(LUA), sh_quote(arg[0]),
+          way, sh_quote(w[2]), n, hp))
+        local t, c = out:match("^([%d.]+) ([%d.]+)")
+        if t then
+          local i = #fresh[way] + 1
+          fresh[way][i], fresh_cpu[way][i] = tonumber(t), tonumber(c)
+        elseif way == "luaq" and out:match("^err ") then
+          fresh_err[way] = out:match("^err ([^\n]*)")
+        else
+          error("restore child (" .. way .. ") failed: " .. out)
+        end
+      end
+    end
+  end
   -- The variables again, for what follows (not timed).
   assert(instate.setup(path))
   vars = {}
   for i = 1, n do vars[i] = instate.defstate(names[i], false) end
   if n == SIZES[#SIZES] then
-    local r = median(t_cjson) / median(t_restore)
-    target(("start-up restore, %d variables (setup + defstate + get), vs cjson"):format(n),
-      ("%s (%.2fx faster)"):format(ms(median(t_restore)), r), ">= 1.3x", r >= 1.3)
+    local tm, cm = median(fresh.instate), median(fresh_cpu.instate)
+    local r, rc = median(fresh.cjson) / tm, median(fresh_cpu.cjson) / cm
+    target(("start-up restore, %d variables (setup + defstate + get, a fresh process each), vs cjson"):format(n),
+      ("%s (%.2fx faster; CPU %s, %.2fx)"):format(ms(tm), r, ms(cm), rc), ">= 1.3x", r >= 1.3)
   end
-  row(n, "restore: setup+N defstate+get", t_restore, {
-    { "cjson read+decode", t_cjson, "faster", 1.3 },
-    luaq_err and { "%q file: load() fails: " .. luaq_err } or { "%q file read+load()", t_luaq, "faster" },
-    { "MessagePack read+unpack", t_mp, "faster" },
-  })
+  local function restore_cols(t_cj, t_q, q_err, t_m, goal)
+    return {
+      { "cjson read+decode", t_cj, "faster", goal },
+      q_err and { "%q file: load() fails: " .. q_err } or { "%q file read+load()", t_q, "faster" },
+      { "MessagePack read+unpack", t_m, "faster" },
+    }
+  end
+  if n == SIZES[1] then
+    say(("restore, fresh process each (reps: %s): each way's run a new process (%s %s --restore-child), the ways interleaved, timed inside the child around the same work as the in-process line; process start and module loading are not timed")
+      :format(RESTORE_REPS_ENV or "7 at N <= 20000, 5 above", LUA, arg[0]))
+  end
+  row(n, "restore, fresh process each", fresh.instate,
+    restore_cols(fresh.cjson, fresh.luaq, fresh_err.luaq, fresh.mp, 1.3))
+  row(n, "  the same, CPU time", fresh_cpu.instate,
+    restore_cols(fresh_cpu.cjson, fresh_cpu.luaq, fresh_err.luaq, fresh_cpu.mp, 1.3))
+  row(n, "  the same, in this process", t_restore, restore_cols(t_cjson, t_luaq, luaq_err, t_mp))
   do
     local saved = {}
     for i = 1, n do saved[i] = instate.encode(vars[i]:get(), nil, { canonical = true }) end
