@@ -336,39 +336,27 @@ static int fp_compute(lua_State *L, fp_set *set, int idx, uint64_t *out)
 	return rc;
 }
 
-/* Push the fingerprint h: an integer where integers have 64 bits (no
- * allocation), else an 8-byte string. old: the stack index of the
- * previous fingerprint, or 0; an equal string is pushed again, so an
- * unchanged value interns no new string. */
+/* Push the fingerprint h, a number either way (nothing allocated): the
+ * integer of its 64 bits where integers have 64 bits, else its top 53
+ * bits as a double (an integer below 2^53, exact, never a NaN), so the
+ * chance of a collision there is 2^-53 per comparison. old is unused: a
+ * number costs nothing to push again. */
 static void push_print(lua_State *L, uint64_t h, int old)
 {
-#if LUA_VERSION_NUM >= 503
 	(void)old;
+#if LUA_VERSION_NUM >= 503
 	lua_pushinteger(L, (lua_Integer)h);
 #else
-	unsigned char b[8];
-	int i;
-
-	for (i = 0; i < 8; i++)
-		b[i] = (unsigned char)(h >> (8 * i));
-	if (old && lua_type(L, old) == LUA_TSTRING) {
-		size_t n;
-		const char *o = lua_tolstring(L, old, &n);
-		if (n == 8 && memcmp(o, b, 8) == 0) {
-			lua_pushvalue(L, old);
-			return;
-		}
-	}
-	lua_pushlstring(L, (const char *)b, 8);
+	lua_pushnumber(L, (lua_Number)(h >> 11));
 #endif
 }
 
 /*
  * instate._fingerprint(value [, old]) -> fingerprint | nil
  *
- * The fingerprint is an integer on 5.3 and 5.4, an 8-byte string on the
- * others (where old, a string equal to it, is returned itself). nil: the
- * value cannot be fingerprinted (see the top of the file).
+ * The fingerprint is a number: an integer of 64 bits on 5.3 and 5.4, an
+ * integral double of 53 bits on the others (old is accepted and unused).
+ * nil: the value cannot be fingerprinted (see the top of the file).
  */
 static int l_fingerprint(lua_State *L)
 {
@@ -391,19 +379,7 @@ static int is_print(lua_State *L, int idx, uint64_t h)
 #if LUA_VERSION_NUM >= 503
 	return lua_isinteger(L, idx) && (uint64_t)lua_tointeger(L, idx) == h;
 #else
-	unsigned char b[8];
-	size_t n;
-	const char *o;
-	int i;
-
-	if (lua_type(L, idx) != LUA_TSTRING)
-		return 0;
-	o = lua_tolstring(L, idx, &n);
-	if (n != 8)
-		return 0;
-	for (i = 0; i < 8; i++)
-		b[i] = (unsigned char)(h >> (8 * i));
-	return memcmp(o, b, 8) == 0;
+	return lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) == (lua_Number)(h >> 11);
 #endif
 }
 
