@@ -702,7 +702,9 @@ int linstate_fingerprint_bytes(lua_State *L, const char *p, size_t n)
 	if (!lua_checkstack(L, 2))
 		return 0;
 	b.L = L;
-	/* (not the message buffer: written only on an error, never read) */
+	/* The message buffer is never read here, but instate_mp_corrupt()
+	 * tests its first byte to keep the first fault: that byte only. */
+	b.r.err[0] = '\0';
 	b.r.pos = b.r.err_off = b.r.graph_off = 0;
 	b.r.graph = 0;
 	b.r.refs = 0;
