@@ -14,6 +14,23 @@ local function saved(path, name) return helpers.saved(instate, path, name) end
 -- The values save_many is handed (it encodes each one) while fn runs.
 local count_encodes = helpers.count_save_many
 
+-- A variable t (declared with opts) saved, then edited in place and saved
+-- inside a store transaction that aborts: the next save writes it again.
+local function aborted_nested_save(opts)
+  local path = new_path()
+  local store = assert(instate.setup(path))
+  local t = instate.defstate("t", { n = 1 }, opts)
+  assert(instate.save_all())
+  t:get().n = 2
+  local ok = pcall(store.transaction, store, function()
+    assert(instate.save_all())
+    error("abort")
+  end)
+  assert.is_false(ok)
+  assert.are.equal(1, count_encodes(instate.save_all))
+  assert.are.same({ n = 2 }, saved(path, "t"))
+end
+
 local errmsg = helpers.errmsg
 
 local has_subtypes = math.type ~= nil and math.type(1) == "integer"
@@ -245,18 +262,7 @@ describe("save_all's fingerprints", function()
   end)
 
   it("a save nested in an aborted store transaction keeps the old fingerprint", function()
-    local path = new_path()
-    local store = assert(instate.setup(path))
-    local t = instate.defstate("t", { n = 1 })
-    instate.save_all()
-    t:get().n = 2
-    local ok = pcall(store.transaction, store, function()
-      assert(instate.save_all())
-      error("abort")
-    end)
-    assert.is_false(ok)
-    assert.are.equal(1, count_encodes(instate.save_all))
-    assert.are.same({ n = 2 }, saved(path, "t"))
+    aborted_nested_save(nil)
   end)
 end)
 
@@ -582,18 +588,7 @@ describe("tracked variables leave the save list once saved", function()
   end)
 
   it("a save nested in an aborted store transaction leaves them on the list", function()
-    local path = new_path()
-    local store = assert(instate.setup(path))
-    local t = instate.defstate("t", { n = 1 }, { track = true })
-    assert(instate.save_all())
-    t:get().n = 2
-    local ok = pcall(store.transaction, store, function()
-      assert(instate.save_all())
-      error("abort")
-    end)
-    assert.is_false(ok)
-    assert.are.equal(1, count_encodes(instate.save_all))
-    assert.are.same({ n = 2 }, saved(path, "t"))
+    aborted_nested_save({ track = true })
   end)
 
   it("a write after an instate.transaction ended is recorded (and outside, not undone)", function()
