@@ -239,6 +239,14 @@ typedef int lua_KContext;
 #if LUA_VERSION_NUM >= 503
 #define LCOMPAT_KFUNCTION(k)
 #define LCOMPAT_K(k) k
+/* The (first) user value of a userdata. */
+#if LUA_VERSION_NUM >= 504
+#define LCOMPAT_GETUV(L, i) ((void)lua_getiuservalue((L), (i), 1))
+#define LCOMPAT_SETUV(L, i) ((void)lua_setiuservalue((L), (i), 1))
+#else
+#define LCOMPAT_GETUV(L, i) ((void)lua_getuservalue((L), (i)))
+#define LCOMPAT_SETUV(L, i) lua_setuservalue((L), (i))
+#endif
 #endif
 
 /* ======================================================================== */

@@ -27,5 +27,6 @@ int luaopen_instate_core(lua_State *L)
 	linstate_open_dump(L);
 	linstate_open_check(L);
 	linstate_open_fingerprint(L);
+	linstate_open_entries(L);
 	return 1;
 }

@@ -440,6 +440,19 @@ void linstate_open_core(lua_State *L);
  * table at top. */
 void linstate_open_fingerprint(lua_State *L);
 
+/* Set _entries and _entries_count (lentries.c: the entry cache of a big
+ * tracked variable) into the table at top. */
+void linstate_open_entries(lua_State *L);
+
+/* If the value at idx is an entry cache (instate._entries), the canonical
+ * encoding of its table (the cache's own bytes after re-encoding the
+ * written entries, or the full encode when it cannot be exact; errors as
+ * the full encode's, naming name), with flags (LINSTATE_ENC_* besides
+ * canonical) as save_many's: valid until the next encode or save. NULL
+ * for any other value. */
+const char *linstate_entries_encode(lua_State *L, int idx, const char *name, unsigned flags,
+                                    size_t *len);
+
 /* Push the fingerprint instate._fingerprint gives the value that the n
  * encoded bytes at p decode to, taken from the bytes, and return 1; or
  * push nothing and return 0 when the bytes do not tell it exactly

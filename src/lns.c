@@ -699,7 +699,8 @@ static int l_ns_set_encoded(lua_State *L)
  *
  * The defstate layer's save_all in one call, on a store-level namespace:
  * the write transaction is its own. Every values[i] is encoded (canonical
- * map order, named keys[i] in errors) before the transaction begins, into a
+ * map order, named keys[i] in errors; an entry cache of a tracked table,
+ * instate._entries, gives that table's canonical encoding: lentries.c) before the transaction begins, into a
  * buffer this call owns, so an unstorable value raises with nothing begun
  * and no Lua code runs while the writer slot is held. Then, in one write
  * transaction, each record is written with versions[i] (or versions itself
@@ -886,8 +887,14 @@ static int l_ns_save_many(lua_State *L)
 		if (version < 0 || version > 0xffffffffLL)
 			return luaL_error(L, "save_many: version of '%s' out of range", it->key);
 		it->version = (uint32_t)version;
-		val = linstate_encode_flags(L, 8, it->key, &vlen,
-		                            LINSTATE_ENC_CANONICAL | st->enc_flags);
+		/* A big tracked table comes as its entry cache (lentries.c):
+		 * the bytes it assembles are its canonical encoding. */
+		val = NULL;
+		if (lua_type(L, 8) == LUA_TUSERDATA)
+			val = linstate_entries_encode(L, 8, it->key, st->enc_flags, &vlen);
+		if (!val)
+			val = linstate_encode_flags(L, 8, it->key, &vlen,
+			                            LINSTATE_ENC_CANONICAL | st->enc_flags);
 		if (instate_buf_reserve(&box[1], vlen))
 			return luaL_error(L, "not enough memory");
 		memcpy(box[1].data + box[1].len, val, vlen);

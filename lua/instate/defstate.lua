@@ -54,6 +54,8 @@ local KEY_MAX = 511
 --   [6], [7]      a tracked variable's proxies (instate.track)
 --   [8]           a tracked variable's index in touched, nil when it is
 --                 not there (see touch)
+--   [9], [10], [11] a big tracked variable's entry cache, written keys
+--                 and owner map (instate.track)
 
 local typename, argerror, quote = compat.typename, compat.argerror, compat.quote
 
@@ -140,9 +142,9 @@ return function(instate)
 	-- The hooks of map variables (set once setup's helpers exist).
 	local maps
 
-	-- The class of tracked variables (instate.track) once one is declared;
-	-- tracked_class() below makes it.
-	local TVar, tracked_class
+	-- The class of tracked variables (instate.track) once one is declared,
+	-- and its entry caches (TE); tracked_class() below makes them.
+	local TVar, TE, tracked_class
 
 	-- A tracked variable enters touched when it is written, not when it
 	-- is read (an unwritten one cannot have changed), and leaves it when a
@@ -483,7 +485,7 @@ return function(instate)
 	-- arguments, read the record when setup's read is stale, restore.
 	-- Only ever tail-called by defstate, so error levels are defstate's.
 	local function declare(name, default, opts)
-		local saved, ver, v, stored_fp = false, nil, nil, nil
+		local saved, ver, v, stored_fp, rec = false, nil, nil, nil, nil
 		local lookup = true
 		if pending then
 			if last_commit(store) == scan_commit then
@@ -535,7 +537,7 @@ return function(instate)
 		if lookup and not saved then
 			local bytes, msg, code = state_ns:get_encoded(name)
 			if bytes then
-				ver = msg
+				ver, rec = msg, bytes
 				saved, v = true, decode_saved(name, bytes, "instate.defstate")
 				if type(v) == "table" then stored_fp = fingerprint_bytes(bytes) end
 			elseif code then
@@ -565,7 +567,12 @@ return function(instate)
 				-- a table with its record's fingerprint (not tracked:
 				-- those are never fingerprinted).
 				var[4] = v
-				if not track then var[5] = stored_fp end
+				if not track then
+					var[5] = stored_fp
+				else
+					-- a big one's entry cache, from its record's bytes
+					TE.attach(var, v, rec, function() return (state_ns:get_encoded(name)) end)
+				end
 			else
 				-- Migrated: the next save rewrites it.
 				var[1], var[2], var[4] = v, true, nil
@@ -671,11 +678,16 @@ return function(instate)
 	-- none does not even load the module.
 	function tracked_class()
 		if not TVar then
-			TVar = require("instate.track")(Var, {
+			local _
+			TVar, _, TE = require("instate.track")(Var, {
 				UNREAD = UNREAD, read = read, assign = assign, touch = touch, deepcopy = deepcopy,
 				argerror = argerror, typename = typename, saved = var_saved,
 				-- undo is false, not nil, after a transaction ended
 				log_old = log_old, in_transaction = function() return not not undo end,
+				entries = instate._entries, count_entries = instate._entries_count,
+				-- a tracked table of this many top-level entries or more
+				-- is saved through an entry cache (docs/DESIGN.md)
+				entries_min = 1024,
 			})
 		end
 		return TVar
@@ -829,6 +841,9 @@ return function(instate)
 		-- table equal to it set back later must be written).
 		local m, ns, nt = fingerprint_pick(list, n, UNREAD, perver, keys, vals, vers,
 			scalars, tabs, prints)
+		-- A big tracked table goes as its entry cache, which encodes the
+		-- entries written since the last save alone.
+		if TE and m > 0 then TE.pick(vars, keys, vals, m) end
 		if m == 0 and not plan then
 			save_clear(keys, vals, vers, scalars, 0, 0, false)
 			s_tabs, s_prints = tabs, prints
@@ -963,6 +978,11 @@ return function(instate)
 			end
 			local v = values[i]
 			var[1], var[2], var[4] = v, not stored[i], nil
+			if var.track then
+				-- the cache of what is stored, or one made at the next save
+				TE.drop(var)
+				if stored[i] then TE.attach(var, v, got[i]) end
+			end
 			-- The fingerprint of what the store holds (none after a
 			-- migration: the next save rewrites it anyway).
 			var[5] = nil
@@ -998,6 +1018,7 @@ return function(instate)
 		end
 		for i = log.n, 1, -1 do
 			local var = log[i]
+			if var.track then TE.drop(var) end
 			if var[1] == UNREAD or var.track then touch(var) end
 			var[1], var[2], var[4] = log.old[i], true, nil
 		end

@@ -58,16 +58,57 @@ local function wrap(var, t)
 	return p
 end
 
+-- A big tracked variable's entry cache (src/lentries.c; docs/DESIGN.md,
+-- defstate: tracked variables): var[9] the cache (false: none this run,
+-- nil: not known yet), var[10] the top-level keys written since the last
+-- save, var[11] the owner map (weak keys: a table of the value -> the
+-- top-level key it is under). Forgetting all three is always safe: the
+-- next save encodes the value whole and builds a new cache from that.
+local WEAK_K = { __mode = "k" }
+local function drop(var)
+	var[9], var[10], var[11] = nil, nil, nil
+end
+
+-- The top-level key of t (a table of var's value), or nil if unknown.
+local function top_of(var, t, k)
+	if t == var[1] then return k end
+	return var[11][t]
+end
+
+-- x, a table read at t[k], escapes to the program: record its entry; one
+-- under another entry already is shared (or moved): forget the cache.
+local function escape(var, t, k, x)
+	local top = top_of(var, t, k)
+	if top == nil then return drop(var) end
+	local owner = var[11]
+	local was = owner[x]
+	if was == nil then
+		owner[x] = top
+	elseif was ~= top then
+		drop(var)
+	end
+end
+
 function PROXY.__index(p, k)
-	local x = p[REAL][k]
-	if type(x) == "table" then return wrap(p[OWNER], x) end
+	local t = p[REAL]
+	local x = t[k]
+	if type(x) == "table" then
+		local var = p[OWNER]
+		if var[9] then escape(var, t, k, x) end
+		return wrap(var, x)
+	end
 	return x
 end
 
 function PROXY.__newindex(p, k, x)
 	if type(x) == "table" then x = unwrap(x) end
-	mark(p[OWNER])
-	rawset(p[REAL], k, x)
+	local var, t = p[OWNER], p[REAL]
+	mark(var)
+	rawset(t, k, x)
+	if var[9] then
+		local top = top_of(var, t, k)
+		if top == nil then drop(var) else var[10][top] = true end
+	end
 end
 
 -- 5.2 and later only: 5.1 and LuaJIT ignore both on tables.
@@ -75,7 +116,10 @@ function PROXY.__pairs(p)
 	local t, var = p[REAL], p[OWNER]
 	return function(_, k)
 		local nk, nv = next(t, k)
-		if type(nv) == "table" then nv = wrap(var, nv) end
+		if type(nv) == "table" then
+			if var[9] then escape(var, t, nk, nv) end
+			nv = wrap(var, nv)
+		end
 		return nk, nv
 	end, p, nil
 end
@@ -124,6 +168,7 @@ return function(Var, internals)
 		if getmetatable(self) ~= TVar then bad_self(self, "set") end
 		v = unwrap(v)
 		need_table("set", v, 2)
+		drop(self)
 		assign(self, v)
 	end
 
@@ -139,12 +184,14 @@ return function(Var, internals)
 			error(("update: the function returned %s for tracked variable '%s' (a table expected)")
 				:format(typename(v), self.name), 2)
 		end
+		drop(self)
 		assign(self, v)
 		return wrap(self, v)
 	end
 
 	function TVar:reset()
 		if getmetatable(self) ~= TVar then bad_self(self, "reset") end
+		drop(self)
 		assign(self, deepcopy(self[3]))
 	end
 
@@ -155,5 +202,52 @@ return function(Var, internals)
 		return is
 	end
 
-	return TVar, unwrap
+	-- The entry caches, for defstate: E.attach at a restore, E.pick at a
+	-- save, E.drop when the value is replaced.
+	local new_entries, count_entries = internals.entries, internals.count_entries
+	local MIN = internals.entries_min
+	local E = { drop = drop, min = MIN }
+
+	-- v was decoded from bytes (nil: not at hand; read lazily by
+	-- get_bytes()): a cache ready from the bytes when they are canonical.
+	-- Not for a variable with validate (it gets the table itself, and may
+	-- change it where no proxy sees).
+	function E.attach(var, v, bytes, get_bytes)
+		drop(var)
+		if var.validate or count_entries(v, MIN) < MIN then
+			var[9] = false
+			return
+		end
+		if bytes == nil and get_bytes then bytes = get_bytes() end
+		local dirty, owner = {}, setmetatable({}, WEAK_K)
+		var[9] = new_entries(v, dirty, owner, bytes)
+		var[10], var[11] = dirty, owner
+	end
+
+	-- save_all's values: a big tracked table goes as its cache (made
+	-- empty at its first save in a run, when it has MIN entries: then
+	-- built from that save's full encode).
+	function E.pick(vars, keys, vals, m)
+		for i = 1, m do
+			local v = vals[i]
+			if type(v) == "table" then
+				local var = vars[keys[i]]
+				if var.track then
+					local c = var[9]
+					if c == nil then
+						if var.validate or count_entries(v, MIN) < MIN then
+							var[9] = false
+						else
+							local dirty, owner = {}, setmetatable({}, WEAK_K)
+							c = new_entries(v, dirty, owner)
+							var[9], var[10], var[11] = c, dirty, owner
+						end
+					end
+					if c then vals[i] = c end
+				end
+			end
+		end
+	end
+
+	return TVar, unwrap, E
 end
