@@ -571,7 +571,7 @@ return function(instate)
 					var[5] = stored_fp
 				else
 					-- a big one's entry cache, from its record's bytes
-					TE.attach(var, v, rec, function() return (state_ns:get_encoded(name)) end)
+					TE.attach(var, v, rec)
 				end
 			else
 				-- Migrated: the next save rewrites it.
@@ -685,6 +685,8 @@ return function(instate)
 				-- undo is false, not nil, after a transaction ended
 				log_old = log_old, in_transaction = function() return not not undo end,
 				entries = instate._entries, count_entries = instate._entries_count,
+				-- a record's bytes (nil if it cannot be read: no cache then)
+				read_record = function(name) return (state_ns:get_encoded(name)) end,
 				-- a tracked table of this many top-level entries or more
 				-- is saved through an entry cache (docs/DESIGN.md)
 				entries_min = 1024,

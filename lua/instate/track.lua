@@ -205,20 +205,21 @@ return function(Var, internals)
 	-- The entry caches, for defstate: E.attach at a restore, E.pick at a
 	-- save, E.drop when the value is replaced.
 	local new_entries, count_entries = internals.entries, internals.count_entries
+	local read_record = internals.read_record
 	local MIN = internals.entries_min
 	local E = { drop = drop, min = MIN }
 
-	-- v was decoded from bytes (nil: not at hand; read lazily by
-	-- get_bytes()): a cache ready from the bytes when they are canonical.
+	-- v was decoded from bytes, var's record (nil: read it again, only
+	-- for a big v): a cache ready from the bytes when they are canonical.
 	-- Not for a variable with validate (it gets the table itself, and may
 	-- change it where no proxy sees).
-	function E.attach(var, v, bytes, get_bytes)
+	function E.attach(var, v, bytes)
 		drop(var)
 		if var.validate or count_entries(v, MIN) < MIN then
 			var[9] = false
 			return
 		end
-		if bytes == nil and get_bytes then bytes = get_bytes() end
+		if bytes == nil then bytes = read_record(var.name) end
 		local dirty, owner = {}, setmetatable({}, WEAK_K)
 		var[9] = new_entries(v, dirty, owner, bytes)
 		var[10], var[11] = dirty, owner
