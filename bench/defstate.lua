@@ -705,7 +705,8 @@ local function autosave()
     end
     init.chunk[key] = old
     say(("  %-36s %s (CPU, median of 21): the p99 of a tracked chunk (its entry re-encoded, the %.2f MB record assembled); a full canonical encode of the chunk, the cache's fallback, takes %s (best of 3)")
-      :format("chunk entry through the entry cache", ms(median(samples)), #instate.encode(init.chunk) / 1e6, ms(t_chunk)))
+      :format("chunk entry through the entry cache", ("%.3f ms"):format(median(samples) * 1e3),
+        #instate.encode(init.chunk) / 1e6, ms(t_chunk)))
   else
     say(("  %-36s %s (CPU, best of 3): the p99 of a tracked chunk"):format("canonical encode of the chunk", ms(t_chunk)))
   end
