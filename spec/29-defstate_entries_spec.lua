@@ -466,3 +466,65 @@ describe("big tracked variables: the entry cache", function()
     end)
   end)
 end)
+
+-- A child that restores a big tracked table (its cache from the record)
+-- and, round after round, writes the round into one entry and into
+-- `round`, then saves asynchronously; every 5th round it flushes and
+-- reports. The state at round r is state_at(r).
+local N = MIN + 50
+local function state_at(r)
+  local t = { round = r }
+  for i = 1, N do t["k" .. i] = { i = i } end
+  for j = 1, r do t["k" .. (j % N + 1)] = { round = j } end
+  return t
+end
+local KILL_CHILD = [[
+  local instate = require "instate"
+  local path, n = ...
+  n = tonumber(n)
+  assert(instate.setup(path))
+  local default = { round = 0 }
+  for i = 1, n do default["k" .. i] = { i = i } end
+  local t = instate.defstate("big", default, { track = true }):get()
+  local round = t.round
+  while true do
+    round = round + 1
+    t["k" .. (round % n + 1)] = { round = round }
+    t.round = round
+    assert(instate.save_all({ async = true }))
+    if round % 5 == 0 then
+      assert(instate.flush())
+      io.stdout:write(round, "\n")
+      io.stdout:flush()
+    end
+  end
+]]
+
+describe("a big tracked table under SIGKILL during async saves", function()
+  it("holds one whole save, its canonical encoding, never older than the last flush reported", function()
+    local dir = helpers.tmpdir()
+    local path = dir .. "/save"
+    local script = dir .. "/child.lua"
+    helpers.write_file(script, KILL_CHILD)
+    math.randomseed(os.time())
+    local slow = os.getenv("INSTATE_SANITIZE") and 0.5 or 0
+    local saved = 0
+    for kill = 1, 4 do
+      local out = ("%s/out%d.txt"):format(dir, kill)
+      local pid = helpers.spawn_lua(script, out, path, N)
+      os.execute(("sleep %.3f"):format(slow + 0.2 + math.random() * 0.4))
+      helpers.kill9(pid)
+      local flushed = helpers.last_number(out)
+      local store = assert(instate.setup(path))
+      local bytes = record(store, "big")
+      instate.teardown()
+      local round = bytes and instate.decode(bytes).round or 0
+      assert(round >= flushed and round >= saved,
+        ("kill %d: store holds round %d, flush reported %d, earlier runs saved %d")
+          :format(kill, round, flushed, saved))
+      if bytes then assert.are.equal(canonical(state_at(round)), bytes) end
+      saved = round
+    end
+    assert(saved > 4, ("only %d rounds saved"):format(saved))
+  end)
+end)
