@@ -205,8 +205,9 @@ describe("big tracked variables: the entry cache", function()
     assert.are.equal(canonical(want), record(store, "big"))
   end)
 
-  -- A record written by hand: the entries in reverse canonical order
-  -- (and, with bad_key, one integer key in a wider form than needed).
+  -- A record written by hand: the entries in reverse canonical order;
+  -- with bad_key, in increasing order of their bytes but with one integer
+  -- key in a wider form than needed.
   local function foreign(path, n, bad_key)
     local store = assert(instate.setup(path))
     local plain = big_default(n)
@@ -216,7 +217,7 @@ describe("big tracked variables: the entry cache", function()
       if bad_key and k == key_of(3) then kb = "\204" .. string.char(k) end   -- uint8 13
       entries[#entries + 1] = kb .. canonical(v)
     end
-    table.sort(entries, function(a, b) return a > b end)
+    table.sort(entries, function(a, b) if bad_key then return a < b end return a > b end)
     local cnt = #entries
     local header = string.char(0xde, math.floor(cnt / 256), cnt % 256)
     assert(store:namespace("state", "state"):set_encoded("big", header .. table.concat(entries)))
