@@ -1940,8 +1940,6 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 	switch (it.type) {
 	case INSTATE_MP_STR:
 	case INSTATE_MP_BIN:
-		if (d->fp)
-			d->fh = hash_bytes((const char *)it.data, it.len);
 		dec_str(L, d, it.data, it.len, is_key);
 		return 0;
 	case INSTATE_MP_UINT:
