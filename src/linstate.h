@@ -450,7 +450,6 @@ void linstate_open_core(lua_State *L);
  * table at top. */
 void linstate_open_fingerprint(lua_State *L);
 
-
 /* Push a new scratch userdata (lscratch, freed by its __gc). */
 void linstate_push_scratch(lua_State *L);
 

@@ -1059,11 +1059,12 @@ static int l_ns_get_all_encoded(lua_State *L)
  * object { template[1], ..., [slot] = value, name = key } with metatable
  * mt, and with fpslot (1..64, if given) set to the fingerprint of a table
  * value, taken by the decoder in its pass over the bytes
- * (linstate_decode_print(), when they tell it); objects maps key -> object, and key -> false for the other records
- * (another version, or a value that does not decode: the caller reads those
- * itself and reports them); count is the number of objects. Runs no Lua
- * code. The iterator userdata owns the snapshot, so raising (out of memory)
- * midway leaks nothing.
+ * (linstate_decode_print(), when they tell it); objects maps key ->
+ * object, and key -> false for the other records (another version, or a
+ * value that does not decode: the caller reads those itself and reports
+ * them); count is the number of objects. Runs no Lua code. The iterator
+ * userdata owns the snapshot, so raising (out of memory) midway leaks
+ * nothing.
  *
  * Where that pays (LCOMPAT_GC_PAUSE_BULK: the incremental-only Luas), the
  * collector is stopped while the objects are built (lcompat_gc_pause: only
