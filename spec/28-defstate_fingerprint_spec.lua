@@ -1,12 +1,13 @@
--- The fingerprint of a restored value taken from its stored bytes
--- (instate._fingerprint_bytes, and setup's read through get_all_objects'
--- fpslot): it must be what the walk (instate._fingerprint) gives the
--- decoded value, or none. Never the walk of another value: that would be
--- a false "unchanged", an edit not saved.
+-- The fingerprint of a restored value taken from its stored bytes by the
+-- decoder, in its own pass (instate._fingerprint_bytes, instate._decode_print,
+-- setup's read through get_all_objects' fpslot, a declaration's read of its
+-- record): it must be what the walk (instate._fingerprint) gives the decoded
+-- value, or none. Never the walk of another value: that would be a false
+-- "unchanged", an edit not saved.
 local helpers = require "helpers"
 local instate = require "instate"
 
-local fp, fpb = instate._fingerprint, instate._fingerprint_bytes
+local fp, fpb, decode_print = instate._fingerprint, instate._fingerprint_bytes, instate._decode_print
 local encode, decode = instate.encode, instate.decode
 local CANON = { canonical = true }
 local has_subtypes = math.type ~= nil and math.type(1) == "integer"
@@ -26,7 +27,54 @@ local function check(bytes, what)
     assert(b == w, ("%s: bytes %s give a fingerprint the decoded value's walk does not")
       :format(what, hex(bytes)))
   end
+  -- the same from the decoder's value-and-fingerprint call, on its value
+  local v2, b2 = decode_print(bytes)
+  assert(b2 == b, ("%s: bytes %s: _decode_print's fingerprint is not _fingerprint_bytes'")
+    :format(what, hex(bytes)))
+  if b2 ~= nil then assert(b2 == fp(v2), what) end
   return b
+end
+
+-- What restored variables hold for the same bytes, each stored twice: as
+-- a record of version 1 (setup's read takes the fingerprint, in C, while it
+-- builds the variables) and of version 0 (setup leaves it to the
+-- declaration, which reads the record itself). Each variable's PRINT
+-- slot ([5], beside the unread value [4]) must be the walk of that value,
+-- or none, the same both ways and the same as _fingerprint_bytes'.
+-- Returns the list of fingerprints (nil: none).
+local function check_restored(list, what)
+  local path = helpers.tmpdir() .. "/restored"
+  assert(assert(instate.setup(path)):transaction(function(tx)
+    local ns = tx:namespace("state", "state")
+    for i, bytes in ipairs(list) do
+      assert(ns:set_encoded(("s%05d"):format(i), bytes, { version = 1 }))
+      assert(ns:set_encoded(("d%05d"):format(i), bytes, { version = 0 }))
+    end
+    return true
+  end))
+  instate.teardown()
+  assert(instate.setup(path))
+  local got = {}
+  for i, bytes in ipairs(list) do
+    local prints = {}
+    for k, prefix in ipairs({ "s", "d" }) do
+      local var = instate.defstate(("%s%05d"):format(prefix, i), false)
+      local v, p = rawget(var, 4), rawget(var, 5)
+      if p ~= nil then
+        assert(type(v) == "table", what .. " " .. i)
+        assert(p == fp(v), ("%s %d (%s): bytes %s: the restored table's fingerprint is not its walk")
+          :format(what, i, prefix == "s" and "setup's read" or "the declaration's read", hex(bytes)))
+      end
+      prints[k] = p
+    end
+    assert(prints[1] == prints[2], ("%s %d: setup's read and the declaration's differ for %s")
+      :format(what, i, hex(bytes)))
+    local v = decode(bytes)
+    assert(prints[1] == (type(v) == "table" and fpb(bytes) or nil), what .. " " .. i)
+    got[i] = prints[1]
+  end
+  instate.teardown()
+  return got
 end
 
 -- A small deterministic generator (the same sequence on every Lua).
@@ -131,7 +179,7 @@ describe("the fingerprint of stored bytes", function()
     local big = {}
     for i = 1, 3000 do big["k" .. i] = { t = i % 17, h = i * 0.5, n = i } end
     values[#values + 1] = big
-    local told = 0
+    local told, all = 0, {}
     for i, v in ipairs(values) do
       for _, opts in ipairs({ CANON, {} }) do
         local bytes = encode(v, nil, opts)
@@ -140,9 +188,13 @@ describe("the fingerprint of stored bytes", function()
         local b = check(bytes, "value " .. i)
         assert(b ~= nil, ("value %d: no fingerprint for %s"):format(i, hex(bytes)))
         told = told + 1
+        all[#all + 1] = bytes
       end
     end
     assert.is_true(told > 6000)
+    -- restored: every one of them holds its walk's
+    local got = check_restored(all, "restored value")
+    for i = 1, #all do assert(got[i] ~= nil, "restored value " .. i .. ": no fingerprint") end
   end)
 
   it("tells changes apart as the walk does: edits of the restored value move it", function()
@@ -206,21 +258,62 @@ describe("the fingerprint of stored bytes", function()
       "\129\203\128\000\000\000\000\000\000\000\001", -- {[-0.0] = 1}
       "\129\203\127\240\000\000\000\000\000\000\001", -- {[inf] = 1}
     }
+    -- maps of more than 16 keys (another way of finding duplicates):
+    -- 17 keys a..q then one of them again, its value 1, or nil
+    local function map17(last, value)
+      local t = { "\222\000\018" }
+      for c = ("a"):byte(), ("q"):byte() do t[#t + 1] = "\161" .. string.char(c) .. "\001" end
+      t[#t + 1] = "\161" .. last .. value
+      return table.concat(t)
+    end
+    none[#none + 1] = map17("a", "\002")  -- a twice: {a = 2, ...}
+    none[#none + 1] = map17("q", "\192")  -- q then deleted
+    none[#none + 1] = map17("q", "\001")  -- q twice, the same value
+    -- a nil first, then the key with a value: {a = 1, ...}, which a long
+    -- map tells exactly (a short one gives none: "nil then a" above)
+    local nil_first = "\222\000\018\161a\192" .. map17("z", "\001"):sub(7)
+    assert(check(nil_first, "nil first") ~= nil)
+    assert.are.equal(fp(decode(nil_first)), fpb(nil_first))
+    assert.are.equal(17, (function() local k = 0 for _ in pairs(decode(nil_first)) do k = k + 1 end return k end)())
     for i, bytes in ipairs(none) do
       check(bytes, "none " .. i)
       assert.is_nil(fpb(bytes), "none " .. i)
     end
+    local nsame = #same
+    local restored = {}
+    for i = 1, nsame do restored[i] = same[i] end
+    for i = 1, #none do restored[nsame + i] = none[i] end
     -- the deleted entry is not counted: never the walk of {a = 1}
     assert.are_not.equal(fp({ a = 1 }), fpb("\130\161a\001\161a\192"))
     -- an extension: a shared table (GRAPH and REF), a class instance
     local shared = {}
-    assert.is_nil(fpb(encode({ shared, shared })))
+    local graph = encode({ shared, shared })
+    assert.is_nil(fpb(graph))
     local Point = instate.register_class("fp_spec.Point", {})
-    assert.is_nil(fpb(encode({ p = setmetatable({ x = 1 }, Point) })))
+    local instance = encode({ p = setmetatable({ x = 1 }, Point) })
+    assert.is_nil(fpb(instance))
+    assert.is_nil(select(2, decode_print(instance)))
+    -- restored (the class registered): the same, at setup's read and at a
+    -- declaration's; the hand-made wide forms have their walk's, the rest
+    -- none
+    restored[#restored + 1] = graph
+    restored[#restored + 1] = instance
+    local got = check_restored(restored, "hand-made")
+    for i = 1, #restored do
+      if i <= nsame then
+        assert(got[i] ~= nil, "hand-made " .. i .. ": no fingerprint for " .. hex(restored[i]))
+      else
+        assert(got[i] == nil, "hand-made " .. i .. ": a fingerprint for " .. hex(restored[i]))
+      end
+    end
     instate.unregister_class("fp_spec.Point")
     -- bytes the decoder refuses: none, no error
     for _, bad in ipairs({ "", "\129\161a", "\145\001\001", "\129\192\001", "\129\203\127\248\000\000\000\000\000\000\001", "\193" }) do
       assert.is_nil(fpb(bad), hex(bad))
+      local v, msg, code = decode_print(bad)
+      assert.is_nil(v)
+      assert.are.equal("CORRUPT", code)
+      assert.are.same({ decode(bad) }, { v, msg, code })
     end
     assert.has_error(function() fpb({}) end)
   end)
@@ -258,7 +351,7 @@ for i in range(1500):
       .. helpers.sh_quote(dir .. "/all.bin") .. " 2>&1")
     assert(ok, out)
     local all = helpers.read_file(dir .. "/all.bin")
-    local pos, n, told = 1, 0, 0
+    local pos, n, told, list = 1, 0, 0, {}
     while pos <= #all do
       local a, b, c, d = all:byte(pos, pos + 3)
       local len = a + b * 256 + c * 65536 + d * 16777216
@@ -269,8 +362,10 @@ for i in range(1500):
       -- python; an integer beyond 2^53 where numbers are doubles can)
       if pcall(decode, bytes) then
         if check(bytes, "python value " .. n) then told = told + 1 end
+        list[#list + 1] = bytes
       end
     end
+    check_restored(list, "python value")
     assert.are.equal(1500, n)
     assert.is_true(told > 1000, "only " .. told .. " fingerprints")
   end)
@@ -278,7 +373,7 @@ for i in range(1500):
   it("lua-messagepack's bytes (unsorted keys, float32, int64 forms, holes) give the walk's or none", function()
     local mp = messagepack()
     local r = rng(99)
-    local told, n = 0, 0
+    local told, n, list = 0, 0, {}
     for _, number in ipairs({ "float", "double" }) do
       for _, integer in ipairs({ "signed", "unsigned" }) do
         mp.set_number(number)
@@ -291,6 +386,7 @@ for i in range(1500):
           if okp and pcall(decode, bytes) then
             n = n + 1
             if check(bytes, "lua-messagepack value " .. n) then told = told + 1 end
+            list[#list + 1] = bytes
           end
         end
       end
@@ -298,6 +394,7 @@ for i in range(1500):
     mp.set_number("double")
     mp.set_integer("signed")
     mp.set_array("without_hole")
+    check_restored(list, "lua-messagepack value")
     assert.is_true(n > 1000 and told > 500, n .. " values, " .. told .. " fingerprints")
   end)
 end)

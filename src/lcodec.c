@@ -41,6 +41,7 @@
  *    (PROBE_FACTOR below), so nested table keys cannot make it exponential.
  */
 #include "linstate.h"
+#include "lfingerprint.h"
 #include "instate_mpack.h"
 
 #include <limits.h>
@@ -113,6 +114,7 @@ typedef struct canon_ent {
 typedef struct scache_slot {
 	uint64_t a, b;
 	const char *s;
+	uint64_t h;          /* its fingerprint hash, or 0: not taken yet */
 	uint32_t len;
 	uint32_t plen;
 	uint64_t pa, pb;
@@ -161,6 +163,12 @@ typedef struct codec {
 	enc_ctx *ctx[ENC_CTX_MAX];
 	enc_ctx main;                     /* ctx[0] */
 	scache_slot scache[SCACHE_SLOTS]; /* the decoder's, see dec_str() */
+	/* The decoder's fingerprint (dec_table_t), filled at its first use:
+	 * fp_int() of each fixint, by its byte (0x00..0x7f, 0xe0..0xff; the
+	 * array indices 1..127 too), and a table's first mix2 by its count. */
+	int fp_ready;
+	uint64_t fp_fix[256];
+	uint64_t fp_count[17];
 } codec;
 
 #define BUF_KEEP (64u * 1024)   /* buffer bytes always worth keeping */
@@ -1364,6 +1372,11 @@ typedef struct dec {
 	scache_slot *sc;  /* the string cache's slots */
 	uint64_t tables;  /* tables begun so far, in a graph */
 	size_t total;     /* the input's length (r.n is cut inside a CLASS) */
+	int fp;           /* also take the value's fingerprint (see below) */
+	int fpok;         /* so far the fingerprint is the walk's (else none) */
+	uint64_t fh;      /* fp: the fingerprint of the value last pushed */
+	const uint64_t *fix;   /* fp: the codec's fp_fix */
+	const uint64_t *count; /* fp: the codec's fp_count */
 } dec;
 
 
@@ -1376,7 +1389,8 @@ static inline uint32_t str_slot(uint64_t a, uint64_t b, uint32_t n)
 
 /* dec_str() missed: push the string (1..SCACHE_MAXLEN bytes) and make it
  * slot i's. */
-static void dec_str_miss(lua_State *L, dec *d, const unsigned char *s, uint32_t n, uint32_t i)
+static void dec_str_miss(lua_State *L, dec *d, const unsigned char *s, uint32_t n, uint32_t i,
+                         uint64_t h)
 {
 	scache_slot *sl;
 	uint64_t a, b;
@@ -1391,6 +1405,7 @@ static void dec_str_miss(lua_State *L, dec *d, const unsigned char *s, uint32_t 
 	sl->a = a;
 	sl->b = b;
 	sl->s = lua_tostring(L, -1);
+	sl->h = h;
 	sl->len = n;
 }
 
@@ -1410,14 +1425,16 @@ static void dec_str_miss(lua_State *L, dec *d, const unsigned char *s, uint32_t 
  * twice in a row in its slot: values are often unique (names, ids), and
  * caching each one made decoding slower in wall time (measured: 5% on
  * bench/codec.lua's per-variable decode) while it evicted the keys. */
-static ALWAYS_INLINE void dec_str(lua_State *L, dec *d, const unsigned char *s, uint32_t n,
-                                  int is_key)
+static ALWAYS_INLINE void dec_str_t(lua_State *L, dec *d, const unsigned char *s, uint32_t n,
+                                    int is_key, const int FP)
 {
 	scache_slot *sl;
-	uint64_t a, b;
+	uint64_t a, b, h = 0;
 	uint32_t i;
 
 	if (n - 1 >= SCACHE_MAXLEN) { /* empty (wraps) or long */
+		if (FP)
+			d->fh = hash_bytes((const char *)s, n);
 		lua_pushlstring(L, (const char *)s, n);
 		return;
 	}
@@ -1426,9 +1443,19 @@ static ALWAYS_INLINE void dec_str(lua_State *L, dec *d, const unsigned char *s, 
 	sl = &d->sc[i];
 	if (sl->len == n && sl->a == a && sl->b == b &&
 	    (n <= 16 || memcmp(sl->s + 8, s + 8, n - 16) == 0)) {
+		/* fp: the slot keeps the string's hash once taken */
+		if (FP) {
+			if (!(h = sl->h))
+				h = sl->h = n <= 16 ? hash_words(n, a, b) : hash_bytes((const char *)s, n);
+			d->fh = h;
+		}
 		lua_rawgeti(L, d->cache, (lua_Integer)i + 1);
-	} else if (is_key || (sl->plen == n && sl->pa == a && sl->pb == b)) {
-		dec_str_miss(L, d, s, n, i);
+		return;
+	}
+	if (FP)
+		d->fh = h = n <= 16 ? hash_words(n, a, b) : hash_bytes((const char *)s, n);
+	if (is_key || (sl->plen == n && sl->pa == a && sl->pb == b)) {
+		dec_str_miss(L, d, s, n, i, h);
 	} else {
 		/* (pa, pb, plen) only admits: a false match merely caches */
 		sl->pa = a;
@@ -1438,16 +1465,80 @@ static ALWAYS_INLINE void dec_str(lua_State *L, dec *d, const unsigned char *s, 
 	}
 }
 
+/* The string, and with d->fp its hash in d->fh (the slow path's). */
+static void dec_str(lua_State *L, dec *d, const unsigned char *s, uint32_t n, int is_key)
+{
+	if (d->fp)
+		dec_str_t(L, d, s, n, is_key, 1);
+	else
+		dec_str_t(L, d, s, n, is_key, 0);
+}
+
 static int dec_value(lua_State *L, dec *d, int depth, int is_key);
 
-static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key);
+static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key, const int FP);
+
+static int dec_table(lua_State *L, dec *d, int map, uint32_t n, size_t off, int depth);
+static int dec_table_fp(lua_State *L, dec *d, int map, uint32_t n, size_t off, int depth);
+
+/*
+ * The fingerprint in the decoder's pass (d->fp: linstate_decode_print).
+ * Each value pushed leaves in d->fh what the walk (lfingerprint.c) gives
+ * it, with the formula of lfingerprint.h, or clears d->fpok when that
+ * cannot be said exactly, so that the fingerprint is exactly the walk of
+ * the value decoded or none, never another value's (docs/DESIGN.md,
+ * defstate: fingerprints):
+ *  - a number hashes as the walk hashes what is pushed: an integer this
+ *    Lua holds exactly (lua_pushinteger) is one to the walk on every Lua
+ *    (on 5.1/5.2/LuaJIT an integral double within 2^53, not -0), so
+ *    fp_int(); a float (lua_pushnumber; a float32 converted to double) by
+ *    fp_double(), the walk's own test on that double; a NaN by fp_number()
+ *    of what was pushed (LuaJIT pushes its canonical NaN); an integer read
+ *    as a LuaJIT cdata: none;
+ *  - a float map key that is integral (or +-0, +-inf) is turned into an
+ *    integer key by some Luas' tables and not others: none;
+ *  - a map entry whose value is nil is not in the table (lua_rawset of
+ *    nil), nor is an array element that is nil: not counted (nil is the
+ *    one byte 0xc0, looked at before the value is read);
+ *  - two keys of one map that are the same Lua key (a duplicate, or two
+ *    encodings of one key: 1 as fixint and as uint8, a str and a bin of
+ *    the same bytes, 1.5 as float32 and float64) leave one entry, the
+ *    last: none. Up to DEC_FP_SMALL keys their hashes are compared
+ *    pairwise (equal keys hash equal; two that merely collide, a 2^-64
+ *    chance, also give none, which is safe); a longer map asks its table,
+ *    before each entry is set, whether the key is in it already;
+ *  - an extension (a GRAPH of shared tables or cycles, a class instance,
+ *    anything else): none. Decoded tables have no metatable (hashed 0),
+ *    and without references each table is reached once: the walk's tree
+ *    mode. Bytes the decoder refuses give no value at all.
+ * With d->fp clear, the same loops are compiled without any of it
+ * (dec_table against dec_table_fp: FP is a constant in each).
+ */
+#define DEC_FP_SMALL 16
+
+/* Whether the next item is nil (0xc0, its only form): a nil value adds
+ * no entry to its table. */
+static ALWAYS_INLINE int dec_next_nil(const dec *d)
+{
+	return d->r.pos < d->r.n && d->r.p[d->r.pos] == 0xc0;
+}
+
+/* A float key: integral ones (and +-0, +-inf) give no fingerprint. */
+static ALWAYS_INLINE void dec_fp_float(lua_State *L, dec *d, double v, int is_key)
+{
+	if (is_key && !(floor(v) != v))
+		d->fpok = 0;
+	d->fh = v == v ? fp_double(v) : fp_number(L, -1);
+}
 
 /* An array (map == 0) of n elements or a map of n pairs whose header began
  * at byte off; its contents follow at d->r.pos. */
-static int dec_table(lua_State *L, dec *d, int map, uint32_t n, size_t off, int depth)
+static ALWAYS_INLINE int dec_table_t(lua_State *L, dec *d, int map, uint32_t n, size_t off,
+                                     int depth, const int FP)
 {
 	uint32_t i;
 	int size = n > (uint32_t)INT_MAX ? INT_MAX : (int)n;
+	uint64_t sum = 0, count = 0, keys[DEC_FP_SMALL];
 
 	if (depth >= INSTATE_MP_MAX_DEPTH)
 		return instate_mp_corrupt(&d->r, off, "tables nested deeper than %d levels",
@@ -1465,25 +1556,71 @@ static int dec_table(lua_State *L, dec *d, int map, uint32_t n, size_t off, int 
 	}
 	if (!map) {
 		for (i = 1; i <= n; i++) {
-			if (dec_item(L, d, depth + 1, 0))
+			int isnil = FP && dec_next_nil(d);
+			if (dec_item(L, d, depth + 1, 0, FP))
 				return INSTATE_CORRUPT;
+			if (FP && !isnil) {
+				sum += mix2(i <= 0x7f ? d->fix[i] : fp_int((lua_Integer)i), d->fh);
+				count++;
+			}
 			lua_rawseti(L, -2, (lua_Integer)i);
 		}
 	} else {
 		for (i = 0; i < n; i++) {
-			if (dec_item(L, d, depth + 1, 1) || dec_item(L, d, depth + 1, 0))
+			uint64_t hk = 0;
+			int isnil;
+			if (dec_item(L, d, depth + 1, 1, FP))
 				return INSTATE_CORRUPT;
+			if (FP) {
+				hk = d->fh;
+				if (n <= DEC_FP_SMALL)
+					keys[i] = hk;
+			}
+			isnil = FP && dec_next_nil(d);
+			if (dec_item(L, d, depth + 1, 0, FP))
+				return INSTATE_CORRUPT;
+			if (FP) {
+				if (n > DEC_FP_SMALL && d->fpok) {
+					lua_pushvalue(L, -2);
+					if (lua_rawget(L, -4) != LUA_TNIL)
+						d->fpok = 0;
+					lua_pop(L, 1);
+				}
+				if (!isnil) {
+					sum += mix2(hk, d->fh);
+					count++;
+				}
+			}
 			lua_rawset(L, -3);
 		}
+		if (FP && n <= DEC_FP_SMALL && d->fpok) {
+			uint32_t j;
+			for (i = 1; i < n; i++)
+				for (j = 0; j < i; j++)
+					if (keys[i] == keys[j])
+						d->fpok = 0;
+		}
 	}
+	if (FP)
+		d->fh = count <= 16 ? mix2(mix2(d->count[count], sum), 0) : fp_tab(count, sum, 0);
 	return 0;
+}
+
+static int dec_table(lua_State *L, dec *d, int map, uint32_t n, size_t off, int depth)
+{
+	return dec_table_t(L, d, map, n, off, depth, 0);
+}
+
+static int dec_table_fp(lua_State *L, dec *d, int map, uint32_t n, size_t off, int depth)
+{
+	return dec_table_t(L, d, map, n, off, depth, 1);
 }
 
 /* Push the next value: the forms game state is made of (fixint, fixstr,
  * fixmap, fixarray, float, bool, nil) read here, inline in the table loop;
  * anything else, and anything the fast path would have to report as
  * corrupt, goes to dec_value(), so errors and offsets stay its own. */
-static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key)
+static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key, const int FP)
 {
 	size_t off = d->r.pos, left = d->r.n - off;
 	const unsigned char *p = d->r.p + off;
@@ -1496,25 +1633,30 @@ static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key)
 	if (c <= 0x7f) {
 		d->r.pos = off + 1;
 		lua_pushinteger(L, (lua_Integer)c);
+		if (FP)
+			d->fh = d->fix[c];
 		return 0;
 	}
 	if (c >= 0xe0) {
 		d->r.pos = off + 1;
 		lua_pushinteger(L, (lua_Integer)c - 256);
+		if (FP)
+			d->fh = d->fix[c];
 		return 0;
 	}
 	if (c >= 0xa0 && c <= 0xbf) {
 		n = c & 0x1f;
 		if (n < left) {
 			d->r.pos = off + 1 + n;
-			dec_str(L, d, p + 1, n, is_key);
+			dec_str_t(L, d, p + 1, n, is_key, FP);
 			return 0;
 		}
 	} else if (c <= 0x9f) {
 		n = c & 0x0f;
 		if (c <= 0x8f ? n <= (left - 1) / 2 : n <= left - 1) {
 			d->r.pos = off + 1;
-			return dec_table(L, d, c <= 0x8f, n, off, depth);
+			return FP ? dec_table_fp(L, d, c <= 0x8f, n, off, depth)
+			          : dec_table(L, d, c <= 0x8f, n, off, depth);
 		}
 	} else if (c == 0xcb && left > 8) {
 		uint64_t bits = linstate_load64(p + 1);
@@ -1532,6 +1674,8 @@ static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key)
 		if (!is_key || v == v) {
 			d->r.pos = off + 9;
 			lua_pushnumber(L, (lua_Number)v);
+			if (FP)
+				dec_fp_float(L, d, v, is_key);
 			return 0;
 		}
 	} else if (c == 0xca && left > 4) {
@@ -1541,11 +1685,15 @@ static ALWAYS_INLINE int dec_item(lua_State *L, dec *d, int depth, int is_key)
 		if (!is_key || f == f) {
 			d->r.pos = off + 5;
 			lua_pushnumber(L, (lua_Number)(double)f);
+			if (FP)
+				dec_fp_float(L, d, (double)f, is_key);
 			return 0;
 		}
 	} else if (c == 0xc2 || c == 0xc3) {
 		d->r.pos = off + 1;
 		lua_pushboolean(L, c == 0xc3);
+		if (FP)
+			d->fh = c == 0xc3 ? TAG_TRUE : TAG_FALSE;
 		return 0;
 	}
 	return dec_value(L, d, depth, is_key);
@@ -1756,6 +1904,7 @@ static COLD int dec_instance(lua_State *L, dec *d, const instate_mp_item *it, si
 
 	if (instate_mp_class_begin(&d->r, off, it, &name, &namelen, &saved_n))
 		return INSTATE_CORRUPT;
+	d->fpok = 0; /* a metatable: no fingerprint */
 	if (dec_value(L, d, depth, 0)) {
 		d->r.n = saved_n;
 		return INSTATE_CORRUPT;
@@ -1794,34 +1943,49 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 		dec_str(L, d, it.data, it.len, is_key);
 		return 0;
 	case INSTATE_MP_UINT:
-		if (!lcompat_uint_exact(it.v.u))
+		if (!lcompat_uint_exact(it.v.u)) {
+			d->fpok = 0; /* a LuaJIT cdata, or refused */
 			return dec_big_int(L, d, off, it.v.u, it.v.u <= (uint64_t)INT64_MAX, is_key);
+		}
 		/* above INT64_MAX: the integer with the same 64 bits, like string.unpack("J") */
 		lua_pushinteger(L, (lua_Integer)it.v.u);
+		if (d->fp)
+			d->fh = fp_int((lua_Integer)it.v.u);
 		return 0;
 	case INSTATE_MP_INT:
-		if (!lcompat_int_exact(it.v.i))
+		if (!lcompat_int_exact(it.v.i)) {
+			d->fpok = 0;
 			return dec_big_int(L, d, off, (uint64_t)it.v.i, 1, is_key);
+		}
 		lua_pushinteger(L, (lua_Integer)it.v.i);
+		if (d->fp)
+			d->fh = fp_int((lua_Integer)it.v.i);
 		return 0;
 	case INSTATE_MP_FLOAT:
 	case INSTATE_MP_DOUBLE:
 		if (is_key && it.v.d != it.v.d)
 			return instate_mp_corrupt(&d->r, off, "NaN map key");
 		lua_pushnumber(L, (lua_Number)it.v.d);
+		if (d->fp)
+			dec_fp_float(L, d, it.v.d, is_key);
 		return 0;
 	case INSTATE_MP_BOOL:
 		lua_pushboolean(L, it.v.b);
+		if (d->fp)
+			d->fh = it.v.b ? TAG_TRUE : TAG_FALSE;
 		return 0;
 	case INSTATE_MP_NIL:
 		if (is_key)
 			return instate_mp_corrupt(&d->r, off, "nil map key");
 		lua_pushnil(L);
+		d->fh = TAG_NIL;
 		return 0;
 	case INSTATE_MP_ARRAY:
 	case INSTATE_MP_MAP:
-		return dec_table(L, d, it.type == INSTATE_MP_MAP, it.len, off, depth);
+		return d->fp ? dec_table_fp(L, d, it.type == INSTATE_MP_MAP, it.len, off, depth)
+		             : dec_table(L, d, it.type == INSTATE_MP_MAP, it.len, off, depth);
 	case INSTATE_MP_EXT:
+		d->fpok = 0;
 		if (it.ext == INSTATE_MP_EXT_CLASS)
 			return dec_instance(L, d, &it, off, depth);
 		if (instate_mp_check_ext(&d->r, off, &it, d->graph, d->tables, &id))
@@ -1835,8 +1999,10 @@ static int dec_value(lua_State *L, dec *d, int depth, int is_key)
 /* Decode n bytes at p and push the value (return 1) or the message
  * (return 0). ud is the stack index of the codec (an upvalue), or 0 to
  * fetch it from the registry; base is the caller's stack top. */
-static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n)
+static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n, int fp,
+                       uint64_t *print, int *has)
 {
+	codec *cd;
 	dec d;
 
 	d.r.p = (const unsigned char *)p;
@@ -1850,14 +2016,31 @@ static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n)
 	d.r.err[0] = '\0';
 	d.refs = 0;
 	d.tables = 0;
+	d.fh = 0;
 	if (instate_mp_begin(&d.r, &d.graph))
 		goto corrupt;
+	/* a graph (shared tables, cycles) has no fingerprint from its bytes */
+	d.fp = fp && !d.graph;
+	d.fpok = 1;
 	luaL_checkstack(L, 6, NULL);
 	if (ud == 0) {
 		push_codec(L);
 		ud = lua_gettop(L);
 	}
-	d.sc = ((codec *)lua_touserdata(L, ud))->scache;
+	cd = lua_touserdata(L, ud);
+	d.sc = cd->scache;
+	if (d.fp) {
+		if (!cd->fp_ready) {
+			int c;
+			for (c = 0; c < 256; c++)
+				cd->fp_fix[c] = fp_int(c <= 0x7f ? (lua_Integer)c : (lua_Integer)c - 256);
+			for (c = 0; c <= 16; c++)
+				cd->fp_count[c] = mix2(TAG_TAB, (uint64_t)c);
+			cd->fp_ready = 1;
+		}
+		d.fix = cd->fp_fix;
+		d.count = cd->fp_count;
+	}
 	/* On the stack: lua_rawgeti() of a pseudo-index costs more. */
 	lcompat_getuservalue(L, ud, 1);
 	d.cache = lua_gettop(L);
@@ -1869,6 +2052,10 @@ static int decode_with(lua_State *L, int ud, int base, const char *p, size_t n)
 		goto corrupt;
 	lua_replace(L, base + 1);
 	lua_settop(L, base + 1);
+	if (fp) {
+		*has = d.fp && d.fpok;
+		*print = d.fh;
+	}
 	return 1;
 corrupt:
 	lua_settop(L, base);
@@ -1878,7 +2065,13 @@ corrupt:
 
 int linstate_decode(lua_State *L, const char *p, size_t n)
 {
-	return decode_with(L, 0, lua_gettop(L), p, n);
+	return decode_with(L, 0, lua_gettop(L), p, n, 0, NULL, NULL);
+}
+
+int linstate_decode_print(lua_State *L, const char *p, size_t n, uint64_t *print, int *has)
+{
+	*has = 0;
+	return decode_with(L, 0, lua_gettop(L), p, n, 1, print, has);
 }
 
 const char *linstate_decode_what(const char *msg)
@@ -1978,8 +2171,34 @@ static int l_decode(lua_State *L)
 
 	luaL_checktype(L, 1, LUA_TSTRING);
 	s = lua_tolstring(L, 1, &n);
-	if (decode_with(L, lua_upvalueindex(1), lua_gettop(L), s, n))
+	if (decode_with(L, lua_upvalueindex(1), lua_gettop(L), s, n, 0, NULL, NULL))
 		return 1;
+	lua_pushnil(L);
+	lua_insert(L, -2);
+	lua_pushstring(L, linstate_code(INSTATE_CORRUPT));
+	return 3;
+}
+
+/* instate._decode_print(string) -> value, fingerprint | nil, msg, "CORRUPT":
+ * instate.decode, and what instate._fingerprint gives the value, taken in
+ * the same pass over the bytes (nil in its place when the bytes do not
+ * tell it exactly: see dec_table_t). defstate's read of one record. */
+static int l_decode_print(lua_State *L)
+{
+	size_t n;
+	const char *s;
+	uint64_t h = 0;
+	int has = 0;
+
+	luaL_checktype(L, 1, LUA_TSTRING);
+	s = lua_tolstring(L, 1, &n);
+	if (decode_with(L, lua_upvalueindex(1), lua_gettop(L), s, n, 1, &h, &has)) {
+		if (has)
+			push_print(L, h, 0);
+		else
+			lua_pushnil(L);
+		return 2;
+	}
 	lua_pushnil(L);
 	lua_insert(L, -2);
 	lua_pushstring(L, linstate_code(INSTATE_CORRUPT));
@@ -2138,6 +2357,9 @@ void linstate_open_codec(lua_State *L)
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
 	lua_pushcclosure(L, l_decode, 1);
 	lua_setfield(L, -2, "decode");
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &codec_key);
+	lua_pushcclosure(L, l_decode_print, 1);
+	lua_setfield(L, -2, "_decode_print");
 	lua_pushinteger(L, INSTATE_MP_MAX_DEPTH);
 	lua_setfield(L, -2, "max_depth");
 }

@@ -28,11 +28,13 @@
  * nesting deeper than the codec allows) has no fingerprint (nil): the
  * caller then encodes it, and the codec accepts or rejects it as usual.
  *
- * A restored value's fingerprint is taken from its encoded bytes
- * (linstate_fingerprint_bytes, at the end): exactly the walk of the value
- * they decode to, or none, never another value's.
+ * A restored value's fingerprint is taken by the decoder in its pass over
+ * the encoded bytes (linstate_decode_print, lcodec.c), with the formula of
+ * lfingerprint.h: exactly the walk of the value they decode to, or none,
+ * never another value's.
  */
 #include "linstate.h"
+#include "lfingerprint.h"
 #include "instate_mpack.h"
 
 #include <math.h>
@@ -40,17 +42,6 @@
 #include <string.h>
 
 #define FP_MT "instate.fingerprint"
-
-/* Tags: each kind of value hashes in its own domain. */
-#define TAG_NIL   UINT64_C(0x6e696c0000000001)
-#define TAG_FALSE UINT64_C(0x626f6f6c00000002)
-#define TAG_TRUE  UINT64_C(0x626f6f6c00000003)
-#define TAG_INT   UINT64_C(0x696e740000000004)
-#define TAG_FLT   UINT64_C(0x666c740000000005)
-#define TAG_STR   UINT64_C(0x7374720000000006)
-#define TAG_TAB   UINT64_C(0x7461620000000007)
-#define TAG_REF   UINT64_C(0x7265660000000008)
-#define TAG_GRAPH UINT64_C(0x6772610000000009)
 
 /* One slot of the open-addressing set of tables met in this walk; live
  * only when its gen is the set's. */
@@ -75,63 +66,6 @@ typedef struct fp_walk {
 } fp_walk;
 
 enum { FP_OK = 0, FP_NONE = -1, FP_REPEAT = -2 };
-
-/* MurmurHash3's finalizer: a bijection of 64-bit words, every input bit
- * reaching every output bit. */
-static uint64_t fmix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= UINT64_C(0xff51afd7ed558ccd);
-	x ^= x >> 33;
-	x *= UINT64_C(0xc4ceb9fe1a85ec53);
-	x ^= x >> 33;
-	return x;
-}
-
-/* Hash of the ordered pair (a, b): a bijection of b for a fixed a and of
- * a for a fixed b (the multiplier is odd). */
-static uint64_t mix2(uint64_t a, uint64_t b)
-{
-	return fmix(a * UINT64_C(0x9e3779b97f4a7c15) ^ b);
-}
-
-/* Strings. Up to 16 bytes (map keys, names: nearly every string of game
- * state) in two words read with loads that stay inside the string
- * (overlapping when n is not a multiple of the width), as the decoder's
- * string cache reads them: for a given length the words hold every byte,
- * so the pair (n, words) is the string. Then (first ^ seed(n)) * odd ^
- * second and MurmurHash3's finalizer: a bijection of the first word for a
- * fixed second one and of the second for a fixed first, so two strings of
- * at most 8 bytes and the same length never collide, and others collide
- * with a chance of 2^-64. Longer strings: one round per 8-byte word, the
- * last word read overlapping, the length first. */
-static uint64_t rotl(uint64_t x, int r)
-{
-	return x << r | x >> (64 - r);
-}
-
-
-#define PRIME1 UINT64_C(0x9e3779b185ebca87)
-#define PRIME2 UINT64_C(0xc2b2ae3d27d4eb4f)
-
-static inline uint64_t str_round(uint64_t h, uint64_t w)
-{
-	return rotl(h ^ w * PRIME2, 31) * PRIME1;
-}
-
-static inline uint64_t hash_bytes(const char *str, size_t n)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	uint64_t h = TAG_STR ^ (uint64_t)n * UINT64_C(0x9e3779b97f4a7c15), a, b;
-
-	if (n <= 16) {
-		linstate_str_words(s, n, &a, &b);
-		return fmix((a ^ h) * PRIME1 ^ b);
-	}
-	for (; n > 8; s += 8, n -= 8)
-		h = str_round(h, linstate_load64(s));
-	return fmix(str_round(h, linstate_load64(s + n - 8)));
-}
 
 static size_t ptr_slot(const void *p, size_t mask)
 {
@@ -192,50 +126,6 @@ static int set_visit(fp_set *s, const void *p, uint32_t id, uint32_t *found)
 	s->slots[j].gen = s->gen;
 	s->used++;
 	return 0;
-}
-
-/* An integer as the codec writes it: its value under its tag. */
-static inline uint64_t fp_int(lua_Integer i)
-{
-	return mix2(TAG_INT, (uint64_t)i);
-}
-
-/* A float as the codec writes it: the bits of its double. */
-static inline uint64_t fp_flt(double d)
-{
-	uint64_t bits;
-
-	memcpy(&bits, &d, sizeof bits);
-	return mix2(TAG_FLT, bits);
-}
-
-/* The number at idx, as enc_value() in lcodec.c decides integer or float:
- * an integer it writes as an integer hashes its value, anything else the
- * bits of its double. */
-static inline uint64_t fp_number(lua_State *L, int idx)
-{
-	lua_Integer i;
-
-	if (lua_isinteger(L, idx) && lcompat_int_exact(i = lua_tointeger(L, idx)))
-		return fp_int(i);
-	return fp_flt((double)lua_tonumber(L, idx));
-}
-
-/* fp_number() of the number lua_pushnumber(L, d) would push, d not a NaN
- * (LuaJIT's push replaces a NaN by its canonical one: those are pushed).
- * On 5.3 and 5.4 that is a float; elsewhere lcompat's lua_isinteger()
- * and lua_tointeger() decide, as they do in fp_number(). */
-static inline uint64_t fp_double(double d)
-{
-#if LUA_VERSION_NUM >= 503
-	return fp_flt(d);
-#else
-	lua_Integer i;
-
-	if (lcompat_num2int((lua_Number)d, &i) && !(i == 0 && signbit(d)) && lcompat_int_exact(i))
-		return fp_int(i);
-	return fp_flt(d);
-#endif
 }
 
 static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out);
@@ -334,21 +224,6 @@ static int fp_compute(lua_State *L, fp_set *set, int idx, uint64_t *out)
 		*out = mix2(TAG_GRAPH, *out);
 	}
 	return rc;
-}
-
-/* Push the fingerprint h, a number either way (nothing allocated): the
- * integer of its 64 bits where integers have 64 bits, else its top 53
- * bits as a double (an integer below 2^53, exact, never a NaN), so the
- * chance of a collision there is 2^-53 per comparison. old is unused: a
- * number costs nothing to push again. */
-static void push_print(lua_State *L, uint64_t h, int old)
-{
-	(void)old;
-#if LUA_VERSION_NUM >= 503
-	lua_pushinteger(L, (lua_Integer)h);
-#else
-	lua_pushnumber(L, (lua_Number)(h >> 11));
-#endif
 }
 
 /*
@@ -493,244 +368,22 @@ static int l_fingerprint_pick(lua_State *L)
 	return 3;
 }
 
-/* ---- the fingerprint of an encoded value, from its bytes ------------- */
-
-/*
- * What the walk gives the value the decoder (lcodec.c, dec_value) builds
- * from the bytes, without building it; or none when that cannot be said
- * exactly, so that the stored fingerprint is never that of another value
- * (docs/DESIGN.md, defstate: fingerprints):
- *  - a number hashes as the walk hashes what the decoder pushes: an
- *    integer this Lua holds exactly (lua_pushinteger) is one to the walk
- *    on every Lua (on 5.1/5.2/LuaJIT an integral double within 2^53, not
- *    -0), so fp_int(); a float (lua_pushnumber; a float32 converted to
- *    double) by fp_double(), the walk's own test on that double; a NaN is
- *    pushed for real and hashed by fp_number() (LuaJIT replaces it by its
- *    canonical NaN); an integer the decoder reads as a LuaJIT cdata or
- *    refuses: none;
- *  - a float map key that is integral (or +-0, +-inf) is turned into an
- *    integer key by some Luas' tables and not others: none; a NaN or nil
- *    key, which the decoder refuses: none;
- *  - a map entry whose value is nil is not in the table (lua_rawset of
- *    nil), nor is an array element that is nil: not counted;
- *  - two keys of one map that are the same Lua key (a duplicate, or two
- *    encodings of one key: 1 as fixint and as uint8, a str and a bin of
- *    the same bytes, 1.5 as float32 and float64) leave one entry, the
- *    last: none, as for any two keys of equal hash (a table key's hash
- *    is its contents');
- *  - an extension (a GRAPH of shared tables or cycles, a class instance,
- *    anything else): none. Decoded tables have no metatable (hashed 0),
- *    and without references each table is reached once: the walk's tree
- *    mode;
- *  - bytes the decoder refuses (truncated, trailing bytes, too deep): none.
- */
-#define FPB_NIL 1      /* a nil value: no entry */
-#define FPB_SMALL 16   /* maps up to this many keys: checked pairwise */
-
-typedef struct fpb {
-	lua_State *L;
-	instate_mp_reader r;
-	uint64_t *keys;    /* the key hashes of the open maps, a stack */
-	size_t nkeys, cap;
-	uint64_t inl[128]; /* keys' first storage */
-} fpb;
-
-static int fpb_push_key(fpb *b, uint64_t h)
-{
-	if (b->nkeys == b->cap) {
-		size_t cap = b->cap * 2;
-		uint64_t *k = malloc(cap * sizeof *k);
-		if (!k)
-			return -1;
-		memcpy(k, b->keys, b->nkeys * sizeof *k);
-		if (b->keys != b->inl)
-			free(b->keys);
-		b->keys = k;
-		b->cap = cap;
-	}
-	b->keys[b->nkeys++] = h;
-	return 0;
-}
-
-/* Whether two of the n hashes at k are equal (or one is 0, the empty
- * slot of the set below: a 2^-64 chance, answered "yes", which is safe);
- * -1: no memory. */
-static int fpb_dup(const uint64_t *k, size_t n)
-{
-	size_t i, j, cap, mask;
-	uint64_t *set;
-
-	if (n <= FPB_SMALL) {
-		for (i = 1; i < n; i++)
-			for (j = 0; j < i; j++)
-				if (k[i] == k[j])
-					return 1;
-		return 0;
-	}
-	for (cap = 64; cap < 2 * n; cap *= 2)
-		;
-	if (!(set = calloc(cap, sizeof *set)))
-		return -1;
-	mask = cap - 1;
-	for (i = 0; i < n; i++) {
-		uint64_t h = k[i];
-		if (h == 0)
-			break;
-		for (j = (size_t)(h >> 7) & mask; set[j] && set[j] != h; j = (j + 1) & mask)
-			;
-		if (set[j])
-			break;
-		set[j] = h;
-	}
-	free(set);
-	return i < n;
-}
-
-static int fpb_value(fpb *b, int depth, int is_key, uint64_t *out);
-
-static int fpb_table(fpb *b, int map, uint32_t n, int depth, uint64_t *out)
-{
-	uint64_t sum = 0, count = 0, hk, hv;
-	size_t base = b->nkeys;
-	uint32_t i;
-	int rc;
-
-	if (depth >= INSTATE_MP_MAX_DEPTH)
-		return FP_NONE;
-	for (i = 0; i < n; i++) {
-		if (map) {
-			if (fpb_value(b, depth + 1, 1, &hk) != FP_OK || fpb_push_key(b, hk))
-				return FP_NONE;
-		} else {
-			hk = fp_int((lua_Integer)i + 1);
-		}
-		rc = fpb_value(b, depth + 1, 0, &hv);
-		if (rc == FPB_NIL)
-			continue;
-		if (rc != FP_OK)
-			return FP_NONE;
-		sum += mix2(hk, hv);
-		count++;
-	}
-	if (map && fpb_dup(b->keys + base, n) != 0)
-		return FP_NONE;
-	b->nkeys = base;
-	*out = mix2(mix2(mix2(TAG_TAB, count), sum), 0);
-	return FP_OK;
-}
-
-static int fpb_value(fpb *b, int depth, int is_key, uint64_t *out)
-{
-	lua_State *L = b->L;
-	instate_mp_item it;
-	size_t off = b->r.pos, left = b->r.n - off;
-
-	/* The forms game state is made of, inline (as the decoder's dec_item);
-	 * the others, and any that would run past the end, below. */
-	if (left) {
-		const unsigned char *q = b->r.p + off;
-		unsigned c = q[0];
-		if (c <= 0x7f || c >= 0xe0) {
-			b->r.pos = off + 1;
-			*out = fp_int(c <= 0x7f ? (lua_Integer)c : (lua_Integer)c - 256);
-			return FP_OK;
-		}
-		if (c >= 0xa0 && c <= 0xbf && (c & 0x1f) < left) {
-			b->r.pos = off + 1 + (c & 0x1f);
-			*out = hash_bytes((const char *)q + 1, c & 0x1f);
-			return FP_OK;
-		}
-		if (c == 0xc2 || c == 0xc3) {
-			b->r.pos = off + 1;
-			*out = c == 0xc3 ? TAG_TRUE : TAG_FALSE;
-			return FP_OK;
-		}
-	}
-	it.type = INSTATE_MP_NIL; /* (read sets it: quiets -Wmaybe-uninitialized) */
-	it.len = 0;
-	it.data = NULL;
-	if (instate_mp_read(&b->r, &it))
-		return FP_NONE;
-	switch (it.type) {
-	case INSTATE_MP_STR:
-	case INSTATE_MP_BIN:
-		*out = hash_bytes((const char *)it.data, it.len);
-		return FP_OK;
-	case INSTATE_MP_UINT:
-		/* above INT64_MAX: the integer of the same 64 bits, as decoded */
-		if (!lcompat_uint_exact(it.v.u))
-			return FP_NONE;
-		*out = fp_int((lua_Integer)it.v.u);
-		return FP_OK;
-	case INSTATE_MP_INT:
-		if (!lcompat_int_exact(it.v.i))
-			return FP_NONE;
-		*out = fp_int((lua_Integer)it.v.i);
-		return FP_OK;
-	case INSTATE_MP_FLOAT:
-	case INSTATE_MP_DOUBLE:
-		if (is_key && !(it.v.d == it.v.d && floor(it.v.d) != it.v.d))
-			return FP_NONE;
-		if (it.v.d == it.v.d) {
-			*out = fp_double(it.v.d);
-			return FP_OK;
-		}
-		lua_pushnumber(L, (lua_Number)it.v.d);
-		break;
-	case INSTATE_MP_BOOL:
-		*out = it.v.b ? TAG_TRUE : TAG_FALSE;
-		return FP_OK;
-	case INSTATE_MP_NIL:
-		return is_key ? FP_NONE : FPB_NIL;
-	case INSTATE_MP_ARRAY:
-	case INSTATE_MP_MAP:
-		return fpb_table(b, it.type == INSTATE_MP_MAP, it.len, depth, out);
-	default:
-		return FP_NONE;
-	}
-	*out = fp_number(L, -1);
-	lua_pop(L, 1);
-	return FP_OK;
-}
-
-int linstate_fingerprint_bytes(lua_State *L, const char *p, size_t n)
-{
-	fpb b;
-	uint64_t h;
-	int rc;
-
-	if (!lua_checkstack(L, 2))
-		return 0;
-	b.L = L;
-	/* The message buffer is never read here, but instate_mp_corrupt()
-	 * tests its first byte to keep the first fault: that byte only. */
-	b.r.err[0] = '\0';
-	b.r.pos = b.r.err_off = b.r.graph_off = 0;
-	b.r.graph = 0;
-	b.r.refs = 0;
-	b.r.p = (const unsigned char *)p;
-	b.r.n = n;
-	b.keys = b.inl;
-	b.nkeys = 0;
-	b.cap = sizeof b.inl / sizeof b.inl[0];
-	rc = fpb_value(&b, 0, 0, &h);
-	if (b.keys != b.inl)
-		free(b.keys);
-	if (rc != FP_OK || b.r.pos != n)
-		return 0;
-	push_print(L, h, 0);
-	return 1;
-}
-
 /* instate._fingerprint_bytes(encoded) -> fingerprint | nil: what
  * instate._fingerprint gives the value instate.decode(encoded) returns,
- * or nil when that is not known from the bytes (see above). */
+ * or nil when that is not known from the bytes: the decoder's own pass
+ * (linstate_decode_print, whose value is dropped), so that this is the
+ * very fingerprint a restored table holds. nil for bytes it refuses. */
 static int l_fingerprint_bytes(lua_State *L)
 {
 	size_t n;
 	const char *p = luaL_checklstring(L, 1, &n);
+	uint64_t h;
+	int has;
 
-	if (!linstate_fingerprint_bytes(L, p, n))
+	lua_settop(L, 1);
+	if (linstate_decode_print(L, p, n, &h, &has) && has)
+		push_print(L, h, 0);
+	else
 		lua_pushnil(L);
 	return 1;
 }

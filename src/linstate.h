@@ -125,6 +125,16 @@ int linstate_decode(lua_State *L, const char *p, size_t n);
  */
 const char *linstate_decode_what(const char *msg);
 
+/* linstate_decode(), and in the same pass over the bytes the fingerprint
+ * instate._fingerprint gives the value pushed (lfingerprint.h's formula):
+ * on success (1) *has is 1 and *print that fingerprint, or *has is 0 when
+ * the bytes do not tell it exactly (an extension: a graph of shared
+ * tables, a class instance; two map keys that are the same Lua key; an
+ * integral float map key; an integer read as a LuaJIT cdata: lcodec.c,
+ * dec_table_t). On failure (0) as linstate_decode(), *has 0. Raises as
+ * linstate_decode() does (memory). */
+int linstate_decode_print(lua_State *L, const char *p, size_t n, uint64_t *print, int *has);
+
 /* Set encode/decode (and codec constants) into the table at the stack top. */
 void linstate_open_codec(lua_State *L);
 
@@ -452,13 +462,6 @@ void linstate_open_entries(lua_State *L);
  * for any other value. */
 const char *linstate_entries_encode(lua_State *L, int idx, const char *name, unsigned flags,
                                     size_t *len);
-
-/* Push the fingerprint instate._fingerprint gives the value that the n
- * encoded bytes at p decode to, taken from the bytes, and return 1; or
- * push nothing and return 0 when the bytes do not tell it exactly
- * (extension types, duplicate keys, integral float keys, bytes the
- * decoder refuses: lfingerprint.c). Raises nothing, runs no Lua code. */
-int linstate_fingerprint_bytes(lua_State *L, const char *p, size_t n);
 
 /* Push a new scratch userdata (lscratch, freed by its __gc). */
 void linstate_push_scratch(lua_State *L);

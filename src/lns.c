@@ -14,6 +14,7 @@
  * transaction's (ltxn.c).
  */
 #include "linstate.h"
+#include "lfingerprint.h"
 #include "instate_mpack.h"
 
 #include <limits.h>
@@ -1064,12 +1065,13 @@ static int l_ns_get_all_encoded(lua_State *L)
  * every live record with this record version whose value decodes, an
  * object { template[1], ..., [slot] = value, name = key } with metatable
  * mt, and with fpslot (1..64, if given) set to the fingerprint of a table
- * value taken from its bytes (linstate_fingerprint_bytes(), when they tell
- * it); objects maps key -> object, and key -> false for the other records
- * (another version, or a value that does not decode: the caller reads those
- * itself and reports them); count is the number of objects. Runs no Lua
- * code. The iterator userdata owns the snapshot, so raising (out of memory)
- * midway leaks nothing.
+ * value, taken by the decoder in its pass over the bytes
+ * (linstate_decode_print(), when they tell it); objects maps key ->
+ * object, and key -> false for the other records (another version, or a
+ * value that does not decode: the caller reads those itself and reports
+ * them); count is the number of objects. Runs no Lua code. The iterator
+ * userdata owns the snapshot, so raising (out of memory) midway leaks
+ * nothing.
  *
  * Where that pays (LCOMPAT_GC_PAUSE_BULK: the incremental-only Luas), the
  * collector is stopped while the objects are built (lcompat_gc_pause: only
@@ -1108,6 +1110,8 @@ static int ns_build_objects(lua_State *L)
 	key = 10 + ntpl;
 	for (;;) {
 		instate_meta meta;
+		uint64_t print = 0;
+		int has = 0;
 		rc = instate_cursor_next(it->cur, &kv[0], &kv[1], &meta);
 		if (rc == INSTATE_CORRUPT) {
 			/* a damaged record (its checksum): left to its defstate, which
@@ -1124,7 +1128,8 @@ static int ns_build_objects(lua_State *L)
 			break;
 		lua_pushlstring(L, kv[0].data, kv[0].len);              /* key */
 		if ((lua_Integer)meta.version == version &&
-		    linstate_decode(L, kv[1].data, kv[1].len)) {         /* key+1 value */
+		    (fpslot ? linstate_decode_print(L, kv[1].data, kv[1].len, &print, &has)
+		            : linstate_decode(L, kv[1].data, kv[1].len))) { /* key+1 value */
 			lua_createtable(L, narr, 1);                        /* key+2 object */
 			for (j = 1; j <= ntpl; j++) {
 				lua_pushvalue(L, 9 + j);
@@ -1135,9 +1140,10 @@ static int ns_build_objects(lua_State *L)
 			lua_rawset(L, key + 2);
 			lua_pushvalue(L, 2);
 			lua_setmetatable(L, key + 2);
-			if (fpslot && lua_type(L, key + 1) == LUA_TTABLE &&
-			    linstate_fingerprint_bytes(L, kv[1].data, kv[1].len))
+			if (fpslot && has && lua_type(L, key + 1) == LUA_TTABLE) {
+				push_print(L, print, 0);
 				lua_rawseti(L, key + 2, fpslot);
+			}
 			lua_insert(L, key + 1);                             /* object, value */
 			lua_rawseti(L, key + 1, slot);
 			lua_rawset(L, 7);                                   /* key, object */

@@ -93,7 +93,7 @@ local RESTORED_TEMPLATE = { UNREAD, false, PENDING }
 
 return function(instate)
 	local decode, open, newtable = instate.decode, instate.open, instate._newtable
-	local fingerprint, fingerprint_bytes = instate._fingerprint, instate._fingerprint_bytes
+	local fingerprint, decode_print = instate._fingerprint, instate._decode_print
 	local fingerprint_pick = instate._fingerprint_pick
 
 	local backup_ctx = {}
@@ -216,14 +216,17 @@ return function(instate)
 		var[1], var[2], var[4] = v, true, nil
 	end
 
-	local function decode_saved(name, bytes, who)
-		local v, msg = decode(bytes)
-		if v == nil and msg ~= nil then
+	-- With print, also the fingerprint of the value (or nil: unknown from
+	-- the bytes), taken by the decoder in the same pass.
+	local function decode_saved(name, bytes, who, print)
+		local v, msg
+		if print then v, msg = decode_print(bytes) else v, msg = decode(bytes) end
+		if v == nil and type(msg) == "string" then
 			-- a class not registered (yet) is not damage: say which
 			local what = msg:find("^unknown class") and "cannot be read" or "is corrupt"
 			error(("%s: saved value of variable %s %s: %s"):format(who, quote(name), what, msg), 3)
 		end
-		return v
+		return v, msg
 	end
 
 	-- Turn a saved record, already decoded to v, into the variable's value:
@@ -538,8 +541,8 @@ return function(instate)
 			local bytes, msg, code = state_ns:get_encoded(name)
 			if bytes then
 				ver, rec = msg, bytes
-				saved, v = true, decode_saved(name, bytes, "instate.defstate")
-				if type(v) == "table" then stored_fp = fingerprint_bytes(bytes) end
+				saved, v, stored_fp = true, decode_saved(name, bytes, "instate.defstate", true)
+				if type(v) ~= "table" then stored_fp = nil end
 			elseif code then
 				-- never the default in place of a record that failed to read:
 				-- a later save_all would write over it
