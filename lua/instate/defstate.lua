@@ -828,7 +828,7 @@ return function(instate)
 		-- false: the record stops being the table PRINT describes, so a
 		-- table equal to it set back later must be written).
 		local m, ns, nt = fingerprint_pick(list, n, UNREAD, perver, keys, vals, vers,
-			scalars, tabs, prints)
+			scalars, tabs, prints, Var)
 		if m == 0 and not plan then
 			save_clear(keys, vals, vers, scalars, 0, 0, false)
 			s_tabs, s_prints = tabs, prints
