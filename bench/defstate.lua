@@ -30,7 +30,13 @@
 --              the run that declared them; in a later run, every table
 --              restored and read once (the target's workload: each holds
 --              its record's fingerprint, so the 99% are walked, not
---              encoded); and in a new run where the other 99% are restored
+--              encoded), once in this process and once in a fresh child
+--              process each rep (this file with --save-child: a game's
+--              later run starts from a heap of its own, where this
+--              process's heap holds the earlier phases' objects, over
+--              which the restored tables are spread), with the bound line
+--              (the walk's and a bare lua_next traversal's CPU in each
+--              heap); and in a new run where the other 99% are restored
 --              but never read (so they cost nothing)
 --
 -- Times are wall-clock medians of several runs (the best run in brackets,
@@ -56,8 +62,9 @@
 -- Run: make bench   (make bench LUA=luajit, make bench-luas: every Lua; or
 -- see the Makefile's bench target for the paths)
 package.path = (arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/?.lua;" .. package.path
--- A child of the fresh-process restore row: `--restore-child WAY FILE N HP`.
-local CHILD = arg and arg[1] == "--restore-child"
+-- A child of the fresh-process restore row: `--restore-child WAY FILE N HP`,
+-- or of the fresh-process 1% row: `--save-child FILE N ROUND`.
+local CHILD = arg and (arg[1] == "--restore-child" or arg[1] == "--save-child")
 local instate = require "instate"
 local bc = require "bench_compat"
 
@@ -175,9 +182,21 @@ local function timed_1pct_save(vars, n, round)
     if changed(i) then vars[i]:set(value(i, round)) end
   end
   collectgarbage()
-  local t0 = now()
+  local t0, c0 = now(), os.clock()
   assert(instate.save_all())
-  return now() - t0
+  return now() - t0, os.clock() - c0
+end
+
+-- CPU seconds of f(v) for every value of vals (the best of 3: the load of
+-- the machine only ever adds).
+local function cpu_each(f, vals)
+  local b = math.huge
+  for _ = 1, 3 do
+    local c0 = os.clock()
+    for i = 1, #vals do f(vals[i]) end
+    b = math.min(b, os.clock() - c0)
+  end
+  return b
 end
 
 -- ---------------------------------------------------------------------------
@@ -301,6 +320,40 @@ local function instate_restore(path, names)
   return now() - t0, vars, clock() - c0
 end
 
+-- The bare lua_next traversal (bench/traverse_lua.c, built beside the
+-- floor): the bound of the default mode's "may have changed" walk.
+local traverse
+do
+  local saved_cpath = package.cpath
+  package.cpath = BUILD .. "/bench/?.so;" .. package.cpath
+  local ok, f = pcall(require, "traverse")
+  package.cpath = saved_cpath
+  if ok then traverse = f end
+end
+
+-- The 1% row's child: a later run of the program in a process of its own
+-- (a heap holding only what loading this file made, as a game's): setup,
+-- N defstate, each read once, the 1% set to round's values, one save_all
+-- timed; then, in the same heap, the CPU of the fingerprint walk and of a
+-- bare lua_next traversal of every table handed out. On stdout: wall and
+-- CPU of the save, walk and traversal CPU ("-" without traverse.so).
+if CHILD and arg[1] == "--save-child" then
+  local file, n, round = arg[2], tonumber(arg[3]), tonumber(arg[4])
+  local names = {}
+  for i = 1, n do names[i] = var_name(i) end
+  collectgarbage()
+  local _, vars = instate_restore(file, names)
+  local t, c = timed_1pct_save(vars, n, round)
+  assert(vars[1]:get().hp == 100 + round)
+  local vals = {}
+  for i = 1, n do vals[i] = vars[i]:get() end
+  local cw = cpu_each(instate._fingerprint, vals)
+  local ct = traverse and cpu_each(traverse, vals)
+  instate.teardown()
+  io.write(("%.9f %.9f %.9f %s\n"):format(t, c, cw, ct and ("%.9f"):format(ct) or "-"))
+  os.exit(0)
+end
+
 -- The child: one restore of one way, from a heap holding only what loading
 -- this file made, checked, its wall-clock and CPU seconds on stdout ("err"
 -- and the message when the %q file does not load).
@@ -329,17 +382,6 @@ if CHILD then
   end
   io.write(("%.9f %.9f\n"):format(t, c))
   os.exit(0)
-end
-
--- The bare lua_next traversal (bench/traverse_lua.c, built beside the
--- floor): the bound of the default mode's "may have changed" walk.
-local traverse
-do
-  local saved_cpath = package.cpath
-  package.cpath = BUILD .. "/bench/?.so;" .. package.cpath
-  local ok, f = pcall(require, "traverse")
-  package.cpath = saved_cpath
-  if ok then traverse = f end
 end
 
 -- Raw LMDB floor: the program, its records files, its database.
@@ -1054,7 +1096,7 @@ local function bench(n)
   -- and read once, 1% set, save_all (the same records as above, so the
   -- same floor). Each restored table holds its record's fingerprint, so
   -- the 99% read but unchanged are walked, not encoded.
-  local t_later = {}
+  local t_later, c_later = {}, {}
   for rep = 1, reps do
     instate.teardown()
     vars = nil
@@ -1064,9 +1106,44 @@ local function bench(n)
     for i = 1, n do vars[i] = instate.defstate(var_name(i), false) end
     for i = 1, n do vars[i]:get() end
     local round = 100 + rep
-    t_later[rep] = timed_1pct_save(vars, n, round)
+    t_later[rep], c_later[rep] = timed_1pct_save(vars, n, round)
   end
   row(n, "save_all, 1% set (later run)", t_later, { cols[1] })
+  -- Its bound, in the same heap: every save walks every table handed out
+  -- (all of them), so CPU of the fingerprint walk of them all, and of a
+  -- bare lua_next traversal (the floor of any test of their contents).
+  local vals = {}
+  for i = 1, n do vals[i] = vars[i]:get() end
+  local walk_in = cpu_each(instate._fingerprint, vals)
+  local trav_in = traverse and cpu_each(traverse, vals)
+  vals = nil
+  -- The same later run in a process of its own, as a game's later run is
+  -- (this process's heap holds the earlier phases' objects, over which
+  -- the restored tables are spread): each rep a fresh child.
+  instate.teardown()
+  vars = nil
+  collectgarbage()
+  local t_child, c_child, walk_child, trav_child = {}, {}, {}, {}
+  for rep = 1, reps do
+    local out = sh_read(("%s %s --save-child %s %d %d 2>&1"):format(sh_quote(LUA), sh_quote(arg[0]),
+      sh_quote(path), n, 300 + rep))
+    local t, c, cw, ct = out:match("^([%d.]+) ([%d.]+) ([%d.]+) (%S+)")
+    assert(t, "save child failed: " .. out)
+    t_child[rep], c_child[rep], walk_child[rep] = tonumber(t), tonumber(c), tonumber(cw)
+    trav_child[rep] = tonumber(ct)
+  end
+  row(n, "save_all, 1% set (later run, fresh process)", t_child, { cols[1] })
+  assert(instate.setup(path))
+  vars = {}
+  for i = 1, n do vars[i] = instate.defstate(var_name(i), false) end
+  for i = 1, n do vars[i]:get() end
+  if have_floor then
+    local fl = median(t_floor)
+    local function tr(x) return x and ms(x) or "n/a (traverse.so missing)" end
+    bound(n, ("save_all, 1%% set, every table read once (a later run): the save takes %s CPU (%s wall) in a fresh process, %s CPU (%s wall) in this one; the fingerprint walk of every table %s CPU there, %s here; a bare lua_next traversal of them %s there, %s here; 8x the floor is %s")
+      :format(ms(median(c_child)), ms(median(t_child)), ms(median(c_later)), ms(median(t_later)),
+        ms(median(walk_child)), ms(walk_in), tr(trav_child[1] and median(trav_child)), tr(trav_in), ms(8 * fl)))
+  end
 
   -- The same 1% with tracked variables: a table read but not written
   -- through is known unchanged, so only the 1% are encoded.
@@ -1105,6 +1182,9 @@ local function bench(n)
       local fl = median(t_floor)
       local r = median(t_later) / fl
       target(what .. ", default (a later run)", ("%s (%.2fx, floor %s)"):format(ms(median(t_later)), r, ms(fl)),
+        "<= 8x", r <= 8)
+      r = median(t_child) / fl
+      target(what .. ", default (a later run, fresh process)", ("%s (%.2fx)"):format(ms(median(t_child)), r),
         "<= 8x", r <= 8)
       if t_track then
         r = median(t_track) / fl

@@ -130,13 +130,13 @@ static int set_visit(fp_set *s, const void *p, uint32_t id, uint32_t *found)
 
 static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out);
 
-/* The hash of the value at idx (a table: at the top of the stack, idx its
- * absolute index), by its type. */
-static inline int fp_value(fp_walk *w, int idx, int depth, uint64_t *out)
+/* The hash of the value at idx, of type t (a table: at the top of the
+ * stack, idx its absolute index). */
+static inline int fp_value(fp_walk *w, int idx, int t, int depth, uint64_t *out)
 {
 	lua_State *L = w->L;
 
-	switch (lua_type(L, idx)) {
+	switch (t) {
 	case LUA_TSTRING: {
 		size_t n;
 		const char *s = lua_tolstring(L, idx, &n);
@@ -159,23 +159,37 @@ static inline int fp_value(fp_walk *w, int idx, int depth, uint64_t *out)
 	}
 }
 
+/* Stack slots a walk needs per level of nesting (the key and value of the
+ * entry looked at, one for the metatable after), asked for once every
+ * FP_STACK_LEVELS levels rather than at every table. */
+#define FP_STACK_LEVELS 16
+
 static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out)
 {
 	lua_State *L = w->L;
 	uint64_t sum = 0, count = 0, h, mt = 0;
 	uint32_t id = w->next_id, found;
-	int rc, top;
+	int rc, top, tk, tv;
+	/* In the first mode the top table enters the set only when a table
+	 * (key or value) is met in it, before that table is walked: nothing
+	 * else can reach it again, and a way back to it is then found at the
+	 * depth it always was (at the codec's depth limit too). Most tables a
+	 * save walks hold none: one set insert fewer per variable. */
+	int later = depth == 0 && !w->ids;
 
-	if (depth > INSTATE_MP_MAX_DEPTH || !lua_checkstack(L, 4))
+	if (depth > INSTATE_MP_MAX_DEPTH ||
+	    (depth % FP_STACK_LEVELS == 0 && !lua_checkstack(L, 2 * FP_STACK_LEVELS + 2)))
 		return FP_NONE;
-	rc = set_visit(w->set, lua_topointer(L, idx), id, &found);
-	if (rc < 0)
-		return FP_NONE;
-	if (rc > 0) {
-		if (!w->ids)
-			return FP_REPEAT;
-		*out = mix2(TAG_REF, found);
-		return FP_OK;
+	if (!later) {
+		rc = set_visit(w->set, lua_topointer(L, idx), id, &found);
+		if (rc < 0)
+			return FP_NONE;
+		if (rc > 0) {
+			if (!w->ids)
+				return FP_REPEAT;
+			*out = mix2(TAG_REF, found);
+			return FP_OK;
+		}
 	}
 	w->next_id++;
 	/* key at top - 1, value at top while an entry is looked at: the
@@ -184,8 +198,17 @@ static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out)
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		uint64_t hk, hv;
-		if ((rc = fp_value(w, top - 1, depth + 1, &hk)) != FP_OK ||
-		    (rc = fp_value(w, top, depth + 1, &hv)) != FP_OK) {
+		tk = lua_type(L, top - 1);
+		tv = lua_type(L, top);
+		if (later && (tk == LUA_TTABLE || tv == LUA_TTABLE)) {
+			later = 0;
+			if (set_visit(w->set, lua_topointer(L, idx), id, &found) < 0) {
+				lua_settop(L, top - 2);
+				return FP_NONE;
+			}
+		}
+		if ((rc = fp_value(w, top - 1, tk, depth + 1, &hk)) != FP_OK ||
+		    (rc = fp_value(w, top, tv, depth + 1, &hv)) != FP_OK) {
 			lua_settop(L, top - 2);
 			return rc;
 		}
@@ -207,20 +230,21 @@ static int fp_table(fp_walk *w, int idx, int depth, uint64_t *out)
 static int fp_compute(lua_State *L, fp_set *set, int idx, uint64_t *out)
 {
 	fp_walk w;
-	int rc;
+	int rc, t;
 
 	w.L = L;
 	w.set = set;
 	w.ids = 0;
 	w.next_id = 0;
 	idx = lua_absindex(L, idx);
+	t = lua_type(L, idx);
 	set_reset(set);
-	rc = fp_value(&w, idx, 0, out);
+	rc = fp_value(&w, idx, t, 0, out);
 	if (rc == FP_REPEAT) {
 		w.ids = 1;
 		w.next_id = 0;
 		set_reset(set);
-		rc = fp_value(&w, idx, 0, out);
+		rc = fp_value(&w, idx, t, 0, out);
 		*out = mix2(TAG_GRAPH, *out);
 	}
 	return rc;
@@ -258,9 +282,31 @@ static int is_print(lua_State *L, int idx, uint64_t h)
 #endif
 }
 
+/* Whether the variable at var is tracked (var.track, through its class).
+ * One whose metatable is plain (the class of untracked variables, which
+ * has no track field, nor has any variable of its own) is not, without
+ * the lookup: a string key looked up in the variable's hash part and
+ * then its class, for each of 100k variables a save walks. plain 0:
+ * always looked up. Leaves the stack as it was. */
+static int is_tracked(lua_State *L, int var, int plain)
+{
+	int r;
+
+	if (plain && lua_getmetatable(L, var)) {
+		r = lua_rawequal(L, -1, plain);
+		lua_pop(L, 1);
+		if (r)
+			return 0;
+	}
+	lua_getfield(L, var, "track");
+	r = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return r;
+}
+
 /*
  * instate._fingerprint_pick(list, n, unread, perver, keys, vals, vers,
- *                           scalars, tabs, prints) -> m, ns, nt
+ *                           scalars, tabs, prints [, plain]) -> m, ns, nt
  *
  * save_all's choice of what to hand save_many, in one C call instead of a
  * Lua loop calling _fingerprint per table (docs/DESIGN.md, defstate:
@@ -281,8 +327,10 @@ static int is_print(lua_State *L, int idx, uint64_t h)
  * perver, its version to vers[m]. Returns the counts (m = ns + nt). The
  * caller stores prints[i] into tabs[i][5] once the save is committed.
  * The slots are read raw (the classes hold no integer keys); name, track
- * and version through the class (__index tables). Runs no Lua code; raises
- * only on a memory error, leaving what was picked so far.
+ * and version through the class (__index tables), except that a variable
+ * whose metatable is plain (the class of untracked variables, if given)
+ * is untracked without looking track up. Runs no Lua code; raises only on
+ * a memory error, leaving what was picked so far.
  */
 static int l_fingerprint_pick(lua_State *L)
 {
@@ -290,14 +338,16 @@ static int l_fingerprint_pick(lua_State *L)
 	lua_Integer i, n;
 	int perver;
 	lua_Integer m = 0, ns = 0, nt = 0;
-	enum { LIST = 1, UNREAD = 3, KEYS = 5, VALS, VERS, SCALARS, TABS, PRINTS };
+	enum { LIST = 1, UNREAD = 3, KEYS = 5, VALS, VERS, SCALARS, TABS, PRINTS, PLAIN };
+	int plain;
 
 	luaL_checktype(L, LIST, LUA_TTABLE);
 	n = luaL_checkinteger(L, 2);
 	perver = lua_toboolean(L, 4);
 	for (i = KEYS; i <= PRINTS; i++)
 		luaL_checktype(L, (int)i, LUA_TTABLE);
-	lua_settop(L, PRINTS);
+	lua_settop(L, PLAIN);
+	plain = lua_istable(L, PLAIN) ? PLAIN : 0;
 	luaL_checkstack(L, 8, "instate._fingerprint_pick");
 	for (i = 1; i <= n; i++) {
 		int var, v, picked = 0;
@@ -310,13 +360,12 @@ static int l_fingerprint_pick(lua_State *L)
 		lua_rawgeti(L, var, 1);
 		v = var + 1;
 		if (lua_rawequal(L, v, UNREAD)) {
-			lua_settop(L, PRINTS);
+			lua_settop(L, PLAIN);
 			continue;
 		}
-		lua_getfield(L, var, "track");
-		if (lua_type(L, v) == LUA_TTABLE && !lua_toboolean(L, -1)) {
+		if (lua_type(L, v) == LUA_TTABLE && !is_tracked(L, var, plain)) {
 			uint64_t h;
-			int old = var + 3, has;
+			int old = var + 2, has;
 
 			lua_rawgeti(L, var, 5);
 			has = fp_compute(L, set, v, &h) == FP_OK;
@@ -360,7 +409,7 @@ static int l_fingerprint_pick(lua_State *L)
 				lua_rawseti(L, VERS, m);
 			}
 		}
-		lua_settop(L, PRINTS);
+		lua_settop(L, PLAIN);
 	}
 	lua_pushinteger(L, m);
 	lua_pushinteger(L, ns);

@@ -845,7 +845,7 @@ return function(instate)
 		-- false: the record stops being the table PRINT describes, so a
 		-- table equal to it set back later must be written).
 		local m, ns, nt = fingerprint_pick(list, n, UNREAD, perver, keys, vals, vers,
-			scalars, tabs, prints)
+			scalars, tabs, prints, Var)
 		-- A big tracked table goes as its entry cache, which encodes the
 		-- entries written since the last save alone.
 		if TE and m > 0 then TE.pick(vars, keys, vals, m) end
