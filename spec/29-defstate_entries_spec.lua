@@ -324,6 +324,32 @@ describe("big tracked variables: the entry cache", function()
       assert.are.equal(canonical(model), record(store, "big"))
     end)
 
+    it("for a table key of a restored entry, got from pairs and stored under another key", function()
+      local path = new_path()
+      local function value()
+        local v = big_default(MIN + 1)
+        v.k14 = { [{ id = 1 }] = "key" }
+        return v
+      end
+      assert(instate.setup(path))
+      instate.defstate("big", value(), { track = true })
+      assert(instate.save_all())
+      instate.teardown()
+      local store = assert(instate.setup(path))
+      local var = instate.defstate("big", {}, { track = true })
+      assert.is_true(cache_ready(var))
+      local t, model = var:get(), value()
+      local key
+      for k in pairs(t.k14) do key = k end       -- the key table itself
+      assert.are.equal(1, key.id)
+      t.k56, model.k56 = key, next(model.k14)
+      assert(instate.save_all())
+      local bytes = record(store, "big")
+      assert.are.equal(canonical(model), bytes)
+      local back = instate.decode(bytes)
+      assert.are.equal(next(back.k14), back.k56)  -- one table
+    end)
+
     it("for cycles: an entry holding itself, an entry holding the root", function()
       local store, _, t, model = setup_big()
       t.k14.self, model.k14.self = t.k14, model.k14

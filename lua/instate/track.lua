@@ -116,6 +116,8 @@ function PROXY.__pairs(p)
 	local t, var = p[REAL], p[OWNER]
 	return function(_, k)
 		local nk, nv = next(t, k)
+		-- a table key comes out as itself: recorded as the value is
+		if type(nk) == "table" and var[9] then escape(var, t, nk, nk) end
 		if type(nv) == "table" then
 			if var[9] then escape(var, t, nk, nv) end
 			nv = wrap(var, nv)
