@@ -409,6 +409,28 @@ describe("big tracked variables: the entry cache", function()
       assert.are.equal(canonical(model), record(store, "big"))
       assert.is_true(cache_ready(var))
     end)
+
+    it("for an entry nested as deep as the full encode refuses (no record the decoder refuses)", function()
+      local store, var, t, model = setup_big()
+      local function nest(levels)
+        local top = {}
+        local x = top
+        for _ = 2, levels do x.n = {}; x = x.n end
+        return top
+      end
+      local before = record(store, "big")
+      t.k7, model.k7 = nest(200), nest(200)     -- 201 levels from the root
+      local want = errmsg(function() return canonical(model) end)
+      assert.matches("^value nested deeper than 200 levels at value%.k7%.n", want)
+      assert.are.equal((want:gsub(" at value", " at big")), (errmsg(instate.save_all)))
+      assert.are.equal(before, record(store, "big"))
+      t.k7, model.k7 = nest(199), nest(199)     -- 200 levels: storable
+      assert(instate.save_all())
+      local bytes = record(store, "big")
+      assert.are.equal(canonical(model), bytes)
+      assert.are.same(model, instate.decode(bytes))
+      assert.is_true(cache_ready(var))
+    end)
   end)
 
   describe("stays exact through", function()

@@ -309,7 +309,10 @@ enum { UV_ROOT = 1, UV_DIRTY, UV_OWNER };
 static int own_walk(lua_State *L, int idx, int kidx, int oidx, int check, int depth)
 {
 	int r = 0;
-	if (depth > INSTATE_MP_MAX_DEPTH + 1 || !lua_checkstack(L, 4))
+	/* An entry's value is one level below the root: a table at walk
+	 * depth d is at the full encode's depth d + 1, which refuses
+	 * INSTATE_MP_MAX_DEPTH (the entry encoded alone does not) */
+	if (depth + 1 >= INSTATE_MP_MAX_DEPTH || !lua_checkstack(L, 4))
 		return 1;
 	if (lua_getmetatable(L, idx)) {
 		lua_pop(L, 1);
