@@ -410,6 +410,39 @@ describe("big tracked variables: the entry cache", function()
       assert.is_true(cache_ready(var))
     end)
 
+    it("for a table of another tracked variable stored in an entry, written through that variable", function()
+      local store, var, t, model = setup_big()
+      local function other_value()
+        local v = big_default(MIN + 1)
+        v.x = { y = 1 }
+        return v
+      end
+      local other = instate.defstate("other", other_value(), { track = true })
+      local omodel = other_value()
+      assert(instate.save_all())
+      assert.is_true(cache_ready(other))
+      t.k7, model.k7 = other:get().x, { y = 1 }
+      assert(instate.save_all())
+      assert.are.equal(canonical(model), record(store, "big"))
+      other:get().x.y, model.k7.y = 2, 2         -- the shared table, through other
+      t.k14, model.k14 = "unrelated", "unrelated"
+      assert(instate.save_all())
+      assert.are.equal(canonical(model), record(store, "big"))
+      var:update(function(v) return v end)      -- still shared after an update
+      assert(instate.save_all())
+      other:get().x.y, model.k7.y = 3, 3
+      t.k21, model.k21 = "again", "again"
+      assert(instate.save_all())
+      assert.are.equal(canonical(model), record(store, "big"))
+      t.k7.y, model.k7.y = 4, 4                 -- the other way round
+      omodel.x.y = 4
+      other:get().k14, omodel.k14 = "unrelated", "unrelated"
+      t.k28, model.k28 = "more", "more"
+      assert(instate.save_all())
+      assert.are.equal(canonical(omodel), record(store, "other"))
+      assert.are.equal(canonical(model), record(store, "big"))
+    end)
+
     it("for an entry nested as deep as the full encode refuses (no record the decoder refuses)", function()
       local store, var, t, model = setup_big()
       local function nest(levels)
