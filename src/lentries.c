@@ -309,7 +309,10 @@ enum { UV_ROOT = 1, UV_DIRTY, UV_OWNER };
 static int own_walk(lua_State *L, int idx, int kidx, int oidx, int check, int depth)
 {
 	int r = 0;
-	if (depth > INSTATE_MP_MAX_DEPTH + 1 || !lua_checkstack(L, 4))
+	/* An entry's value is one level below the root: a table at walk
+	 * depth d is at the full encode's depth d + 1, which refuses
+	 * INSTATE_MP_MAX_DEPTH (the entry encoded alone does not) */
+	if (depth + 1 >= INSTATE_MP_MAX_DEPTH || !lua_checkstack(L, 4))
 		return 1;
 	if (lua_getmetatable(L, idx)) {
 		lua_pop(L, 1);
@@ -568,43 +571,76 @@ static const char *ents_full(lua_State *L, lentries *c, int uv, const char *name
 	return b;
 }
 
-const char *linstate_entries_encode(lua_State *L, int idx, const char *name, unsigned flags,
-                                    size_t *len)
+typedef struct encode_args {
+	lentries *c;
+	const char *name, *b;
+	unsigned flags;
+	size_t len;
+} encode_args;
+
+/* pcall'd with the args and the user value: the update, or the full
+ * encode and rebuild. */
+static int entries_encode_p(lua_State *L)
 {
-	lentries *c = luaL_testudata(L, idx, ENTRIES_MT);
-	const char *b;
-	int uv;
-	if (!c)
-		return NULL;
-	idx = lua_absindex(L, idx);
-	luaL_checkstack(L, 16, "instate entries");
-	LCOMPAT_GETUV(L, idx);
-	uv = lua_gettop(L);
-	if (c->busy) {
-		/* a finalizer's save in the middle of this cache's update */
-		lua_rawgeti(L, uv, UV_ROOT);
-		b = linstate_encode_flags(L, -1, name, len, LINSTATE_ENC_CANONICAL | flags);
-		lua_settop(L, uv - 1);
-		return b;
-	}
+	encode_args *a = lua_touserdata(L, 1);
+	lentries *c = a->c;
+	const int uv = 2;
 	if (c->ready) {
 		int rc;
 		c->busy = 1;
-		rc = ents_update(L, c, uv, flags);
+		rc = ents_update(L, c, uv, a->flags);
 		if (rc == 0 && ents_assemble(c)) {
 			c->busy = 0;
 			nomem(L, c);
 		}
 		c->busy = 0;
 		if (rc == 0) {
-			lua_settop(L, uv - 1);
-			*len = c->olen;
-			return (const char *)c->out;
+			a->len = c->olen;
+			a->b = (const char *)c->out;
+			return 0;
 		}
 	}
-	b = ents_full(L, c, uv, name, flags, len);
-	lua_settop(L, uv - 1);
-	return b;
+	a->b = ents_full(L, c, uv, a->name, a->flags, &a->len);
+	return 0;
+}
+
+const char *linstate_entries_encode(lua_State *L, int idx, const char *name, unsigned flags,
+                                    size_t *len)
+{
+	lentries *c = luaL_testudata(L, idx, ENTRIES_MT);
+	encode_args a;
+	int uv;
+	if (!c)
+		return NULL;
+	idx = lua_absindex(L, idx);
+	luaL_checkstack(L, 16, "instate entries");
+	if (c->busy) {
+		/* a finalizer's save in the middle of this cache's update */
+		const char *b;
+		LCOMPAT_GETUV(L, idx);
+		uv = lua_gettop(L);
+		lua_rawgeti(L, uv, UV_ROOT);
+		b = linstate_encode_flags(L, -1, name, len, LINSTATE_ENC_CANONICAL | flags);
+		lua_settop(L, uv - 1);
+		return b;
+	}
+	/* Protected: any error (a memory error in the owner walk, the full
+	 * encode's own) leaves the cache empty and not busy, then goes on */
+	a.c = c;
+	a.name = name;
+	a.flags = flags;
+	a.b = NULL;
+	a.len = 0;
+	lua_pushcfunction(L, entries_encode_p);
+	lua_pushlightuserdata(L, &a);
+	LCOMPAT_GETUV(L, idx);
+	if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+		c->busy = 0;
+		c->ready = 0;
+		lua_error(L);
+	}
+	*len = a.len;
+	return a.b;
 }
 
 /*

@@ -56,6 +56,8 @@ local KEY_MAX = 511
 --                 not there (see touch)
 --   [9], [10], [11] a big tracked variable's entry cache, written keys
 --                 and owner map (instate.track)
+--   [12]          true when a tracked variable's value shares a table
+--                 with another's: no entry cache (instate.track)
 
 local typename, argerror, quote = compat.typename, compat.argerror, compat.quote
 

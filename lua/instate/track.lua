@@ -32,6 +32,13 @@ local function unwrap(x)
 	return x
 end
 
+-- Whether x is the proxy of another variable's table: stored in var, that
+-- table is shared by two variables, and writes through the other one's
+-- proxies are not var's (see share).
+local function foreign(var, x)
+	return getmetatable(x) == PROXY and rawget(x, OWNER) ~= var
+end
+
 local mark
 
 -- The proxy of t for var: var[6] holds the one of its value itself;
@@ -69,6 +76,18 @@ local function drop(var)
 	var[9], var[10], var[11] = nil, nil, nil
 end
 
+-- var's value is to hold x, the proxy of another variable's table: the
+-- two values share it, and either's entries may then change where its
+-- own proxies do not see, so neither keeps an entry cache (slot 12) until
+-- a restore or reload_all gives it a value of its own: saves encode them
+-- whole.
+local function share(var, x)
+	local other = rawget(x, OWNER)
+	drop(var)
+	drop(other)
+	var[12], other[12] = true, true
+end
+
 -- The top-level key of t (a table of var's value), or nil if unknown.
 local function top_of(var, t, k)
 	if t == var[1] then return k end
@@ -101,8 +120,11 @@ function PROXY.__index(p, k)
 end
 
 function PROXY.__newindex(p, k, x)
-	if type(x) == "table" then x = unwrap(x) end
 	local var, t = p[OWNER], p[REAL]
+	if type(x) == "table" then
+		if foreign(var, x) then share(var, x) end
+		x = unwrap(x)
+	end
 	mark(var)
 	rawset(t, k, x)
 	if var[9] then
@@ -116,6 +138,8 @@ function PROXY.__pairs(p)
 	local t, var = p[REAL], p[OWNER]
 	return function(_, k)
 		local nk, nv = next(t, k)
+		-- a table key comes out as itself: recorded as the value is
+		if type(nk) == "table" and var[9] then escape(var, t, nk, nk) end
 		if type(nv) == "table" then
 			if var[9] then escape(var, t, nk, nv) end
 			nv = wrap(var, nv)
@@ -166,6 +190,7 @@ return function(Var, internals)
 
 	function TVar:set(v)
 		if getmetatable(self) ~= TVar then bad_self(self, "set") end
+		if foreign(self, v) then share(self, v) end
 		v = unwrap(v)
 		need_table("set", v, 2)
 		drop(self)
@@ -179,7 +204,9 @@ return function(Var, internals)
 		end
 		local v = self[1]
 		if v == UNREAD then v = read(self) end
-		v = unwrap(fn(wrap(self, v)))
+		v = fn(wrap(self, v))
+		if foreign(self, v) then share(self, v) end
+		v = unwrap(v)
 		if type(v) ~= "table" then
 			error(("update: the function returned %s for tracked variable '%s' (a table expected)")
 				:format(typename(v), self.name), 2)
@@ -215,6 +242,7 @@ return function(Var, internals)
 	-- change it where no proxy sees).
 	function E.attach(var, v, bytes)
 		drop(var)
+		var[12] = nil
 		if var.validate or count_entries(v, MIN) < MIN then
 			var[9] = false
 			return
@@ -236,7 +264,9 @@ return function(Var, internals)
 				if var.track then
 					local c = var[9]
 					if c == nil then
-						if var.validate or count_entries(v, MIN) < MIN then
+						if var[12] then
+							c = false
+						elseif var.validate or count_entries(v, MIN) < MIN then
 							var[9] = false
 						else
 							local dirty, owner = {}, setmetatable({}, WEAK_K)
