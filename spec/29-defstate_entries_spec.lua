@@ -189,6 +189,38 @@ describe("big tracked variables: the entry cache", function()
     assert.are.equal(canonical(want), record(store, "big"))
   end)
 
+  it("is not built from bytes a commit made after setup's read", function()
+    -- A commit landing between the declaration's check that setup's read
+    -- is current and the cache's read of the record: the cache must not
+    -- take the newer bytes for the value setup decoded.
+    local path = new_path()
+    assert(instate.setup(path))
+    instate.defstate("big", big_default(MIN * 2), { track = true })
+    assert(instate.save_all())
+    instate.teardown()
+    local store = assert(instate.setup(path))
+    local ns = store:namespace("state", "state")
+    local newer = big_default(MIN * 2)
+    newer[key_of(9)] = "committed meanwhile"
+    local get_encoded, fired = ns.get_encoded, false
+    debug.sethook(function()
+      if debug.getinfo(2, "f").func == get_encoded then
+        debug.sethook()
+        fired = true
+        assert(ns:set_encoded("big", canonical(newer)))
+      end
+    end, "c")
+    local ok, var = pcall(instate.defstate, "big", {}, { track = true })
+    debug.sethook()
+    assert(ok, var)
+    assert.is_true(fired)
+    var:get()[key_of(5)] = "edited"
+    assert(instate.save_all())
+    local want = big_default(MIN * 2)
+    want[key_of(5)] = "edited"
+    assert.are.equal(canonical(want), record(store, "big"))
+  end)
+
   it("a small tracked table has none; one that reaches the threshold gets one at its next save", function()
     local path = new_path()
     local store = assert(instate.setup(path))

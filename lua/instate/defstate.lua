@@ -690,8 +690,14 @@ return function(instate)
 				-- undo is false, not nil, after a transaction ended
 				log_old = log_old, in_transaction = function() return not not undo end,
 				entries = instate._entries, count_entries = instate._entries_count,
-				-- a record's bytes (nil if it cannot be read: no cache then)
-				read_record = function(name) return (state_ns:get_encoded(name)) end,
+				-- the bytes of the record setup's read decoded (nil if it
+				-- cannot be read, or a commit came since that read: then
+				-- they may be another value's; no cache from them)
+				read_record = function(name)
+					local bytes = state_ns:get_encoded(name)
+					if last_commit(store) ~= scan_commit then return nil end
+					return bytes
+				end,
 				-- a tracked table of this many top-level entries or more
 				-- is saved through an entry cache (docs/DESIGN.md)
 				entries_min = 1024,
