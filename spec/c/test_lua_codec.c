@@ -22,19 +22,7 @@
 
 int luaopen_instate_core(lua_State *L);
 
-static int passed, failed;
-
-#define CHECK(cond) check((cond), #cond, __LINE__)
-static int check(int ok, const char *what, int line)
-{
-	if (ok) {
-		passed++;
-	} else {
-		failed++;
-		fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, line, what);
-	}
-	return ok;
-}
+#include "lcheck.h"
 
 /* Values with shared tables, table keys and maps of every size, so that
  * canonical encoding runs its second pass everywhere; returned as globals

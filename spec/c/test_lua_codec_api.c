@@ -27,19 +27,7 @@
 
 int luaopen_instate_core(lua_State *L);
 
-static int passed, failed;
-
-#define CHECK(cond) check((cond), #cond, __LINE__)
-static int check(int ok, const char *what, int line)
-{
-	if (ok) {
-		passed++;
-	} else {
-		failed++;
-		fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, line, what);
-	}
-	return ok;
-}
+#include "lcheck.h"
 
 static const char *setup_code =
 	"local core = ...\n"

@@ -18,19 +18,7 @@
 
 int luaopen_instate_core(lua_State *L);
 
-static int passed, failed;
-
-#define CHECK(cond) check((cond), #cond, __LINE__)
-static int check(int ok, const char *what, int line)
-{
-	if (ok) {
-		passed++;
-	} else {
-		failed++;
-		fprintf(stderr, "FAIL line %d: %s\n", line, what);
-	}
-	return ok;
-}
+#include "lcheck.h"
 
 /* -1: never fail; else the allocations (growing ones: Lua assumes a
  * shrink never fails) left before each one fails. */
