@@ -411,26 +411,11 @@ local CHILD = [[
 
 describe("async saves under SIGKILL", function()
   it("leave one whole save, never older than the last flush reported", function()
-    local dir = helpers.tmpdir()
-    local path = dir .. "/save"
-    local script = dir .. "/child.lua"
-    helpers.write_file(script, CHILD)
-    math.randomseed(os.time())
-    local slow = os.getenv("INSTATE_SANITIZE") and 0.5 or 0
-    local saved = 0
-    for kill = 1, KILLS do
-      local out = ("%s/out%d.txt"):format(dir, kill)
-      local pid = helpers.spawn_lua(script, out, path, NVARS)
-      sleep(slow + 0.1 + math.random() * 0.4)
-      helpers.kill9(pid)
-      local flushed = helpers.last_number(out)
-      local round = helpers.saved_round(instate, path, NVARS)
-      -- at least what flush reported durable, and never older than before
-      assert(round >= flushed and round >= saved,
-        ("kill %d: store holds round %d, flush reported %d, earlier runs saved %d")
-          :format(kill, round, flushed, saved))
-      saved = round
-    end
+    local path = helpers.tmpdir() .. "/save"
+    -- at least what flush reported durable, and never older than before
+    local saved = helpers.kill9_rounds(CHILD, path, NVARS, KILLS, 0.1, function()
+      return helpers.saved_round(instate, path, NVARS)
+    end)
     assert(saved > KILLS, ("only %d rounds saved in %d runs"):format(saved, KILLS))
   end)
 end)

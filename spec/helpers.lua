@@ -198,6 +198,34 @@ function helpers.last_number(file)
   return last
 end
 
+--- The async crash specs' loop: kills times, run the Lua source child
+-- (args: path, arg; it saves round after round and prints each round a
+-- flush reported durable) and SIGKILL it after min_s plus up to 0.4 s
+-- (0.5 s more under the sanitizers); then held(kill, flushed) opens the
+-- store and returns the round it holds. Fails if that is ever older than
+-- what flush reported or than an earlier run's; returns the last round.
+function helpers.kill9_rounds(child, path, arg, kills, min_s, held)
+  local dir = helpers.tmpdir()
+  local script = dir .. "/child.lua"
+  helpers.write_file(script, child)
+  math.randomseed(os.time())
+  local slow = os.getenv("INSTATE_SANITIZE") and 0.5 or 0
+  local saved = 0
+  for kill = 1, kills do
+    local out = ("%s/out%d.txt"):format(dir, kill)
+    local pid = helpers.spawn_lua(script, out, path, arg)
+    os.execute(("sleep %.3f"):format(slow + min_s + math.random() * 0.4))
+    helpers.kill9(pid)
+    local flushed = helpers.last_number(out)
+    local round = held(kill, flushed)
+    assert(round >= flushed and round >= saved,
+      ("kill %d: store holds round %d, flush reported %d, earlier runs saved %d")
+        :format(kill, round, flushed, saved))
+    saved = round
+  end
+  return saved
+end
+
 --- The crash specs' state: variables v0001..v<n> each stamped with the
 -- save round that wrote them ({round = r, pad = ..., list = {r, i}} or the
 -- integer r). Opens path with instate.setup as a new run would and returns
