@@ -20,7 +20,6 @@
 
 #include <lualib.h>
 
-int luaopen_instate_core(lua_State *L);
 
 #include "lcheck.h"
 
@@ -66,17 +65,7 @@ static lua_State *new_state(void)
 {
 	lua_State *L = lua_newstate(count_alloc, NULL);
 
-	if (!L)
-		abort();
-	luaL_openlibs(L);
-	luaL_requiref(L, "instate.core", luaopen_instate_core, 0);
-	if (luaL_loadstring(L, setup_code) != LUA_OK)
-		abort();
-	lua_insert(L, -2);
-	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-		fprintf(stderr, "setup: %s\n", lua_tostring(L, -1));
-		abort();
-	}
+	lcheck_open(L, setup_code);
 	return L;
 }
 

@@ -25,7 +25,6 @@
 
 #include <lualib.h>
 
-int luaopen_instate_core(lua_State *L);
 
 #include "lcheck.h"
 
@@ -73,17 +72,7 @@ static lua_State *L;
 static void lua_init(void)
 {
 	L = luaL_newstate();
-	if (!L)
-		abort();
-	luaL_openlibs(L);
-	luaL_requiref(L, "instate.core", luaopen_instate_core, 0);
-	if (luaL_loadstring(L, setup_code) != LUA_OK)
-		abort();
-	lua_insert(L, -2);
-	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-		fprintf(stderr, "setup: %s\n", lua_tostring(L, -1));
-		abort();
-	}
+	lcheck_open(L, setup_code);
 }
 
 static int lua_ints(void)

@@ -16,7 +16,6 @@
 
 #include <lualib.h>
 
-int luaopen_instate_core(lua_State *L);
 
 #include "lcheck.h"
 
@@ -72,17 +71,7 @@ int main(void)
 	long n;
 	int raised = 0;
 
-	if (!L)
-		abort();
-	luaL_openlibs(L);
-	luaL_requiref(L, "instate.core", luaopen_instate_core, 0);
-	if (luaL_loadstring(L, setup_code) != LUA_OK)
-		abort();
-	lua_insert(L, -2);
-	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-		fprintf(stderr, "setup: %s\n", lua_tostring(L, -1));
-		return 1;
-	}
+	lcheck_open(L, setup_code);
 	for (n = 0; n < 64; n++) {
 		lua_getglobal(L, "write");
 		lua_pushinteger(L, n);
