@@ -15,9 +15,9 @@ MAKEFLAGS += --no-print-directory
 # Debian packages: what building needs (all `make demo` installs), what
 # testing adds, and what benchmarks add.
 BUILD_DEPS = cmake make gcc pkg-config lua5.4 liblua5.4-dev liblmdb-dev libzstd-dev
-TEST_DEPS  = lmdb-utils lua-busted luarocks python3-lmdb python3-msgpack util-linux
+TEST_DEPS  = lmdb-utils lua-busted luarocks python3-lmdb python3-msgpack lua-messagepack util-linux
 DEPS       = $(BUILD_DEPS) $(TEST_DEPS)
-BENCH_DEPS = lua-cjson lua-messagepack lua-sql-sqlite3 tarantool zstd sqlite3
+BENCH_DEPS = lua-cjson lua-sql-sqlite3 tarantool zstd sqlite3
 FUZZ_DEPS  = clang
 VALGRIND_DEPS = valgrind
 WINDOWS_DEPS  = mingw-w64 wine64 wine dpkg-dev
