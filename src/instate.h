@@ -448,6 +448,9 @@ typedef struct instate_txn instate_txn;
  * Before a top-level write transaction the map is grown ahead of need when
  * it is more than half full.
  *
+ * Snapshots of a process never go back in time: one begun after another
+ * has begun (in any thread of the process) sees at least its revision.
+ *
  * @param[in] parent NULL, or the enclosing write transaction.
  * @param[in] flags 0 for read-write, #INSTATE_TXN_READ for a snapshot.
  * @param[out] out the transaction.

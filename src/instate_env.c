@@ -189,6 +189,47 @@ int instate__rtxn(instate_env *e, MDB_txn **mt)
 	return rc;
 }
 
+/*
+ * Snapshots never go back in time within a process. LMDB picks a read
+ * txn's meta page by the txnid it read first; a reader preempted between
+ * the two can copy the meta page of a commit two ahead, written but not yet
+ * published, and a snapshot begun after it but before the publication gets
+ * the commit in between: one revision back. So every snapshot's revision
+ * is checked against the newest one seen here: 1 if rev is at least that
+ * (and recorded); 0 if the caller should abort, call instate__rev_wait
+ * with no lock held, and begin again. The publication follows the meta
+ * write at once, but a durable meta write can take a while: the waits are
+ * yields first, then 1 ms sleeps, about 2 s in all; past that (a writer of
+ * another process killed between the two) the older revision is taken as
+ * the truth.
+ */
+#define REV_YIELDS 100
+#define REV_WAITS (REV_YIELDS + 2000)
+
+int instate__rev_fresh(instate_env *e, uint64_t rev, int waits)
+{
+	uint64_t seen = __atomic_load_n(&e->rev_seen, __ATOMIC_ACQUIRE);
+
+	if (rev < seen) {
+		if (waits < REV_WAITS)
+			return 0;
+		__atomic_store_n(&e->rev_seen, rev, __ATOMIC_RELEASE);
+		return 1;
+	}
+	while (rev > seen && !__atomic_compare_exchange_n(&e->rev_seen, &seen, rev, 1,
+	                                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		;
+	return 1;
+}
+
+void instate__rev_wait(int *waits)
+{
+	if ((*waits)++ < REV_YIELDS)
+		instate__os_yield();
+	else
+		instate__os_sleep_ms(1);
+}
+
 /* Begin a short read txn; the caller holds the map lock shared and nothing
  * else. A map grown by another process is adopted, and an environment in
  * LMDB's fatal state reopened, on the way (the map lock is released
@@ -1087,17 +1128,21 @@ int instate_store_revision(instate_store *s, uint64_t *out)
 {
 	instate_env *e = s->env;
 	MDB_txn *mt;
-	int rc;
+	int rc, waits = 0;
 
-	*out = 0;
-	instate__os_rwlock_rdlock(&e->maplock);
-	rc = rtxn_begin(e, &mt);
-	if (rc == 0) {
-		rc = read_revision(e, mt, out);
-		mdb_txn_abort(mt);
+	for (;;) {
+		*out = 0;
+		instate__os_rwlock_rdlock(&e->maplock);
+		rc = rtxn_begin(e, &mt);
+		if (rc == 0) {
+			rc = read_revision(e, mt, out);
+			mdb_txn_abort(mt);
+		}
+		instate__os_rwlock_rdunlock(&e->maplock);
+		if (rc || instate__rev_fresh(e, *out, waits))
+			return rc;
+		instate__rev_wait(&waits);
 	}
-	instate__os_rwlock_rdunlock(&e->maplock);
-	return rc;
 }
 
 uint64_t instate_store_last_commit(instate_store *s)

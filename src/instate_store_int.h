@@ -188,6 +188,7 @@ typedef struct instate_env {
 	char *lmdbpath;           /* the path given to mdb_env_open, through dir */
 	unsigned flags, file_mode, max_readers, max_dbs;
 	int nreaders;             /* live top-level read txns; atomic */
+	uint64_t rev_seen;        /* newest revision a snapshot here saw; atomic */
 	uint64_t max_size;
 	unsigned max_namespaces;  /* live namespaces allowed (from the first open) */
 	size_t page_size;
@@ -290,6 +291,8 @@ int instate__write_err(instate_env *e, int rc);
  * LMDB code (MDB_MAP_RESIZED included) unmapped.
  */
 int instate__refresh(instate_env *e);
+int instate__rev_fresh(instate_env *e, uint64_t rev, int waits);
+void instate__rev_wait(int *waits);
 
 /* Find or add the namespace object `name` (e->mu held). ENOMEM. */
 int instate__ns_lookup(instate_env *e, const char *name, size_t len, instate_ns **out);

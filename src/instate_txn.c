@@ -255,7 +255,7 @@ static int begin_read(instate_txn *t)
 {
 	instate_env *e = t->e;
 	uint64_t rev, nsid;
-	int rc, waits = 0;
+	int rc, waits = 0, stale = 0;
 
 	for (;;) {
 		/* What the namespace cache reflected before the snapshot began:
@@ -270,6 +270,14 @@ static int begin_read(instate_txn *t)
 			rc = instate__meta_get(t->mt, e->meta, INSTATE_META_REVISION, 8, &rev);
 			if (rc == 0)
 				rc = instate__meta_get(t->mt, e->meta, INSTATE_META_NSID, 4, &nsid);
+			if (rc == 0 && !instate__rev_fresh(e, rev, stale)) {
+				/* older than a snapshot begun before it */
+				mdb_txn_abort(t->mt);
+				t->mt = NULL;
+				UNLOCK(e);
+				instate__rev_wait(&stale);
+				continue;
+			}
 			if (rc) {
 				mdb_txn_abort(t->mt);
 			} else {

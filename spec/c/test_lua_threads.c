@@ -86,18 +86,22 @@ static const char *reader_code =
 	"local core, path, total = ...\n"
 	"total = tonumber(total)\n"
 	"local store = assert(core.open(path))\n"
-	"local torn, reads, last = 0, 0, -1\n"
+	"local torn, reads, last, first = 0, 0, -1\n"
 	"repeat\n"
 	"  local a, b = store:snapshot(function(tx)\n"
 	"    local pair = tx:namespace('pair')\n"
 	"    return pair:get('a', 0), pair:get('b', 0)\n"
 	"  end)\n"
 	"  reads = reads + 1\n"
-	"  if a ~= b or a < last then torn = torn + 1 end\n"
+	"  if a ~= b or a < last then\n"
+	"    torn = torn + 1\n"
+	"    first = first or string.format('a=%d b=%d after a=%d', a, b, last)\n"
+	"  end\n"
 	"  last = a\n"
 	"until a >= total or writers_running() == 0\n"
 	"store:close()\n"
-	"return torn == 0 and 'ok' or ('torn reads: ' .. torn .. ' of ' .. reads)\n";
+	"return torn == 0 and 'ok' or\n"
+	"  ('torn reads: ' .. torn .. ' of ' .. reads .. ', the first ' .. first)\n";
 
 typedef struct job {
 	const char *code;
