@@ -4,8 +4,8 @@
 -- default store: a writer (store:writer(), a thread of the C core that
 -- commits batches in order) started at the first async save, and the
 -- bookkeeping that keeps dirty flags right when a background save fails
--- (retouch(var) puts a variable marked dirty again back on save_all's
--- list: a tracked one left it when its save was handed over).
+-- (retouch(var) marks a variable dirty again and puts it back on
+-- save_all's list: a tracked one left it when its save was handed over).
 --
 -- A save is encoded on the calling thread (ns:save_many with the writer),
 -- then compared with the stored records and committed on the writer's
@@ -29,9 +29,7 @@ return function(store, retouch)
 		for i = 1, nbatches do
 			local b = batches[i]
 			for j = 2, #b do
-				local var = b[j]
-				var[2] = true
-				retouch(var)
+				retouch(b[j])
 			end
 			if b.on_fail then b.on_fail() end
 			batches[i] = nil

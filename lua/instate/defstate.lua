@@ -45,7 +45,8 @@ local KEY_MAX = 511
 -- Slots of a variable, written as literal indices below (a constant index
 -- is one VM instruction on every Lua; a named upvalue costs a second one):
 --   [1] VALUE     the value, or UNREAD
---   [2] DIRTY     set since the last save or restore
+--   [2] DIRTY     false, or the stamp of the last write since the last
+--                 save or restore (see stamp)
 --   [3] DEFAULT   the default as declared (tables: a copy)
 --   [4] RESTORED  the restored value while VALUE is UNREAD
 --   [5] PRINT     a table's fingerprint as of the last save, restore or
@@ -148,6 +149,30 @@ return function(instate)
 	-- and its entry caches (TE); tracked_class() below makes them.
 	local TVar, TE, tracked_class
 
+	-- Write stamps: DIRTY holds the stamp of the variable's last write,
+	-- one more than the one before (wseq counts them). save_all marks a
+	-- variable it wrote clean only if its stamp is not newer than the
+	-- pick (seq0 in save_body): a write that lands while the save runs (a
+	-- finalizer or a debug hook in the middle of it) was not in what was
+	-- written, and stays dirty for the next save.
+	local wseq = 0
+	local function stamp(var)
+		local s = wseq + 1
+		wseq = s
+		var[2] = s
+	end
+
+	-- save_all runs one at a time: one called while another runs (from a
+	-- finalizer or a hook in the middle of it) returns nil, msg, "BUSY",
+	-- since it would commit before the running one, whose older values
+	-- would then overwrite its own. reload_all, setup and teardown are
+	-- refused the same way meanwhile.
+	local saving = false
+	local function busy(fname)
+		return nil, ("instate.%s: save_all is already running (a finalizer or a hook called this in the middle of a save); nothing was done")
+			:format(fname), "BUSY"
+	end
+
 	-- A tracked variable enters touched when it is written, not when it
 	-- is read (an unwritten one cannot have changed), and leaves it when a
 	-- save has written it (untouch): save_all's loop meets only those
@@ -179,9 +204,10 @@ return function(instate)
 		var[8] = nil
 	end
 
-	-- A tracked variable marked dirty again by a failed async save: back
-	-- in touched (an untracked one never left it).
+	-- A variable of a failed async save: dirty again, and a tracked one
+	-- back in touched (an untracked one never left it).
 	local function retouch(var)
+		stamp(var)
 		if var.track then touch(var) end
 	end
 
@@ -215,7 +241,8 @@ return function(instate)
 	local function assign(var, v)
 		if undo then log_old(var) end
 		if var[1] == UNREAD or var.track then touch(var) end
-		var[1], var[2], var[4] = v, true, nil
+		var[1], var[4] = v, nil
+		stamp(var)
 	end
 
 	-- With print, also the fingerprint of the value (or nil: unknown from
@@ -359,6 +386,7 @@ return function(instate)
 			argerror(2, "setup", 1, "string expected, got " .. typename(path))
 		end
 		if path == "" then argerror(2, "setup", 1, "path must not be empty") end
+		if saving then return busy("setup") end
 		local name = "state"
 		local oopts
 		local ro, nkeep = false, 0
@@ -449,6 +477,7 @@ return function(instate)
 	-- same). The store closes first: that ends a transaction of it this
 	-- coroutine may hold, which the writer would wait for.
 	function instate.teardown()
+		if saving then return busy("teardown") end
 		setup_failed = nil
 		if store then store:close() end
 		local ok, msg, code = true, nil, nil
@@ -580,11 +609,13 @@ return function(instate)
 				end
 			else
 				-- Migrated: the next save rewrites it.
-				var[1], var[2], var[4] = v, true, nil
+				var[1], var[4] = v, nil
+				stamp(var)
 				touch(var)
 			end
 		else
-			var = setmetatable({ default, true, default, nil, name = name }, track and tracked_class() or Var)
+			wseq = wseq + 1
+			var = setmetatable({ default, wseq, default, nil, name = name }, track and tracked_class() or Var)
 			if version ~= 1 then var.version = version end
 			if migrate then var.migrate = migrate end
 			if validate then var.validate = validate end
@@ -647,7 +678,9 @@ return function(instate)
 		if getmetatable(self) ~= Var then bad_self(self, "set") end
 		if undo then log_old(self) end
 		if self[1] == UNREAD then touch(self) end
-		self[1], self[2], self[4] = v, true, nil
+		local s = wseq + 1
+		wseq = s
+		self[1], self[2], self[4] = v, s, nil
 	end
 
 	function Var:update(fn)
@@ -685,7 +718,8 @@ return function(instate)
 		if not TVar then
 			local _
 			TVar, _, TE = require("instate.track")(Var, {
-				UNREAD = UNREAD, read = read, assign = assign, touch = touch, deepcopy = deepcopy,
+				UNREAD = UNREAD, read = read, assign = assign, touch = touch, stamp = stamp,
+				deepcopy = deepcopy,
 				argerror = argerror, typename = typename, saved = var_saved,
 				-- undo is false, not nil, after a transaction ended
 				log_old = log_old, in_transaction = function() return not not undo end,
@@ -749,12 +783,19 @@ return function(instate)
 
 	-- Drop the references to values; mark the scalars clean when clean is
 	-- true (a tracked one leaves touched then: it is saved, and its next
-	-- write brings it back); hand the tables back.
-	local function save_clear(keys, vals, vers, scalars, n, ns, clean)
+	-- write brings it back), those not written since the pick (stamps up
+	-- to seq0): one written since stays dirty, and a big tracked one also
+	-- loses its entry cache (the write may have landed in the middle of
+	-- its update, which then missed it: the next save encodes it in
+	-- full); hand the tables back.
+	local function save_clear(keys, vals, vers, scalars, n, ns, clean, seq0)
 		for i = 1, n do vals[i] = nil end
 		for i = 1, ns do
-			if clean then
-				local var = scalars[i]
+			local var = scalars[i]
+			local d = var[2]
+			if d and d > seq0 then
+				if var[9] then TE.drop(var) end
+			elseif clean then
 				var[2] = false
 				if var[8] then untouch(var) end
 			end
@@ -767,7 +808,7 @@ return function(instate)
 	local function invalid(var, why)
 		if type(why) == "table" then error(why, 0) end
 		error(("instate.save_all: variable %s is invalid: %s (nothing was saved)")
-			:format(quote(var.name), tostring(why or "validate returned false")), 3)
+			:format(quote(var.name), tostring(why or "validate returned false")), 5)
 	end
 
 	local function save_opts(opts)
@@ -793,15 +834,10 @@ return function(instate)
 		return rev
 	end
 
-	function instate.save_all(opts)
-		local is_async = false
-		if opts ~= nil then is_async = save_opts(opts) end
-		need_store("save_all")
-		if readonly then
-			return nil, ("instate.save_all: the store '%s' was set up read-only ({readonly = true}); nothing was saved")
-				:format(store_path), "READONLY"
-		end
-		if next(failed) then refuse_unread() end
+	-- save_all past its argument checks, run as the one save running
+	-- (see saving). Its errors that name the caller of save_all raise at
+	-- level 5: the function raising, this, pcall, save_all, its caller.
+	local function save_body(is_async)
 		-- The maps' writes, validated and encoded (raises first, like
 		-- below). An async save leaves the comparison with the records to
 		-- the writer's thread, which sees the saves still queued.
@@ -816,8 +852,10 @@ return function(instate)
 			local ok, msg, code = async.flush()
 			if not ok then return nil, msg, code end
 		end
-		-- Only variables handed out or set can have changed.
+		-- Only variables handed out or set can have changed; those
+		-- written from here on stay dirty (save_clear).
 		local list, n = touched, ntouched
+		local seq0 = wseq
 		-- Every validate runs before anything is written.
 		if nvalidate > 0 then
 			for i = 1, n do
@@ -858,7 +896,7 @@ return function(instate)
 		-- entries written since the last save alone.
 		if TE and m > 0 then TE.pick(vars, keys, vals, m) end
 		if m == 0 and not plan then
-			save_clear(keys, vals, vers, scalars, 0, 0, false)
+			save_clear(keys, vals, vers, scalars, 0, 0, false, seq0)
 			s_tabs, s_prints = tabs, prints
 			if is_async then return async.ticket() end
 			return store:revision()
@@ -871,7 +909,7 @@ return function(instate)
 				local bmsg, bcode
 				batch, bmsg, bcode = async.batch()
 				if not batch then
-					save_clear(keys, vals, vers, scalars, m, ns, false)
+					save_clear(keys, vals, vers, scalars, m, ns, false, seq0)
 					return nil, bmsg, bcode
 				end
 				maps.write(plan, maps.batch_sink(store, batch))
@@ -887,7 +925,7 @@ return function(instate)
 			end
 			local ticket, msg, code = async.submit(state_ns, m, keys, vals,
 				perver and vers or common_version or 1, scalars, ns, batch, on_fail)
-			save_clear(keys, vals, vers, scalars, m, ns, ticket ~= nil)
+			save_clear(keys, vals, vers, scalars, m, ns, ticket ~= nil, seq0)
 			for i = 1, nt do
 				if ticket then tabs[i][5] = prints[i] end
 				tabs[i], prints[i] = nil, nil
@@ -920,14 +958,14 @@ return function(instate)
 		end
 		s_tabs, s_prints = tabs, prints
 		if not rev then
-			save_clear(keys, vals, vers, scalars, m, ns, false)
+			save_clear(keys, vals, vers, scalars, m, ns, false, seq0)
 			return nil, written, nested     -- msg, code
 		end
 		-- Nested in a store transaction that may still abort, what was
 		-- written is not known to be saved: the scalars stay dirty and the
 		-- fingerprints unchanged, so the next save compares them with the
 		-- store again.
-		save_clear(keys, vals, vers, scalars, m, ns, not nested)
+		save_clear(keys, vals, vers, scalars, m, ns, not nested, seq0)
 		-- Only declared variables were written, none of them still pending:
 		-- the cache stays good if ours was the only commit since it was read.
 		if pending and written > 0 then
@@ -941,8 +979,26 @@ return function(instate)
 		return rev
 	end
 
+	function instate.save_all(opts)
+		local is_async = false
+		if opts ~= nil then is_async = save_opts(opts) end
+		need_store("save_all")
+		if readonly then
+			return nil, ("instate.save_all: the store '%s' was set up read-only ({readonly = true}); nothing was saved")
+				:format(store_path), "READONLY"
+		end
+		if next(failed) then refuse_unread() end
+		if saving then return busy("save_all") end
+		saving = true
+		local ok, a, b, c = pcall(save_body, is_async)
+		saving = false
+		if not ok then error(a, 0) end
+		return a, b, c
+	end
+
 	function instate.reload_all()
 		need_store("reload_all")
+		if saving then return busy("reload_all") end
 		if async.active() then
 			-- The saved values include the async saves handed over.
 			local ok, msg, code = async.flush()
@@ -990,7 +1046,8 @@ return function(instate)
 				touch(var)
 			end
 			local v = values[i]
-			var[1], var[2], var[4] = v, not stored[i], nil
+			var[1], var[2], var[4] = v, false, nil
+			if not stored[i] then stamp(var) end
 			if var.track then
 				-- the cache of what is stored, or one made at the next save
 				TE.drop(var)
@@ -1033,7 +1090,8 @@ return function(instate)
 			local var = log[i]
 			if var.track then TE.drop(var) end
 			if var[1] == UNREAD or var.track then touch(var) end
-			var[1], var[2], var[4] = log.old[i], true, nil
+			var[1], var[4] = log.old[i], nil
+			stamp(var)
 		end
 		error((...), 0)
 	end

@@ -27,9 +27,13 @@
 --    pairs() and count() read the whole map once, in one snapshot, and
 --    from then on the map is all in memory.
 --  * The cache holds every entry read or set: key -> value, or NONE (known
---    absent: never saved, or deleted since the save). dirty lists the keys
---    set since the last save; handed the keys whose table value was handed
---    out (it may have been changed in place, as a defstate table may).
+--    absent: never saved, or deleted since the save). dirty maps the keys
+--    set since the last save to the stamp of their last write (mseq), and
+--    cleared is false or the stamp of clear(): a save forgets only the
+--    marks not newer than the start of its prepare, so a write that lands
+--    while the save runs (a finalizer in the middle of it) stays for the
+--    next save. handed lists the keys whose table value was handed out (it
+--    may have been changed in place, as a defstate table may).
 --  * save_all writes the dirty entries, and the handed-out tables whose
 --    fingerprint moved since they were saved or first handed out (prints:
 --    record key -> fingerprint; one with no print is compared with its
@@ -125,6 +129,12 @@ return function(instate, host)
 	-- instate.transaction: the open undo log of map edits (nil outside),
 	-- the enclosing transactions' logs below it.
 	local undo, undo_stack = nil, {}
+	-- Write stamps of dirty keys and clears (see the header).
+	local mseq = 0
+	local function mstamp()
+		mseq = mseq + 1
+		return mseq
+	end
 
 	local function bad_self(self, method)
 		error(("bad self to '%s' (a map expected, got %s; call map:%s(...))")
@@ -246,7 +256,7 @@ return function(instate, host)
 		else
 			local migrated
 			v, migrated = restore(self, k, bytes, ver, level + 1)
-			if migrated then self.dirty[rk] = true end
+			if migrated then self.dirty[rk] = mstamp() end
 		end
 		self.cache[rk], self.keys[rk] = v, k
 		return v
@@ -278,7 +288,7 @@ return function(instate, host)
 					if v == nil or ver ~= nil or not plain then
 						local migrated
 						v, migrated = restore(self, k, b, ver or self.version, level + 1)
-						if migrated then self.dirty[rk] = true end
+						if migrated then self.dirty[rk] = mstamp() end
 					end
 					cache[rk], keys[rk] = v, k
 				end
@@ -327,7 +337,7 @@ return function(instate, host)
 		-- (a print is taken when the new value is saved)
 		self.prints[rk] = nil
 		self.keys[rk] = k
-		self.dirty[rk] = true
+		self.dirty[rk] = mstamp()
 	end
 
 	-- ---------------------------------------------------------------------
@@ -455,7 +465,7 @@ return function(instate, host)
 		check(self, "clear")
 		if undo then log_state(self) end
 		reset_state(self)
-		self.all, self.cleared = true, true
+		self.all, self.cleared = true, mstamp()
 	end
 
 	function Map:saved(k)
@@ -474,11 +484,12 @@ return function(instate, host)
 	function hooks.declared() return norder > 0 end
 
 	-- A failing validate or an unstorable value: raised at save_all's
-	-- caller (prepare runs in save_all's place), nothing written.
+	-- caller (save_error, entry_bytes, prepare, defstate's save_body, its
+	-- pcall, save_all, the caller), nothing written.
 	local function save_error(self, k, why)
 		if type(why) == "table" then error(why, 0) end
 		error(("instate.save_all: entry %s of map %s %s (nothing was saved)")
-			:format(showkey(k), quote(self.name), why), 5)
+			:format(showkey(k), quote(self.name), why), 7)
 	end
 
 	-- The record bytes of entry rk (value v), validated.
@@ -513,6 +524,7 @@ return function(instate, host)
 	-- (hooks.saved).
 	function hooks.prepare(no_compare)
 		local plan
+		local seq0 = mseq     -- the marks up to here are this save's
 		-- Inside a store transaction of the caller's, the records read
 		-- here are the committed ones, not what that transaction wrote,
 		-- and the prints are of the last save, not of what an earlier save
@@ -530,7 +542,7 @@ return function(instate, host)
 				local nested = writing or no_compare
 				local ns = not cleared and handle(self, 3) or nil
 				local n0 = plan and plan.n or 0
-				plan = plan or { n = 0, maps = {}, np = 0, prints = {} }
+				plan = plan or { n = 0, maps = {}, np = 0, prints = {}, seq = seq0 }
 				local n, np, pl = n0, plan.np, plan.prints
 				if cleared then
 					n = n + 1
@@ -694,7 +706,7 @@ return function(instate, host)
 			local self = plan.maps[i]
 			for j = 1, plan.n do
 				local w = plan[j]
-				if w[1] == self.nsname and w[2] ~= nil then self.dirty[w[2]] = true end
+				if w[1] == self.nsname and w[2] ~= nil then self.dirty[w[2]] = mstamp() end
 			end
 		end
 	end
@@ -702,10 +714,15 @@ return function(instate, host)
 	-- The plan is committed for good: what it wrote is what is saved,
 	-- and the prints taken of it are the saved ones.
 	function hooks.saved(plan)
+		local seq = plan.seq
 		for i = 1, #plan.maps do
 			local self = plan.maps[i]
-			self.dirty = {}
-			if self.cleared then
+			local dirty = self.dirty
+			for rk, s in next, dirty do
+				if s <= seq then dirty[rk] = nil end
+			end
+			local cleared = self.cleared
+			if cleared and cleared <= seq then
 				self.cleared = false
 			end
 			-- entries deleted are known absent; drop them from memory
@@ -761,7 +778,7 @@ return function(instate, host)
 				-- may have written the value undone, so the next one
 				-- writes this one back (as defstate does for variables).
 				local rk = e[2]
-				self.cache[rk], self.dirty[rk], self.handed[rk], self.n = e[3], true, e[5], e[6]
+				self.cache[rk], self.dirty[rk], self.handed[rk], self.n = e[3], mstamp(), e[5], e[6]
 				self.all = e[7]
 			end
 		end

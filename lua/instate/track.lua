@@ -157,11 +157,11 @@ return function(Var, internals)
 		internals.UNREAD, internals.read, internals.assign, internals.deepcopy,
 		internals.argerror, internals.typename
 	local in_transaction, log_old = internals.in_transaction, internals.log_old
-	local touch = internals.touch
+	local touch, stamp = internals.touch, internals.stamp
 	function mark(var)
 		if in_transaction() then log_old(var) end
 		touch(var)
-		var[2] = true
+		stamp(var)
 	end
 
 	local TVar = {}
