@@ -222,6 +222,68 @@ describe("a finalizer in the middle of save_all", function()
   end
 end)
 
+describe("a finalizer in the middle of a defstate that reads its record", function()
+  after_each(function() instate.teardown() end)
+
+  -- Run fn() from a finalizer after the next ns:get_encoded returns (the
+  -- declaration's own read of its record).
+  local function during_read(fn)
+    local methods = helpers.ns_methods()
+    local real = methods.get_encoded
+    local results
+    methods.get_encoded = function(...)
+      methods.get_encoded = real
+      local r = pack(real(...))
+      helpers.on_gc(function() results = pack(fn()) end)
+      collectgarbage()
+      collectgarbage()
+      return unpack(r, 1, r.n)
+    end
+    return function()
+      methods.get_encoded = real
+      if results then return unpack(results, 1, results.n) end
+    end
+  end
+
+  for _, how in ipairs { "of another version", "read after setup's read went stale" } do
+    it(("(%s) can save: the name being declared is not a failed restore"):format(how), function()
+      local path = new_path()
+      assert(instate.setup(path))
+      instate.defstate("hp", 1, how:find("version") and { version = 2 } or nil):set(7)
+      instate.defstate("gold", 0):set(1)
+      assert(instate.save_all())
+      restart(path)
+      local gold = instate.defstate("gold", 0)
+      if not how:find("version") then
+        -- a commit of another handle: the next declaration reads its record
+        local other = assert(instate.open(path))
+        assert(other:namespace("elsewhere"):set("k", 1))
+        other:close()
+      end
+      gold:set(2)
+      local done = during_read(function() return pcall(instate.save_all) end)
+      local hp = instate.defstate("hp", 1, how:find("version") and { version = 2 } or nil)
+      local ran, rev, msg = done()
+      assert.is_true(ran, tostring(rev))
+      assert.is_truthy(rev, msg)
+      assert.are.equal(7, hp:get())
+      assert.are.equal(2, saved(path, "gold"))
+    end)
+  end
+
+  it("that raises still leaves save_all refused, naming the record", function()
+    local path = new_path()
+    assert(instate.setup(path))
+    instate.defstate("hp", 1, { version = 3 }):set(7)
+    assert(instate.save_all())
+    restart(path)
+    local ok, err = pcall(instate.defstate, "hp", 1, { version = 2 })
+    assert.is_false(ok)
+    assert.matches("saved with version 3, newer than its declared version 2", err, 1, true)
+    assert.matches("the saved values of 'hp' could not be restored", helpers.errmsg(instate.save_all), 1, true)
+  end)
+end)
+
 describe("save_all after a save that raised", function()
   after_each(function() instate.teardown() end)
 

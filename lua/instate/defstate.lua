@@ -245,6 +245,14 @@ return function(instate)
 		stamp(var)
 	end
 
+	-- The names whose saved record a defstate could not restore since
+	-- setup (save_all refuses to run while any is left). A name enters when
+	-- its declaration raises (decode_saved and restore, called by declare
+	-- as DECLARE, mark it before raising), not while it runs: a finalizer
+	-- that saves in the middle of a declaration is not refused for it.
+	local failed = {}
+	local DECLARE = "instate.defstate"
+
 	-- With print, also the fingerprint of the value (or nil: unknown from
 	-- the bytes), taken by the decoder in the same pass.
 	local function decode_saved(name, bytes, who, print)
@@ -253,6 +261,7 @@ return function(instate)
 		if v == nil and type(msg) == "string" then
 			-- a class not registered (yet) is not damage: say which
 			local what = msg:find("^unknown class") and "cannot be read" or "is corrupt"
+			if who == DECLARE then failed[name] = true end
 			error(("%s: saved value of variable %s %s: %s"):format(who, quote(name), what, msg), 3)
 		end
 		return v, msg
@@ -267,18 +276,22 @@ return function(instate)
 	local function restore(var, v, ver, who)
 		if ver == 0 then ver = 1 end
 		local want = var.version
+		local mark = who == DECLARE      -- a failure marks the name failed
 		if ver ~= want then
 			if ver > want then
+				if mark then failed[var.name] = true end
 				error(("%s: variable %s was saved with version %d, newer than its declared version %d")
 					:format(who, quote(var.name), ver, want), 3)
 			end
 			local migrate = var.migrate
 			if not migrate then
+				if mark then failed[var.name] = true end
 				error(("%s: variable %s was saved with version %d but declares version %d and has no migrate function")
 					:format(who, quote(var.name), ver, want), 3)
 			end
 			local ok, nv = pcall(migrate, v, ver)
 			if not ok then
+				if mark then failed[var.name] = true end
 				-- a raised table comes back as that table
 				if type(nv) == "table" then error(nv, 0) end
 				error(("%s: migrating variable %s from version %d to %d failed: %s")
@@ -290,10 +303,12 @@ return function(instate)
 		if validate then
 			local ok, good, why = pcall(validate, v)
 			if not ok then
+				if mark and type(good) == "table" then failed[var.name] = true end
 				if type(good) == "table" then error(good, 0) end
 				why, good = good, false
 			end
 			if not good then
+				if mark then failed[var.name] = true end
 				error(("%s: saved value of variable %s is invalid: %s")
 					:format(who, quote(var.name), tostring(why or "validate returned false")), 3)
 			end
@@ -341,12 +356,9 @@ return function(instate)
 		return true
 	end
 
-	-- One owner, backups, unreadable records (instate.backup does the
-	-- backups): readonly is the setup's option, keep its `backups`; failed
-	-- holds the names whose saved record a defstate could not restore
-	-- since setup (save_all refuses to run while any is left).
+	-- One owner, backups (instate.backup does them): readonly is the
+	-- setup's option, keep its `backups`.
 	local readonly, keep = false, 0
-	local failed = {}
 
 	local function forget()
 		failed = {}
@@ -566,17 +578,16 @@ return function(instate)
 			error(("instate.defstate: no store for variable %s; %s")
 				:format(quote(name), no_store_why()), 2)
 		end
-		-- Until it is restored (below), a saved record of this name failed.
-		if saved or lookup then failed[name] = true end
 		if lookup and not saved then
 			local bytes, msg, code = state_ns:get_encoded(name)
 			if bytes then
 				ver, rec = msg, bytes
-				saved, v, stored_fp = true, decode_saved(name, bytes, "instate.defstate", true)
+				saved, v, stored_fp = true, decode_saved(name, bytes, DECLARE, true)
 				if type(v) ~= "table" then stored_fp = nil end
 			elseif code then
 				-- never the default in place of a record that failed to read:
 				-- a later save_all would write over it
+				failed[name] = true
 				error(("instate.defstate: cannot restore variable %s: %s (code %s)")
 					:format(quote(name), msg, code), 2)
 			end
@@ -588,9 +599,10 @@ return function(instate)
 			if migrate then var.migrate = migrate end
 			if validate then var.validate = validate end
 			local stored
-			v, stored = restore(var, v, ver, "instate.defstate")
+			v, stored = restore(var, v, ver, DECLARE)
 			if track then
 				if type(v) ~= "table" then
+					failed[name] = true
 					error(("instate.defstate: variable %s is tracked but its saved value is %s (a table expected)")
 						:format(quote(name), typename(v)), 2)
 				end
